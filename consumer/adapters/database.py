@@ -1,0 +1,69 @@
+"""Engines and the database itself: create it when missing, run Alembic migrations."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        # asyncpg's statement cache is per connection; keep it warm for the hot path.
+        connect_args={"statement_cache_size": 256},
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def create_database_if_missing(database_url: str) -> bool:
+    """Create the database named in `database_url`; returns True when it had to be created."""
+    url = make_url(database_url)
+    name = url.database
+    if not name:
+        raise ValueError("BATCHOPS_DATABASE_URL names no database")
+    admin = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            exists = await conn.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            )
+            if exists:
+                return False
+            quoted = admin.dialect.identifier_preparer.quote(name)
+            await conn.execute(text(f"CREATE DATABASE {quoted}"))
+            return True
+    finally:
+        await admin.dispose()
+
+
+def upgrade_database(database_url: str, revision: str = "head") -> None:
+    """Run Alembic migrations up to `revision` (synchronous: Alembic drives its own loop)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    command.upgrade(config, revision)
+
+
+async def upgrade(database_url: str) -> bool:
+    created = await create_database_if_missing(database_url)
+    await asyncio.to_thread(upgrade_database, database_url)
+    return created

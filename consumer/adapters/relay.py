@@ -1,0 +1,187 @@
+"""Outbox relay: publish committed events with confirms, then mark them sent.
+
+A crash between the broker's confirm and the mark re-publishes the event (same event_id and
+body), so delivery is at-least-once and never lossy. Rows are picked by `sent_at IS NULL`, not
+by id ranges, so rows committed out of id order are never skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from uuid import UUID
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractExchange
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer.adapters.tables import outbox
+from publisher import PublishError, UnroutableError, publish_confirmed
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Unsent:
+    id: int
+    exchange: str
+    routing_key: str
+    message_id: UUID
+    correlation_id: str | None
+    body: bytes
+    mandatory: bool
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        batch_size: int,
+        poll_seconds: float,
+    ) -> None:
+        self._engine = engine
+        self._channel: AbstractChannel | None = None
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._wakeup = asyncio.Event()
+        self._exchanges: dict[str, AbstractExchange] = {}
+
+    def attach(self, channel: AbstractChannel) -> None:
+        """Publish through `channel` (which must have publisher confirms on)."""
+        self._channel = channel
+        self._exchanges.clear()
+
+    def wake(self) -> None:
+        """Ask for a relay pass now (called after a transaction that wrote events commits)."""
+        self._wakeup.set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Relay until `stopping` is set, then flush what is committed and return."""
+        while not stopping.is_set():
+            try:
+                relayed = await self.relay_once()
+            except Exception:
+                log.exception("relay_pass_failed")
+                relayed = 0
+            if relayed < self._batch_size:
+                await self._wait(stopping)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Relay until nothing unsent is left (or the broker/database refuses)."""
+        try:
+            while await self.relay_once() == self._batch_size:
+                pass
+        except Exception:
+            log.exception("relay_flush_failed")
+
+    async def relay_once(self) -> int:
+        """Publish one batch of unsent events; returns how many rows it took."""
+        self._wakeup.clear()
+        async with self._engine.begin() as conn:
+            rows = [
+                _Unsent(*row)
+                for row in await conn.execute(
+                    select(
+                        outbox.c.id,
+                        outbox.c.exchange,
+                        outbox.c.routing_key,
+                        outbox.c.message_id,
+                        outbox.c.correlation_id,
+                        outbox.c.body,
+                        outbox.c.mandatory,
+                    )
+                    .where(outbox.c.sent_at.is_(None))
+                    .order_by(outbox.c.id)
+                    .limit(self._batch_size)
+                    # Several relays (one per consumer process) share the table without overlap.
+                    .with_for_update(skip_locked=True)
+                )
+            ]
+            if not rows:
+                return 0
+            sent = []
+            for row, outcome in await self._publish_all(rows):
+                if isinstance(outcome, UnroutableError):
+                    # Nobody subscribes to this routing key: there is no one to deliver to.
+                    log.info(
+                        "event_unroutable",
+                        routing_key=row.routing_key,
+                        event_id=str(row.message_id),
+                    )
+                    sent.append(row.id)
+                elif isinstance(outcome, BaseException):
+                    log.warning(
+                        "event_publish_failed", routing_key=row.routing_key, error=repr(outcome)
+                    )
+                else:
+                    sent.append(row.id)
+            if sent:
+                await conn.execute(
+                    update(outbox).where(outbox.c.id.in_(sent)).values(sent_at=func.now())
+                )
+            if len(sent) < len(rows):
+                raise PublishError(f"{len(rows) - len(sent)} events were not confirmed; will retry")
+            return len(rows)
+
+    async def _publish_all(self, rows: list[_Unsent]) -> list[tuple[_Unsent, object]]:
+        """Publish concurrently, in waves of distinct message ids: the AMQP client matches a
+        returned message to its publish by message_id, and a completion event and its reply_to
+        copy share one."""
+        waves: list[list[_Unsent]] = []
+        seen: dict[UUID, int] = {}  # message id -> how many waves already carry it
+        for row in rows:
+            number = seen.get(row.message_id, 0)
+            seen[row.message_id] = number + 1
+            if number == len(waves):
+                waves.append([])
+            waves[number].append(row)
+        done: list[tuple[_Unsent, object]] = []
+        for wave in waves:
+            outcomes = await asyncio.gather(*map(self._publish, wave), return_exceptions=True)
+            done.extend(zip(wave, outcomes, strict=True))
+        return done
+
+    async def _publish(self, row: _Unsent) -> None:
+        exchange = await self._exchange(row.exchange)
+        message = aio_pika.Message(
+            row.body,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=str(row.message_id),
+            correlation_id=row.correlation_id,
+            type=_event_type(row.routing_key),
+        )
+        await publish_confirmed(exchange, message, row.routing_key, mandatory=row.mandatory)
+
+    async def _exchange(self, name: str) -> AbstractExchange:
+        channel = self._channel
+        if channel is None:
+            raise RuntimeError("the relay has no channel: call attach() first")
+        if name == "":
+            return channel.default_exchange
+        exchange = self._exchanges.get(name)
+        if exchange is None:
+            exchange = await channel.get_exchange(name, ensure=False)
+            self._exchanges[name] = exchange
+        return exchange
+
+    async def _wait(self, stopping: asyncio.Event) -> None:
+        waiters = {
+            asyncio.ensure_future(self._wakeup.wait()),
+            asyncio.ensure_future(stopping.wait()),
+        }
+        try:
+            await asyncio.wait(
+                waiters, timeout=self._poll_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+
+def _event_type(routing_key: str) -> str:
+    return "batchops.operation.v1" if routing_key.startswith("operation.") else "batchops.batch.v1"

@@ -1,0 +1,235 @@
+"""PostgreSQL implementations of the repositories, with SQLAlchemy Core statements."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from consumer.adapters.tables import (
+    batch_operations,
+    operation_results,
+    orders,
+    outbox,
+    professionals,
+    users,
+)
+from consumer.domain.batch import BatchState
+from consumer.domain.model import Actor, Order, OrderStatus, Role
+from consumer.service_layer.unit_of_work import (
+    BatchRepository,
+    DuplicateResult,
+    MarketplaceRepository,
+    OutboxMessage,
+    OutboxRepository,
+    StoredBatch,
+    StoredResult,
+)
+from contracts import BatchStatus, Mode, Outcome
+
+_COUNTER = {
+    Outcome.SUCCEEDED: batch_operations.c.completed_operations,
+    Outcome.FAILED: batch_operations.c.failed_operations,
+    Outcome.SKIPPED: batch_operations.c.skipped_operations,
+}
+_RESULTS_PK = "pk_operation_results"
+
+
+class SqlBatchRepository(BatchRepository):
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def claim(self, batch: StoredBatch) -> tuple[StoredBatch, bool]:
+        state = batch.state
+        inserted = await self._session.scalar(
+            pg_insert(batch_operations)
+            .values(
+                batch_id=state.batch_id,
+                operation_type=state.operation_type,
+                handler=batch.handler,
+                actor_id=state.actor_id,
+                mode=state.mode.value,
+                status=state.status.value,
+                total_operations=state.total,
+                fingerprint=batch.fingerprint,
+                correlation_id=batch.correlation_id,
+                created_at=state.created_at,
+                started_at=state.started_at,
+            )
+            .on_conflict_do_nothing(index_elements=[batch_operations.c.batch_id])
+            .returning(batch_operations.c.batch_id)
+        )
+        if inserted is not None:
+            return batch, True
+        existing = await self.get(state.batch_id)
+        if existing is None:  # deleted between the two statements by cleanup
+            raise LookupError(f"batch {state.batch_id} disappeared while being claimed")
+        return existing, False
+
+    async def get(self, batch_id: UUID, *, for_update: bool = False) -> StoredBatch | None:
+        query = select(batch_operations).where(batch_operations.c.batch_id == batch_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._session.execute(query)).mappings().one_or_none()
+        if row is None:
+            return None
+        state = BatchState(
+            batch_id=row["batch_id"],
+            operation_type=row["operation_type"],
+            actor_id=row["actor_id"],
+            mode=Mode(row["mode"]),
+            total=row["total_operations"],
+            created_at=row["created_at"],
+            status=BatchStatus(row["status"]),
+            completed=row["completed_operations"],
+            failed=row["failed_operations"],
+            skipped=row["skipped_operations"],
+            started_at=row["started_at"],
+            completed_at=row["completed_at"],
+        )
+        return StoredBatch(
+            state=state,
+            handler=row["handler"],
+            fingerprint=row["fingerprint"],
+            correlation_id=row["correlation_id"],
+            completion_event=row["completion_event"],
+        )
+
+    async def results(self, batch_id: UUID) -> list[StoredResult]:
+        rows = await self._session.execute(
+            select(operation_results.c.index, operation_results.c.outcome)
+            .where(operation_results.c.batch_id == batch_id)
+            .order_by(operation_results.c.index)
+        )
+        return [StoredResult(index, Outcome(outcome)) for index, outcome in rows]
+
+    async def result_events(self, batch_id: UUID) -> list[bytes]:
+        rows = await self._session.scalars(
+            select(operation_results.c.event)
+            .where(operation_results.c.batch_id == batch_id)
+            .order_by(operation_results.c.index)
+        )
+        return list(rows)
+
+    async def add_result(
+        self,
+        batch_id: UUID,
+        index: int,
+        resource_id: int,
+        outcome: Outcome,
+        status: int,
+        error_code: str | None,
+        event: bytes,
+    ) -> None:
+        try:
+            await self._session.execute(
+                insert(operation_results).values(
+                    batch_id=batch_id,
+                    index=index,
+                    resource_id=resource_id,
+                    outcome=outcome.value,
+                    status_code=status,
+                    error_code=error_code,
+                    event=event,
+                )
+            )
+        except IntegrityError as exc:
+            if _RESULTS_PK in str(exc.orig):
+                raise DuplicateResult(f"batch {batch_id} operation {index}") from exc
+            raise
+        counter = _COUNTER[outcome]
+        await self._session.execute(
+            update(batch_operations)
+            .where(batch_operations.c.batch_id == batch_id)
+            .values({counter: counter + 1})
+        )
+
+    async def complete(
+        self, batch_id: UUID, status: BatchStatus, completed_at: datetime, completion_event: bytes
+    ) -> None:
+        await self._session.execute(
+            update(batch_operations)
+            .where(batch_operations.c.batch_id == batch_id)
+            .values(
+                status=status.value, completed_at=completed_at, completion_event=completion_event
+            )
+        )
+
+
+class SqlMarketplaceRepository(MarketplaceRepository):
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get_actor(self, user_id: int) -> Actor | None:
+        row = (
+            await self._session.execute(
+                select(users.c.id, users.c.role, users.c.is_active).where(
+                    users.c.id == user_id, users.c.deleted_at.is_(None)
+                )
+            )
+        ).one_or_none()
+        return None if row is None else Actor(row.id, Role(row.role), row.is_active)
+
+    async def get_order_for_update(self, order_id: int) -> Order | None:
+        row = (
+            await self._session.execute(
+                select(
+                    orders.c.id,
+                    orders.c.client_id,
+                    orders.c.professional_id,
+                    orders.c.service_id,
+                    orders.c.status,
+                    orders.c.notes,
+                    orders.c.price,
+                    professionals.c.user_id.label("professional_user_id"),
+                )
+                .join(professionals, professionals.c.id == orders.c.professional_id)
+                .where(orders.c.id == order_id, orders.c.deleted_at.is_(None))
+                .with_for_update(of=orders)
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        return Order(
+            id=row.id,
+            client_id=row.client_id,
+            professional_id=row.professional_id,
+            professional_user_id=row.professional_user_id,
+            service_id=row.service_id,
+            status=OrderStatus(row.status),
+            notes=row.notes,
+            price=row.price,
+        )
+
+    async def save_order(self, order: Order) -> None:
+        await self._session.execute(
+            update(orders)
+            .where(orders.c.id == order.id)
+            .values(
+                status=order.status.value,
+                notes=order.notes,
+                price=order.price,
+                updated_at=func.now(),
+            )
+        )
+
+
+class SqlOutboxRepository(OutboxRepository):
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, message: OutboxMessage) -> None:
+        await self._session.execute(
+            insert(outbox).values(
+                exchange=message.exchange,
+                routing_key=message.routing_key,
+                message_id=message.message_id,
+                correlation_id=message.correlation_id,
+                body=message.body,
+                mandatory=message.mandatory,
+            )
+        )

@@ -1,0 +1,160 @@
+"""PostgreSQL tables: the marketplace, batch records, operation results and the event outbox."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _timestamps() -> list[Column[object]]:
+    return [
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        # Soft delete: the row stays; every rule treats it as missing.
+        Column("deleted_at", DateTime(timezone=True)),
+    ]
+
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, Identity(), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(254), nullable=False, unique=True),
+    Column("phone", String(40)),
+    Column("role", String(20), nullable=False),
+    Column("is_active", Boolean, nullable=False, server_default=text("true")),
+    *_timestamps(),
+    CheckConstraint("role IN ('admin', 'staff', 'client', 'professional')", name="role"),
+)
+
+professionals = Table(
+    "professionals",
+    metadata,
+    Column("id", Integer, Identity(), primary_key=True),
+    Column("user_id", ForeignKey("users.id"), nullable=False, unique=True),
+    Column("approved", Boolean, nullable=False, server_default=text("false")),
+    Column("verified", Boolean, nullable=False, server_default=text("false")),
+    Column("approved_by", ForeignKey("users.id")),
+    Column("approved_at", DateTime(timezone=True)),
+    Column("approval_reason", Text),
+    *_timestamps(),
+)
+
+services = Table(
+    "services",
+    metadata,
+    Column("id", Integer, Identity(), primary_key=True),
+    Column("professional_id", ForeignKey("professionals.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("price", Numeric(12, 2), nullable=False),
+    Column("category", String(100), nullable=False, server_default="general"),
+    Column("is_active", Boolean, nullable=False, server_default=text("true")),
+    *_timestamps(),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", Integer, Identity(), primary_key=True),
+    Column("client_id", ForeignKey("users.id"), nullable=False, index=True),
+    Column("professional_id", ForeignKey("professionals.id"), nullable=False, index=True),
+    Column("service_id", ForeignKey("services.id"), nullable=False),
+    Column("status", String(20), nullable=False, server_default="pending"),
+    Column("notes", Text, nullable=False, server_default=""),
+    Column("price", Numeric(12, 2), nullable=False),
+    *_timestamps(),
+    CheckConstraint(
+        "status IN ('pending', 'accepted', 'in_progress', 'completed', 'cancelled')",
+        name="status",
+    ),
+)
+
+batch_operations = Table(
+    "batch_operations",
+    metadata,
+    Column("batch_id", Uuid, primary_key=True),
+    Column("operation_type", String(40), nullable=False),
+    Column("handler", String(100)),
+    Column("actor_id", Integer, nullable=False),
+    Column("mode", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("total_operations", SmallInteger, nullable=False),
+    Column("completed_operations", SmallInteger, nullable=False, server_default="0"),
+    Column("failed_operations", SmallInteger, nullable=False, server_default="0"),
+    Column("skipped_operations", SmallInteger, nullable=False, server_default="0"),
+    # sha256 of the canonical request body: the same batch_id with another body is a CONFLICT.
+    Column("fingerprint", LargeBinary(32), nullable=False),
+    Column("correlation_id", String(255)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("started_at", DateTime(timezone=True)),
+    Column("completed_at", DateTime(timezone=True)),
+    # The exact completion event, so that every re-publication is byte-identical.
+    Column("completion_event", LargeBinary),
+    Index("ix_batch_operations_actor_created", "actor_id", text("created_at DESC")),
+    Index("ix_batch_operations_created", text("created_at DESC")),
+)
+
+operation_results = Table(
+    "operation_results",
+    metadata,
+    Column(
+        "batch_id",
+        ForeignKey("batch_operations.batch_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    # Primary key (batch_id, index): an operation's effect commits at most once.
+    Column("index", SmallInteger, primary_key=True),
+    Column("resource_id", BigInteger, nullable=False),
+    Column("outcome", String(10), nullable=False),
+    Column("status_code", SmallInteger, nullable=False),
+    Column("error_code", String(30)),
+    # The operation event exactly as published.
+    Column("event", LargeBinary, nullable=False),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("exchange", String(255), nullable=False),
+    Column("routing_key", String(255), nullable=False),
+    Column("message_id", Uuid, nullable=False),
+    Column("correlation_id", String(255)),
+    # Replies to a caller's private queue may find it gone: those are not `mandatory`.
+    Column("mandatory", Boolean, nullable=False, server_default=text("true")),
+    Column("body", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("sent_at", DateTime(timezone=True)),
+    Index("ix_outbox_unsent", "id", postgresql_where=text("sent_at IS NULL")),
+)

@@ -1,0 +1,49 @@
+"""Every setting of the service, read from `BATCHOPS_*` variables and a `.env` file."""
+
+from __future__ import annotations
+
+from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts import (
+    DEFAULT_DELIVERY_LIMIT,
+    DEFAULT_NAMESPACE,
+    MAX_BODY_BYTES,
+    MAX_OPERATIONS,
+    Topology,
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BATCHOPS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    amqp_url: str = "amqp://guest:guest@localhost:5672/"
+    database_url: str = "postgresql+asyncpg://localhost/batchops"
+    namespace: str = Field(DEFAULT_NAMESPACE, pattern=r"^[A-Za-z0-9_.-]+$")
+    http_port: int = Field(8000, ge=1, le=65535)
+
+    max_operations: int = Field(MAX_OPERATIONS, ge=1, le=MAX_OPERATIONS)
+    max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024, le=MAX_BODY_BYTES)
+    # Broker users allowed to publish batches; empty means any authenticated user.
+    allowed_publishers: list[str] = Field(default_factory=list)
+
+    prefetch: PositiveInt = 8
+    delivery_limit: PositiveInt = DEFAULT_DELIVERY_LIMIT
+    db_pool_size: PositiveInt = 10
+
+    relay_batch_size: PositiveInt = 200
+    relay_poll_seconds: PositiveFloat = 0.5
+
+    retry_attempts: PositiveInt = 5
+    retry_base_seconds: PositiveFloat = 0.05
+    retry_max_seconds: PositiveFloat = 2.0
+
+    shutdown_timeout_seconds: PositiveFloat = 30.0
+    log_level: str = "INFO"
+    log_format: str = Field("auto", pattern="^(auto|json|console)$")
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(self.namespace, self.delivery_limit)

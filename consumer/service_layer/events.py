@@ -1,0 +1,163 @@
+"""Build the events of DESIGN §4 and the outbox messages that carry them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from consumer.domain.batch import BatchState
+from consumer.service_layer.intake import Rejection
+from consumer.service_layer.unit_of_work import OutboxMessage
+from contracts import (
+    BatchCompleted,
+    BatchRejected,
+    ErrorCode,
+    OperationError,
+    OperationResult,
+    Outcome,
+    Topology,
+    batch_routing_key,
+    completion_event_id,
+    operation_event_id,
+    operation_routing_key,
+    rejection_event_id,
+)
+
+
+class EventFactory:
+    """Events and their outbox messages for one namespace."""
+
+    def __init__(self, topology: Topology) -> None:
+        self._topology = topology
+
+    def succeeded(
+        self,
+        batch: BatchState,
+        correlation_id: str | None,
+        index: int,
+        resource_id: int,
+        data: dict[str, Any],
+        now: datetime,
+    ) -> OperationResult:
+        return OperationResult(
+            event_id=operation_event_id(batch.batch_id, index),
+            batch_id=batch.batch_id,
+            correlation_id=correlation_id,
+            operation_type=batch.operation_type,
+            index=index,
+            resource_id=resource_id,
+            status=200,
+            success=True,
+            outcome=Outcome.SUCCEEDED,
+            data=data,
+            occurred_at=now,
+        )
+
+    def failed(
+        self,
+        batch: BatchState,
+        correlation_id: str | None,
+        index: int,
+        resource_id: int,
+        code: ErrorCode,
+        message: str,
+        error_type: str,
+        now: datetime,
+    ) -> OperationResult:
+        return OperationResult(
+            event_id=operation_event_id(batch.batch_id, index),
+            batch_id=batch.batch_id,
+            correlation_id=correlation_id,
+            operation_type=batch.operation_type,
+            index=index,
+            resource_id=resource_id,
+            status=code.status,
+            success=False,
+            outcome=Outcome.SKIPPED if code is ErrorCode.SKIPPED else Outcome.FAILED,
+            error=OperationError(code=code, message=message, type=error_type),
+            occurred_at=now,
+        )
+
+    def completion(
+        self, batch: BatchState, correlation_id: str | None, results: list[OperationResult]
+    ) -> BatchCompleted:
+        if batch.completed_at is None:
+            raise ValueError("only a completed batch has a completion event")
+        return BatchCompleted(
+            event_id=completion_event_id(batch.batch_id),
+            batch_id=batch.batch_id,
+            correlation_id=correlation_id,
+            operation_type=batch.operation_type,
+            status=batch.status,  # type: ignore[arg-type]  # terminal, checked by complete()
+            total_operations=batch.total,
+            completed_operations=batch.completed,
+            failed_operations=batch.failed,
+            skipped_operations=batch.skipped,
+            success_rate=batch.success_rate,
+            progress=batch.progress,
+            created_at=batch.created_at,
+            started_at=batch.started_at,
+            completed_at=batch.completed_at,
+            duration_seconds=batch.duration_seconds,
+            results=results,
+        )
+
+    def rejected(
+        self, rejection: Rejection, correlation_id: str | None, now: datetime
+    ) -> BatchRejected:
+        return BatchRejected(
+            event_id=rejection_event_id(rejection.request_key),
+            batch_id=rejection.batch_id,
+            correlation_id=correlation_id,
+            operation_type=rejection.operation_type,
+            code=rejection.code,
+            errors=rejection.errors,
+            rejected_at=now,
+        )
+
+    def operation_message(self, result: OperationResult, body: bytes) -> OutboxMessage:
+        return OutboxMessage(
+            exchange=self._topology.results_exchange,
+            routing_key=operation_routing_key(result.operation_type, result.outcome.value),
+            message_id=result.event_id,
+            correlation_id=result.correlation_id,
+            body=body,
+        )
+
+    def batch_messages(
+        self,
+        operation_type: str,
+        status: str,
+        event_id: UUID,
+        body: bytes,
+        correlation_id: str | None,
+        reply_to: str | None = None,
+        reply_correlation_id: str | None = None,
+    ) -> list[OutboxMessage]:
+        """The completion or rejection for subscribers, plus a copy to `reply_to` if asked.
+
+        The copy carries the asking message's correlation id, which a re-submission may change.
+        """
+        messages = [
+            OutboxMessage(
+                exchange=self._topology.results_exchange,
+                routing_key=batch_routing_key(operation_type, status),
+                message_id=event_id,
+                correlation_id=correlation_id,
+                body=body,
+            )
+        ]
+        if reply_to:
+            # Default exchange; the caller's reply queue may be gone, which is no failure of ours.
+            messages.append(
+                OutboxMessage(
+                    exchange="",
+                    routing_key=reply_to,
+                    message_id=event_id,
+                    correlation_id=reply_correlation_id,
+                    body=body,
+                    mandatory=False,
+                )
+            )
+        return messages

@@ -1,0 +1,483 @@
+"""Run one delivered batch to a terminal status, exactly once per operation (DESIGN §3–§6).
+
+Every operation commits its effect, its result row and its outbox event in one transaction;
+the result row's key (batch_id, index) makes a second commit of the same operation impossible,
+so a redelivered or concurrently delivered batch resumes where the last commit left it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from uuid import UUID
+
+import structlog
+from structlog.contextvars import bound_contextvars
+
+from consumer.domain.batch import BatchState
+from consumer.domain.errors import OperationFailed
+from consumer.service_layer.events import EventFactory
+from consumer.service_layer.handlers import OperationContext, OperationHandler
+from consumer.service_layer.intake import (
+    Delivery,
+    IntakePolicy,
+    Rejection,
+    accept,
+    conflict,
+    fingerprint,
+)
+from consumer.service_layer.retry import RetryPolicy, retrying
+from consumer.service_layer.unit_of_work import AbstractUnitOfWork, DuplicateResult, StoredBatch
+from contracts import (
+    BatchRequest,
+    BatchStatus,
+    ErrorCode,
+    Mode,
+    Operation,
+    OperationResult,
+    Outcome,
+    completion_event_id,
+)
+
+log = structlog.get_logger(__name__)
+
+
+class Interrupted(Exception):
+    """Shutdown was requested between two operations; the rest is left to redelivery."""
+
+
+class Disposition(enum.Enum):
+    """What the entrypoint does with the message once `handle` returns."""
+
+    ACK = "ack"
+    DEAD_LETTER = "dead_letter"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class _Run:
+    request: BatchRequest
+    stored: StoredBatch
+    handler: OperationHandler
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+
+    @property
+    def batch_id(self) -> UUID:
+        return self.request.batch_id
+
+    @property
+    def state(self) -> BatchState:
+        return self.stored.state
+
+    def pending(self) -> list[tuple[int, Operation]]:
+        return [(i, op) for i, op in enumerate(self.request.operations) if i not in self.outcomes]
+
+
+class BatchExecutor:
+    def __init__(
+        self,
+        uow_factory: Callable[[], AbstractUnitOfWork],
+        handlers: Mapping[str, OperationHandler],
+        custom_handlers: Mapping[str, OperationHandler],
+        policy: IntakePolicy,
+        events: EventFactory,
+        *,
+        delivery_limit: int,
+        retry: RetryPolicy,
+        clock: Callable[[], datetime] = utcnow,
+        on_outbox: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._uow_factory = uow_factory
+        self._handlers = handlers
+        self._custom_handlers = custom_handlers
+        self._policy = policy
+        self._events = events
+        self._delivery_limit = delivery_limit
+        self._retry = retry
+        self._clock = clock
+        self._on_outbox = on_outbox
+        self._is_transient = uow_factory().is_transient
+        self._stop_requested = False
+
+    def request_stop(self) -> None:
+        """Let running batches finish the operation in hand, then raise Interrupted."""
+        self._stop_requested = True
+
+    async def handle(self, delivery: Delivery) -> Disposition:
+        """Validate, execute and finish one batch. Raises only when the batch cannot be
+        brought forward now (e.g. the database stays down): the message must be redelivered."""
+        verdict = accept(delivery, self._policy)
+        if isinstance(verdict, Rejection):
+            await self._reject(verdict, delivery)
+            return Disposition.DEAD_LETTER
+        with bound_contextvars(
+            batch_id=str(verdict.batch_id),
+            correlation_id=delivery.correlation_id,
+            operation_type=verdict.operation_type.value,
+        ):
+            return await self._handle_request(verdict, delivery)
+
+    async def _handle_request(self, request: BatchRequest, delivery: Delivery) -> Disposition:
+        stored, is_new = await self._claim(request, delivery)
+        if stored.fingerprint != fingerprint(request):
+            await self._reject(conflict(delivery, request), delivery)
+            return Disposition.DEAD_LETTER
+        if stored.state.is_complete:
+            log.info("duplicate_batch_completion_resent", status=stored.state.status.value)
+            await self._resend_completion(request.batch_id, delivery)
+            return Disposition.ACK
+        run = _Run(request, stored, self._handler_for(request))
+        if not is_new:
+            run.outcomes = await self._stored_outcomes(request.batch_id)
+            log.info(
+                "batch_resumed", finished=len(run.outcomes), delivery_count=delivery.delivery_count
+            )
+        if delivery.delivery_count >= self._delivery_limit:
+            # The broker will not hand this message out again: finish the batch without running
+            # the operation that kept crashing us, so that it still reaches a terminal status.
+            await self._give_up(run)
+            await self._finish(run, delivery)
+            return Disposition.DEAD_LETTER
+        if request.mode is Mode.ATOMIC:
+            await self._run_atomic(run)
+        else:
+            await self._run_in_order(run)
+        await self._finish(run, delivery)
+        return Disposition.ACK
+
+    def _handler_for(self, request: BatchRequest) -> OperationHandler:
+        if request.handler is not None:
+            return self._custom_handlers[request.handler]
+        return self._handlers[request.operation_type.value]
+
+    async def _claim(self, request: BatchRequest, delivery: Delivery) -> tuple[StoredBatch, bool]:
+        now = self._clock()
+        fresh = StoredBatch(
+            state=BatchState(
+                batch_id=request.batch_id,
+                operation_type=request.operation_type.value,
+                actor_id=request.actor_id,
+                mode=request.mode,
+                total=len(request.operations),
+                created_at=now,
+                status=BatchStatus.PROCESSING,
+                started_at=now,
+            ),
+            handler=request.handler,
+            fingerprint=fingerprint(request),
+            correlation_id=delivery.correlation_id,
+            completion_event=None,
+        )
+
+        async def attempt() -> tuple[StoredBatch, bool]:
+            async with self._uow_factory() as uow:
+                claimed = await uow.batches.claim(fresh)
+                await uow.commit()
+                return claimed
+
+        return await retrying(attempt, self._retry, self._is_transient)
+
+    async def _stored_outcomes(self, batch_id: UUID) -> dict[int, Outcome]:
+        async def attempt() -> dict[int, Outcome]:
+            async with self._uow_factory() as uow:
+                return {r.index: r.outcome for r in await uow.batches.results(batch_id)}
+
+        return await retrying(attempt, self._retry, self._is_transient)
+
+    # -- continue and stop_on_error: one transaction per operation ---------------------------
+
+    async def _run_in_order(self, run: _Run) -> None:
+        for index, operation in run.pending():
+            if run.request.mode is Mode.STOP_ON_ERROR and Outcome.FAILED in run.outcomes.values():
+                first = min(i for i, o in run.outcomes.items() if o is Outcome.FAILED)
+                await self._skip(run, f"not executed: operation {first} failed (stop_on_error)")
+                return
+            if self._stop_requested:
+                raise Interrupted(f"stopped before operation {index}")
+            with bound_contextvars(index=index):
+                run.outcomes[index] = await self._execute(run, index, operation)
+
+    async def _execute(self, run: _Run, index: int, operation: Operation) -> Outcome:
+        async def attempt() -> Outcome:
+            async with self._uow_factory() as uow:
+                now = self._clock()
+                actor = await uow.marketplace.get_actor(run.request.actor_id)
+                context = OperationContext(uow, run.request.actor_id, actor, now)
+                try:
+                    data = await run.handler(context, operation)
+                    result = self._events.succeeded(
+                        run.state,
+                        run.stored.correlation_id,
+                        index,
+                        operation.resource_id,
+                        data,
+                        now,
+                    )
+                except OperationFailed as failure:
+                    await uow.rollback()  # whatever the handler wrote before failing goes
+                    result = self._failure(
+                        run, index, operation, failure.code, failure.message, type(failure).__name__
+                    )
+                return await self._commit_results(uow, run, [result])
+
+        try:
+            return await retrying(attempt, self._retry, self._is_transient)
+        except Exception as exc:
+            code = ErrorCode.UNAVAILABLE if self._is_transient(exc) else ErrorCode.INTERNAL_ERROR
+            log.exception("operation_crashed", code=code.value)
+            message = (
+                "a transient fault persisted after retries"
+                if code is ErrorCode.UNAVAILABLE
+                else "an unexpected error occurred; it has been logged"
+            )
+            failure = self._failure(run, index, operation, code, message, type(exc).__name__)
+            return await self._record(run, [failure])
+
+    # -- atomic: every operation in one transaction -----------------------------------------
+
+    async def _run_atomic(self, run: _Run) -> None:
+        if run.outcomes:
+            return  # results of an atomic batch commit all together: it already ran
+
+        async def attempt() -> None:
+            async with self._uow_factory() as uow:
+                now = self._clock()
+                actor = await uow.marketplace.get_actor(run.request.actor_id)
+                context = OperationContext(uow, run.request.actor_id, actor, now)
+                results: list[OperationResult] = []
+                for index, operation in enumerate(run.request.operations):
+                    try:
+                        data = await run.handler(context, operation)
+                    except OperationFailed as failure:
+                        await uow.rollback()
+                        results = self._rolled_back(
+                            run, index, failure.code, failure.message, type(failure).__name__
+                        )
+                        break
+                    except Exception as exc:
+                        if self._is_transient(exc):
+                            raise
+                        log.exception("operation_crashed", index=index)
+                        await uow.rollback()
+                        results = self._rolled_back(
+                            run,
+                            index,
+                            ErrorCode.INTERNAL_ERROR,
+                            "an unexpected error occurred; it has been logged",
+                            type(exc).__name__,
+                        )
+                        break
+                    results.append(
+                        self._events.succeeded(
+                            run.state,
+                            run.stored.correlation_id,
+                            index,
+                            operation.resource_id,
+                            data,
+                            now,
+                        )
+                    )
+                await self._commit_results(uow, run, results)
+
+        await retrying(attempt, self._retry, self._is_transient)
+
+    def _rolled_back(
+        self, run: _Run, failed_index: int, code: ErrorCode, message: str, error_type: str
+    ) -> list[OperationResult]:
+        reason = f"rolled back: operation {failed_index} failed (atomic)"
+        return [
+            self._failure(run, i, op, code, message, error_type)
+            if i == failed_index
+            else self._failure(run, i, op, ErrorCode.SKIPPED, reason, "Skipped")
+            for i, op in enumerate(run.request.operations)
+        ]
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def _failure(
+        self,
+        run: _Run,
+        index: int,
+        operation: Operation,
+        code: ErrorCode,
+        message: str,
+        error_type: str,
+    ) -> OperationResult:
+        if code is not ErrorCode.SKIPPED:
+            log.info("operation_failed", index=index, code=code.value, error=message)
+        return self._events.failed(
+            run.state,
+            run.stored.correlation_id,
+            index,
+            operation.resource_id,
+            code,
+            message,
+            error_type,
+            self._clock(),
+        )
+
+    async def _skip(self, run: _Run, reason: str) -> None:
+        skipped = [
+            self._failure(run, i, op, ErrorCode.SKIPPED, reason, "Skipped")
+            for i, op in run.pending()
+        ]
+        await self._record(run, skipped)
+
+    async def _give_up(self, run: _Run) -> None:
+        pending = run.pending()
+        if not pending:
+            return
+        index, operation = pending[0]
+        log.error("poison_batch_given_up", index=index, delivery_limit=self._delivery_limit)
+        crashed = self._failure(
+            run,
+            index,
+            operation,
+            ErrorCode.INTERNAL_ERROR,
+            "the operation crashed the consumer on every delivery",
+            "PoisonMessage",
+        )
+        reason = f"not executed: operation {index} crashed the consumer"
+        rest = [
+            self._failure(run, i, op, ErrorCode.SKIPPED, reason, "Skipped") for i, op in pending[1:]
+        ]
+        await self._record(run, [crashed, *rest])
+
+    async def _record(self, run: _Run, results: list[OperationResult]) -> Outcome:
+        """Commit results that carry no effect (failures, skips) in a transaction of their own."""
+
+        async def attempt() -> Outcome:
+            async with self._uow_factory() as uow:
+                return await self._commit_results(uow, run, results)
+
+        outcome = await retrying(attempt, self._retry, self._is_transient)
+        for result in results:
+            run.outcomes.setdefault(result.index, result.outcome)
+        return outcome
+
+    async def _commit_results(
+        self, uow: AbstractUnitOfWork, run: _Run, results: list[OperationResult]
+    ) -> Outcome:
+        """Write result rows and their events with whatever `uow` already holds, then commit.
+
+        Returns the outcome of the first result, or the one already stored when another
+        delivery of this batch committed it first (that effect then stays rolled back here).
+        """
+        try:
+            for result in results:
+                body = result.model_dump_json().encode()
+                error_code = result.error.code.value if result.error else None
+                await uow.batches.add_result(
+                    run.batch_id,
+                    result.index,
+                    result.resource_id,
+                    result.outcome,
+                    result.status,
+                    error_code,
+                    body,
+                )
+                await uow.outbox.add(self._events.operation_message(result, body))
+        except DuplicateResult:
+            await uow.rollback()
+            stored = {r.index: r.outcome for r in await uow.batches.results(run.batch_id)}
+            return stored[results[0].index]
+        await uow.commit()
+        self._on_outbox()
+        return results[0].outcome
+
+    # -- finishing ---------------------------------------------------------------------------
+
+    async def _finish(self, run: _Run, delivery: Delivery) -> None:
+        async def attempt() -> None:
+            async with self._uow_factory() as uow:
+                stored = await uow.batches.get(run.batch_id, for_update=True)
+                if stored is None:
+                    raise LookupError(f"batch {run.batch_id} vanished while it ran")
+                state = stored.state
+                if not state.is_complete:
+                    state.complete(self._clock())
+                    results = [
+                        OperationResult.model_validate_json(body)
+                        for body in await uow.batches.result_events(run.batch_id)
+                    ]
+                    event = self._events.completion(state, stored.correlation_id, results)
+                    body = event.model_dump_json().encode()
+                    assert state.completed_at is not None  # noqa: S101 - set by complete()
+                    await uow.batches.complete(run.batch_id, state.status, state.completed_at, body)
+                    log.info(
+                        "batch_finished",
+                        status=state.status.value,
+                        completed=state.completed,
+                        failed=state.failed,
+                        skipped=state.skipped,
+                        duration_seconds=state.duration_seconds,
+                    )
+                    stored = StoredBatch(
+                        state, stored.handler, stored.fingerprint, stored.correlation_id, body
+                    )
+                await self._enqueue_completion(uow, stored, delivery)
+                await uow.commit()
+            self._on_outbox()
+
+        await retrying(attempt, self._retry, self._is_transient)
+
+    async def _resend_completion(self, batch_id: UUID, delivery: Delivery) -> None:
+        async def attempt() -> None:
+            async with self._uow_factory() as uow:
+                stored = await uow.batches.get(batch_id)
+                if stored is None:
+                    raise LookupError(f"batch {batch_id} vanished")
+                await self._enqueue_completion(uow, stored, delivery)
+                await uow.commit()
+            self._on_outbox()
+
+        await retrying(attempt, self._retry, self._is_transient)
+
+    async def _enqueue_completion(
+        self, uow: AbstractUnitOfWork, stored: StoredBatch, delivery: Delivery
+    ) -> None:
+        if stored.completion_event is None:
+            raise LookupError(f"batch {stored.state.batch_id} is terminal but has no completion")
+        state = stored.state
+        for message in self._events.batch_messages(
+            state.operation_type,
+            state.status.value,
+            completion_event_id(state.batch_id),
+            stored.completion_event,
+            stored.correlation_id,
+            delivery.reply_to,
+            delivery.correlation_id,
+        ):
+            await uow.outbox.add(message)
+
+    async def _reject(self, rejection: Rejection, delivery: Delivery) -> None:
+        log.warning(
+            "batch_rejected",
+            code=rejection.code.value,
+            batch_id=str(rejection.batch_id),
+            errors=[r.model_dump() for r in rejection.errors],
+        )
+        event = self._events.rejected(rejection, delivery.correlation_id, self._clock())
+        body = event.model_dump_json().encode()
+
+        async def attempt() -> None:
+            async with self._uow_factory() as uow:
+                for message in self._events.batch_messages(
+                    rejection.operation_type,
+                    BatchStatus.REJECTED.value,
+                    event.event_id,
+                    body,
+                    delivery.correlation_id,
+                    delivery.reply_to,
+                    delivery.correlation_id,
+                ):
+                    await uow.outbox.add(message)
+                await uow.commit()
+            self._on_outbox()
+
+        await retrying(attempt, self._retry, self._is_transient)

@@ -1,0 +1,76 @@
+"""Operation handlers: one plain async function per operation type, registered in HANDLERS.
+
+A handler loads what it needs through the unit of work, applies the domain rules, writes the
+change and returns the resource as it is afterwards. It raises `OperationFailed` subclasses
+for expected failures; it never commits (the executor owns the transaction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from consumer.domain import orders
+from consumer.domain.errors import InvalidData, MethodNotAllowed, PermissionDenied, ResourceNotFound
+from consumer.domain.model import Actor
+from consumer.service_layer.unit_of_work import AbstractUnitOfWork
+from contracts import Method, Operation
+
+Payload = TypeVar("Payload", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class OperationContext:
+    uow: AbstractUnitOfWork
+    actor_id: int
+    actor: Actor | None
+    now: datetime
+
+
+OperationHandler = Callable[[OperationContext, Operation], Awaitable[dict[str, Any]]]
+
+
+def require_actor(ctx: OperationContext) -> Actor:
+    """DESIGN §5: an inactive or unknown actor gets 403 on every operation."""
+    if ctx.actor is None or not ctx.actor.is_active:
+        raise PermissionDenied(f"actor {ctx.actor_id} is unknown or inactive")
+    return ctx.actor
+
+
+def require_method(operation: Operation, *allowed: Method) -> None:
+    if operation.method not in allowed:
+        names = ", ".join(m.value for m in allowed)
+        raise MethodNotAllowed(f"method {operation.method} is not allowed here (use {names})")
+
+
+def parse_data(model: type[Payload], data: dict[str, Any]) -> Payload:
+    """Validate `data`; the error names every offending field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc']) or 'data'}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise InvalidData(problems) from None
+
+
+async def update_order(ctx: OperationContext, operation: Operation) -> dict[str, Any]:
+    actor = require_actor(ctx)
+    require_method(operation, Method.PATCH)
+    changes = parse_data(orders.OrderChanges, operation.data)
+    order = await ctx.uow.marketplace.get_order_for_update(operation.resource_id)
+    if order is None:
+        raise ResourceNotFound(f"order {operation.resource_id} does not exist")
+    orders.update_order(actor, order, changes)
+    await ctx.uow.marketplace.save_order(order)
+    return order.as_data()
+
+
+HANDLERS: dict[str, OperationHandler] = {
+    "order_update": update_order,
+}

@@ -1,0 +1,127 @@
+"""The ports the service layer works through: a unit of work and its repositories.
+
+`async with uow:` rolls back on exit unless `await uow.commit()` was called; repositories
+never commit. Adapters implement these for PostgreSQL, tests implement them in memory.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+from uuid import UUID
+
+from consumer.domain.batch import BatchState
+from consumer.domain.model import Actor, Order
+from contracts import BatchStatus, Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBatch:
+    state: BatchState
+    handler: str | None
+    fingerprint: bytes
+    correlation_id: str | None
+    completion_event: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    index: int
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    exchange: str
+    routing_key: str
+    message_id: UUID
+    correlation_id: str | None
+    body: bytes
+    mandatory: bool = True
+
+
+class DuplicateResult(Exception):
+    """The operation already has a result row (committed by a competing consumer)."""
+
+
+class BatchRepository(abc.ABC):
+    @abc.abstractmethod
+    async def claim(self, batch: StoredBatch) -> tuple[StoredBatch, bool]:
+        """Insert `batch` unless its id exists; returns the stored batch and whether it was new."""
+
+    @abc.abstractmethod
+    async def get(self, batch_id: UUID, *, for_update: bool = False) -> StoredBatch | None: ...
+
+    @abc.abstractmethod
+    async def results(self, batch_id: UUID) -> list[StoredResult]: ...
+
+    @abc.abstractmethod
+    async def result_events(self, batch_id: UUID) -> list[bytes]:
+        """Every operation event of the batch, in index order."""
+
+    @abc.abstractmethod
+    async def add_result(
+        self,
+        batch_id: UUID,
+        index: int,
+        resource_id: int,
+        outcome: Outcome,
+        status: int,
+        error_code: str | None,
+        event: bytes,
+    ) -> None:
+        """Record one result and count it. Raises DuplicateResult when the index has one."""
+
+    @abc.abstractmethod
+    async def complete(
+        self, batch_id: UUID, status: BatchStatus, completed_at: datetime, completion_event: bytes
+    ) -> None: ...
+
+
+class MarketplaceRepository(abc.ABC):
+    @abc.abstractmethod
+    async def get_actor(self, user_id: int) -> Actor | None:
+        """The user, or None when unknown or deleted."""
+
+    @abc.abstractmethod
+    async def get_order_for_update(self, order_id: int) -> Order | None:
+        """Lock and return the order, or None when missing or deleted."""
+
+    @abc.abstractmethod
+    async def save_order(self, order: Order) -> None: ...
+
+
+class OutboxRepository(abc.ABC):
+    @abc.abstractmethod
+    async def add(self, message: OutboxMessage) -> None: ...
+
+
+class AbstractUnitOfWork(abc.ABC):
+    batches: BatchRepository
+    marketplace: MarketplaceRepository
+    outbox: OutboxRepository
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.rollback()
+
+    @abc.abstractmethod
+    async def commit(self) -> None: ...
+
+    @abc.abstractmethod
+    async def rollback(self) -> None: ...
+
+    @staticmethod
+    def is_transient(exc: BaseException) -> bool:  # noqa: ARG004 - overridden by adapters
+        """True when retrying the same transaction may succeed (disconnect, deadlock)."""
+        return False

@@ -1,0 +1,56 @@
+"""Names of the exchanges and queues (DESIGN §2) and the routing keys of every event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_NAMESPACE = "batchops"
+DEFAULT_DELIVERY_LIMIT = 5
+UNKNOWN_OPERATION_TYPE = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """Every broker name for one namespace, so environments can share a broker."""
+
+    namespace: str = DEFAULT_NAMESPACE
+    delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+
+    @property
+    def requests_exchange(self) -> str:
+        return f"{self.namespace}.requests"
+
+    @property
+    def requests_queue(self) -> str:
+        return f"{self.namespace}.requests"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.namespace}.dlx"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.namespace}.dead"
+
+    @property
+    def results_exchange(self) -> str:
+        return f"{self.namespace}.results"
+
+    def requests_queue_arguments(self) -> dict[str, Any]:
+        """Arguments of the work queue; consumer and publisher must declare it identically."""
+        return {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-exchange": self.dead_letter_exchange,
+        }
+
+
+def operation_routing_key(operation_type: str, outcome: str) -> str:
+    """`operation.<type>.<succeeded|failed|skipped>`."""
+    return f"operation.{operation_type}.{outcome}"
+
+
+def batch_routing_key(operation_type: str, status: str) -> str:
+    """`batch.<type>.<completed|partial|failed|rejected>`."""
+    return f"batch.{operation_type}.{status}"

@@ -1,0 +1,26 @@
+"""Client library for services that submit batches to batchops (depends on aio-pika only)."""
+
+from publisher._broker import declare_topology, publish_confirmed
+from publisher._client import DEFAULT_AMQP_URL, BatchPublisher, Completion
+from publisher._exceptions import (
+    BatchopsError,
+    CompletionTimeout,
+    NackedError,
+    PublishError,
+    UnroutableError,
+)
+from publisher._subscription import EventSubscription
+
+__all__ = [
+    "DEFAULT_AMQP_URL",
+    "BatchPublisher",
+    "BatchopsError",
+    "Completion",
+    "CompletionTimeout",
+    "EventSubscription",
+    "NackedError",
+    "PublishError",
+    "UnroutableError",
+    "declare_topology",
+    "publish_confirmed",
+]

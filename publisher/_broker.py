@@ -1,0 +1,57 @@
+"""The two broker primitives shared by producers and the consumer's relay."""
+
+from __future__ import annotations
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractMessage
+from aiormq.exceptions import DeliveryError
+from pamqp.commands import Basic
+
+from contracts import Topology
+from publisher._exceptions import NackedError, UnroutableError
+
+
+async def declare_topology(channel: AbstractChannel, topology: Topology) -> None:
+    """Declare every exchange and queue of DESIGN §2; safe to repeat.
+
+    Raises `aio_pika.exceptions.ChannelPreconditionFailed` when a name exists with other arguments.
+    """
+    requests = await channel.declare_exchange(
+        topology.requests_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    await channel.declare_exchange(
+        topology.results_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    dead_letters = await channel.declare_exchange(
+        topology.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    dead = await channel.declare_queue(topology.dead_letter_queue, durable=True)
+    await dead.bind(dead_letters, routing_key="")
+    work = await channel.declare_queue(
+        topology.requests_queue, durable=True, arguments=topology.requests_queue_arguments()
+    )
+    await work.bind(requests, routing_key="#")
+
+
+async def publish_confirmed(
+    exchange: AbstractExchange,
+    message: AbstractMessage,
+    routing_key: str,
+    *,
+    mandatory: bool = True,
+    timeout: float | None = 30.0,
+) -> None:
+    """Publish and wait for the broker's confirm.
+
+    Raises UnroutableError when a `mandatory` message is returned, NackedError on a nack,
+    `asyncio.TimeoutError` when no confirm arrives within `timeout`.
+    The channel must have publisher confirms on.
+    """
+    try:
+        confirmation = await exchange.publish(
+            message, routing_key, mandatory=mandatory, timeout=timeout
+        )
+    except DeliveryError as exc:
+        raise NackedError(exchange.name, routing_key) from exc
+    if not isinstance(confirmation, Basic.Ack):
+        raise UnroutableError(exchange.name, routing_key)

@@ -1,0 +1,178 @@
+"""BatchPublisher: publish batch requests with confirms and await their completion."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+import aio_pika
+import yarl
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from pydantic import ValidationError
+
+from contracts import (
+    DEFAULT_DELIVERY_LIMIT,
+    DEFAULT_NAMESPACE,
+    REQUEST_TYPE,
+    BatchCompleted,
+    BatchRejected,
+    BatchRequest,
+    Topology,
+    parse_event,
+)
+from publisher._broker import declare_topology, publish_confirmed
+from publisher._exceptions import BatchopsError, CompletionTimeout
+from publisher._subscription import EventSubscription
+
+log = logging.getLogger(__name__)
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
+Completion = BatchCompleted | BatchRejected
+
+
+class BatchPublisher:
+    """Publishes batch requests to `{namespace}.requests` (DESIGN §3).
+
+    Use as `async with BatchPublisher(url) as publisher:`; the topology is declared on entry.
+    """
+
+    def __init__(
+        self,
+        amqp_url: str = DEFAULT_AMQP_URL,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+        confirm_timeout: float = 30.0,
+    ) -> None:
+        self._url = amqp_url
+        self._topology = Topology(namespace, delivery_limit)
+        # RabbitMQ refuses a user_id other than the connection's own user, so state it exactly.
+        self._user_id = yarl.URL(amqp_url).user or "guest"
+        self._confirm_timeout = confirm_timeout
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._requests: AbstractExchange | None = None
+        self._reply_queue: AbstractQueue | None = None
+        self._reply_lock = asyncio.Lock()
+        self._waiting: dict[str, asyncio.Future[Completion]] = {}
+
+    @property
+    def topology(self) -> Topology:
+        return self._topology
+
+    async def __aenter__(self) -> Self:
+        self._connection = await aio_pika.connect_robust(self._url)
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        await declare_topology(self._channel, self._topology)
+        self._requests = await self._channel.get_exchange(self._topology.requests_exchange)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for future in self._waiting.values():
+            future.cancel()
+        self._waiting.clear()
+        if self._connection is not None:
+            await self._connection.close()
+        self._connection = self._channel = self._requests = self._reply_queue = None
+
+    async def publish(
+        self,
+        request: BatchRequest,
+        *,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+    ) -> None:
+        """Publish `request` persistently and wait for the broker's confirm.
+
+        Raises UnroutableError when no queue takes it, NackedError when the broker refuses it.
+        """
+        message = aio_pika.Message(
+            request.model_dump_json().encode(),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=str(request.batch_id),
+            user_id=self._user_id,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            type=REQUEST_TYPE,
+            timestamp=datetime.now(UTC),
+        )
+        await publish_confirmed(
+            self._exchange(),
+            message,
+            request.operation_type.value,
+            timeout=self._confirm_timeout,
+        )
+
+    async def publish_and_wait(
+        self, request: BatchRequest, timeout: float = 60.0, *, correlation_id: str | None = None
+    ) -> Completion:
+        """Publish `request` and return its completion (or rejection) event.
+
+        Raises CompletionTimeout after `timeout` seconds, and what `publish` raises.
+        """
+        reply_queue = await self._ensure_reply_queue()
+        correlation_id = correlation_id or str(uuid.uuid4())
+        future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
+        self._waiting[correlation_id] = future
+        future.add_done_callback(lambda _: self._waiting.pop(correlation_id, None))
+        try:
+            await self.publish(request, correlation_id=correlation_id, reply_to=reply_queue.name)
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError as exc:
+            raise CompletionTimeout(request.batch_id, timeout) from exc
+        finally:
+            future.cancel()
+
+    def subscribe(self, pattern: str = "#") -> EventSubscription:
+        """Events on the results exchange matching `pattern`, as typed models.
+
+        Enter it before publishing so that no event is missed.
+        """
+        if self._channel is None:
+            raise BatchopsError("the publisher is not open: use `async with BatchPublisher(...)`")
+        return EventSubscription(self._channel, self._topology.results_exchange, pattern)
+
+    def _exchange(self) -> AbstractExchange:
+        if self._requests is None:
+            raise BatchopsError("the publisher is not open: use `async with BatchPublisher(...)`")
+        return self._requests
+
+    async def _ensure_reply_queue(self) -> AbstractQueue:
+        async with self._reply_lock:
+            if self._reply_queue is None:
+                if self._channel is None:
+                    raise BatchopsError("the publisher is not open")
+                queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
+                await queue.consume(self._on_reply, no_ack=True)
+                self._reply_queue = queue
+            return self._reply_queue
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        future = self._waiting.get(message.correlation_id or "")
+        if future is None:
+            log.info("reply with unknown correlation id %r dropped", message.correlation_id)
+            return
+        try:
+            event = parse_event(message.body)
+        except ValidationError as exc:
+            if not future.done():
+                future.set_exception(BatchopsError(f"malformed completion event: {exc}"))
+            return
+        if isinstance(event, BatchCompleted | BatchRejected) and not future.done():
+            future.set_result(event)

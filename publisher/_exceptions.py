@@ -1,0 +1,42 @@
+"""Errors raised by the publisher library.
+
+BatchopsError
+├── PublishError             the broker did not take the message
+│   ├── UnroutableError      returned as unroutable (no queue bound: is the topology declared?)
+│   └── NackedError          negatively confirmed by the broker
+└── CompletionTimeout        no completion event arrived in time
+"""
+
+from __future__ import annotations
+
+
+class BatchopsError(Exception):
+    """Base class of every error this library raises."""
+
+
+class PublishError(BatchopsError):
+    pass
+
+
+class UnroutableError(PublishError):
+    def __init__(self, exchange: str, routing_key: str) -> None:
+        super().__init__(
+            f"message to exchange {exchange!r} with routing key {routing_key!r} was returned "
+            "unroutable: no queue is bound for it"
+        )
+        self.exchange = exchange
+        self.routing_key = routing_key
+
+
+class NackedError(PublishError):
+    def __init__(self, exchange: str, routing_key: str) -> None:
+        super().__init__(f"the broker refused (nack) the message to {exchange!r} / {routing_key!r}")
+        self.exchange = exchange
+        self.routing_key = routing_key
+
+
+class CompletionTimeout(BatchopsError, TimeoutError):
+    def __init__(self, batch_id: object, timeout: float) -> None:
+        super().__init__(f"no completion event for batch {batch_id} within {timeout:g}s")
+        self.batch_id = batch_id
+        self.timeout = timeout
