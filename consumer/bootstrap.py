@@ -37,6 +37,7 @@ class Service:
     consumer: RequestConsumer
     consume: bool = True
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
     _connection: AbstractRobustConnection | None = None
 
     async def start(self) -> None:
@@ -46,6 +47,7 @@ class Service:
         self.relay.attach(await self._connection.channel(publisher_confirms=True))
         if self.consume:
             await self.consumer.start(await self._connection.channel())
+        self.started.set()
 
     async def run(self) -> None:
         """Start, relay and consume until `stop()`; then shut down gracefully."""

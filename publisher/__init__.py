@@ -7,6 +7,7 @@ from publisher._exceptions import (
     CompletionTimeout,
     NackedError,
     PublishError,
+    TopologyMismatchError,
     UnroutableError,
 )
 from publisher._subscription import EventSubscription
@@ -20,6 +21,7 @@ __all__ = [
     "EventSubscription",
     "NackedError",
     "PublishError",
+    "TopologyMismatchError",
     "UnroutableError",
     "declare_topology",
     "publish_confirmed",

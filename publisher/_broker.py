@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractMessage
-from aiormq.exceptions import DeliveryError
+from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError
 from pamqp.commands import Basic
 
 from contracts import Topology
-from publisher._exceptions import NackedError, UnroutableError
+from publisher._exceptions import NackedError, TopologyMismatchError, UnroutableError
 
 
 async def declare_topology(channel: AbstractChannel, topology: Topology) -> None:
     """Declare every exchange and queue of DESIGN §2; safe to repeat.
 
-    Raises `aio_pika.exceptions.ChannelPreconditionFailed` when a name exists with other arguments.
+    Raises TopologyMismatchError when the work queue exists with other arguments.
     """
     requests = await channel.declare_exchange(
         topology.requests_exchange, aio_pika.ExchangeType.TOPIC, durable=True
@@ -27,9 +27,12 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> None
     )
     dead = await channel.declare_queue(topology.dead_letter_queue, durable=True)
     await dead.bind(dead_letters, routing_key="")
-    work = await channel.declare_queue(
-        topology.requests_queue, durable=True, arguments=topology.requests_queue_arguments()
-    )
+    try:
+        work = await channel.declare_queue(
+            topology.requests_queue, durable=True, arguments=topology.requests_queue_arguments()
+        )
+    except ChannelPreconditionFailed as exc:
+        raise TopologyMismatchError(topology.requests_queue, topology.delivery_limit) from exc
     await work.bind(requests, routing_key="#")
 
 

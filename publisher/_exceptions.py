@@ -35,6 +35,17 @@ class NackedError(PublishError):
         self.routing_key = routing_key
 
 
+class TopologyMismatchError(BatchopsError):
+    def __init__(self, queue: str, delivery_limit: int) -> None:
+        super().__init__(
+            f"queue {queue!r} already exists with other arguments than x-queue-type=quorum, "
+            f"x-delivery-limit={delivery_limit}: give every publisher and consumer the same "
+            "delivery limit (BATCHOPS_DELIVERY_LIMIT), or delete the queue once it is empty"
+        )
+        self.queue = queue
+        self.delivery_limit = delivery_limit
+
+
 class CompletionTimeout(BatchopsError, TimeoutError):
     def __init__(self, batch_id: object, timeout: float) -> None:
         super().__init__(f"no completion event for batch {batch_id} within {timeout:g}s")

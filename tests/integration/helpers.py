@@ -1,0 +1,136 @@
+"""Builders and database look-ups for the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aio_pika
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from consumer.adapters.tables import batch_operations, operation_results, orders, outbox
+
+
+def batch(actor_id: int, *operations: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {
+        "batch_id": str(uuid.uuid4()),
+        "operation_type": "order_update",
+        "actor_id": actor_id,
+        "operations": list(operations),
+        **fields,
+    }
+
+
+def patch(resource_id: int, **data: Any) -> dict[str, Any]:
+    return {"method": "PATCH", "resource_id": resource_id, "data": data}
+
+
+async def fetch(database_url: str, query: Any) -> list[Any]:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            return list(await conn.execute(query))
+    finally:
+        await engine.dispose()
+
+
+async def order(database_url: str, order_id: int) -> Any:
+    rows = await fetch(database_url, select(orders).where(orders.c.id == order_id))
+    return rows[0]
+
+
+async def batch_row(database_url: str, batch_id: object) -> Any | None:
+    rows = await fetch(
+        database_url,
+        select(batch_operations).where(batch_operations.c.batch_id == uuid.UUID(str(batch_id))),
+    )
+    return rows[0] if rows else None
+
+
+async def result_rows(database_url: str, batch_id: object) -> list[Any]:
+    return await fetch(
+        database_url,
+        select(operation_results)
+        .where(operation_results.c.batch_id == uuid.UUID(str(batch_id)))
+        .order_by(operation_results.c.index),
+    )
+
+
+async def count_batches(database_url: str) -> int:
+    rows = await fetch(database_url, select(func.count()).select_from(batch_operations))
+    return int(rows[0][0])
+
+
+async def unsent_events(database_url: str) -> int:
+    rows = await fetch(
+        database_url, select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
+    )
+    return int(rows[0][0])
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll `probe` until it holds; for state that has no event to wait on (rows, queues)."""
+    deadline = time.monotonic() + timeout
+    while not await probe():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+async def publish_raw(
+    amqp_url: str,
+    exchange: str,
+    body: bytes,
+    *,
+    routing_key: str = "order_update",
+    user_id: str | None = "guest",
+    **properties: Any,
+) -> None:
+    """Publish bytes as any producer could, bypassing the publisher library's validation."""
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        target = await channel.get_exchange(exchange, ensure=False)
+        await target.publish(
+            aio_pika.Message(
+                body,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                user_id=user_id,
+                **properties,
+            ),
+            routing_key=routing_key,
+        )
+    finally:
+        await connection.close()
+
+
+async def dead_letters(amqp_url: str, queue_name: str) -> list[bytes]:
+    """Drain the dead-letter queue (the test owns its namespace)."""
+    connection = await aio_pika.connect_robust(amqp_url)
+    bodies: list[bytes] = []
+    try:
+        channel = await connection.channel()
+        queue = await channel.get_queue(queue_name, ensure=True)
+        while (message := await queue.get(fail=False, no_ack=True)) is not None:
+            bodies.append(message.body)
+    finally:
+        await connection.close()
+    return bodies
+
+
+async def set_user_active(database_url: str, user_id: int, *, active: bool) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE users SET is_active = :a WHERE id = :id"), {"a": active, "id": user_id}
+            )
+    finally:
+        await engine.dispose()
