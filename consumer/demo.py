@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from sqlalchemy import make_url
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from consumer.config import Settings
 from consumer.entrypoints.cli import EXIT_OK
@@ -85,9 +86,6 @@ def _wait_until_consuming(log_path: Path, service: subprocess.Popen[bytes]) -> N
 
 
 async def _drop_database(database_url: str) -> None:
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
     url = make_url(database_url)
     engine = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:

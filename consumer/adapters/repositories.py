@@ -16,10 +16,20 @@ from consumer.adapters.tables import (
     orders,
     outbox,
     professionals,
+    services,
     users,
 )
 from consumer.domain.batch import BatchState
-from consumer.domain.model import Actor, Order, OrderStatus, Role
+from consumer.domain.model import (
+    Actor,
+    Order,
+    OrderStatus,
+    Professional,
+    ResourceKind,
+    Role,
+    Service,
+    User,
+)
 from consumer.service_layer.unit_of_work import (
     BatchRepository,
     DuplicateResult,
@@ -216,6 +226,135 @@ class SqlMarketplaceRepository(MarketplaceRepository):
                 updated_at=func.now(),
             )
         )
+
+    async def get_professional_for_update(self, professional_id: int) -> Professional | None:
+        row = (
+            await self._session.execute(
+                select(professionals)
+                .where(professionals.c.id == professional_id, professionals.c.deleted_at.is_(None))
+                .with_for_update()
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        return Professional(
+            id=row.id,
+            user_id=row.user_id,
+            approved=row.approved,
+            verified=row.verified,
+            approved_by=row.approved_by,
+            approved_at=row.approved_at,
+            approval_reason=row.approval_reason,
+        )
+
+    async def save_professional(self, professional: Professional) -> None:
+        await self._session.execute(
+            update(professionals)
+            .where(professionals.c.id == professional.id)
+            .values(
+                approved=professional.approved,
+                verified=professional.verified,
+                approved_by=professional.approved_by,
+                approved_at=professional.approved_at,
+                approval_reason=professional.approval_reason,
+                updated_at=func.now(),
+            )
+        )
+
+    async def get_service_for_update(self, service_id: int) -> Service | None:
+        row = (
+            await self._session.execute(
+                select(services, professionals.c.user_id.label("professional_user_id"))
+                .join(professionals, professionals.c.id == services.c.professional_id)
+                .where(services.c.id == service_id, services.c.deleted_at.is_(None))
+                .with_for_update(of=services)
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        return Service(
+            id=row.id,
+            professional_id=row.professional_id,
+            professional_user_id=row.professional_user_id,
+            name=row.name,
+            description=row.description,
+            price=row.price,
+            category=row.category,
+            is_active=row.is_active,
+        )
+
+    async def save_service(self, service: Service) -> None:
+        await self._session.execute(
+            update(services)
+            .where(services.c.id == service.id)
+            .values(
+                name=service.name,
+                description=service.description,
+                price=service.price,
+                category=service.category,
+                is_active=service.is_active,
+                updated_at=func.now(),
+            )
+        )
+
+    async def get_user_for_update(self, user_id: int) -> User | None:
+        row = (
+            await self._session.execute(
+                select(users)
+                .where(users.c.id == user_id, users.c.deleted_at.is_(None))
+                .with_for_update()
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        return User(
+            id=row.id,
+            name=row.name,
+            email=row.email,
+            phone=row.phone,
+            role=Role(row.role),
+            is_active=row.is_active,
+        )
+
+    async def save_user(self, user: User) -> None:
+        await self._session.execute(
+            update(users)
+            .where(users.c.id == user.id)
+            .values(
+                name=user.name,
+                email=user.email,
+                phone=user.phone,
+                role=user.role.value,
+                is_active=user.is_active,
+                updated_at=func.now(),
+            )
+        )
+
+    async def email_taken(self, email: str, *, by_other_than: int) -> bool:
+        found = await self._session.scalar(
+            select(users.c.id).where(
+                func.lower(users.c.email) == email.lower(), users.c.id != by_other_than
+            )
+        )
+        return found is not None
+
+    async def soft_delete(self, kind: ResourceKind, resource_id: int) -> bool:
+        table = _DELETABLE[kind]
+        deleted = await self._session.scalar(
+            update(table)
+            .where(table.c.id == resource_id, table.c.deleted_at.is_(None))
+            .values(deleted_at=func.now(), updated_at=func.now())
+            .returning(table.c.id)
+        )
+        return deleted is not None
+
+
+_DELETABLE = {
+    ResourceKind.ORDER: orders,
+    ResourceKind.SERVICE: services,
+    ResourceKind.PROFESSIONAL: professionals,
+    ResourceKind.USER: users,
+}
 
 
 class SqlOutboxRepository(OutboxRepository):

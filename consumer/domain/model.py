@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
@@ -57,3 +58,77 @@ class Order:
             "notes": self.notes,
             "price": f"{self.price:.2f}",
         }
+
+
+@dataclass(slots=True)
+class Professional:
+    id: int
+    user_id: int
+    approved: bool
+    verified: bool
+    approved_by: int | None
+    approved_at: datetime | None
+    approval_reason: str | None
+
+    def as_data(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "user_id": self.user_id,
+            "approved": self.approved,
+            "verified": self.verified,
+            "approved_by": self.approved_by,
+            "approved_at": self.approved_at.isoformat() if self.approved_at else None,
+            "reason": self.approval_reason,
+        }
+
+
+@dataclass(slots=True)
+class Service:
+    id: int
+    professional_id: int
+    professional_user_id: int
+    name: str
+    description: str
+    price: Decimal
+    category: str
+    is_active: bool
+
+    def as_data(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "professional_id": self.professional_id,
+            "name": self.name,
+            "description": self.description,
+            "price": f"{self.price:.2f}",
+            "category": self.category,
+            "is_active": self.is_active,
+        }
+
+
+@dataclass(slots=True)
+class User:
+    id: int
+    name: str
+    email: str
+    phone: str | None
+    role: Role
+    is_active: bool
+
+    def as_data(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "email": self.email,
+            "phone": self.phone,
+            "role": self.role.value,
+            "is_active": self.is_active,
+        }
+
+
+class ResourceKind(StrEnum):
+    """What `bulk_delete` can delete."""
+
+    ORDER = "order"
+    SERVICE = "service"
+    PROFESSIONAL = "professional"
+    USER = "user"

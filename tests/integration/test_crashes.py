@@ -86,7 +86,9 @@ class TestRedelivery:
 
         rows = await result_rows(settings.database_url, request.batch_id)
         assert [(r.index, r.outcome) for r in rows] == [
-            (0, "succeeded"), (1, "succeeded"), (2, "succeeded"),
+            (0, "succeeded"),
+            (1, "succeeded"),
+            (2, "succeeded"),
         ], "accepting order 3 twice would have failed the second time with CONFLICT"
         assert rows[0] == first, "the operation committed before the crash must stay as it was"
         assert (await order(settings.database_url, 3)).status == "accepted"
@@ -123,6 +125,8 @@ class TestPoisonMessage:
         assert (await order(settings.database_url, 9)).notes == ""
 
         async def dead_lettered() -> bool:
-            return len(await dead_letters(settings.amqp_url, settings.topology.dead_letter_queue)) == 1
+            return (
+                len(await dead_letters(settings.amqp_url, settings.topology.dead_letter_queue)) == 1
+            )
 
         await eventually(dead_lettered, what="the poison request in the dead-letter queue")

@@ -67,8 +67,13 @@ class TestBatchWithAnInvalidTransition:
         assert failed.error is not None and failed.error.code is ErrorCode.CONFLICT
         assert failed.data is None
         assert completion.results[0].data == {
-            "id": 3, "client_id": 3, "professional_id": 1, "service_id": 1,
-            "status": "accepted", "notes": "", "price": "100.00",
+            "id": 3,
+            "client_id": 3,
+            "professional_id": 1,
+            "service_id": 1,
+            "status": "accepted",
+            "notes": "",
+            "price": "100.00",
         }
 
     async def test_each_operation_and_the_completion_have_their_routing_keys(
@@ -102,7 +107,9 @@ class TestBatchWithAnInvalidTransition:
         assert row.started_at is not None and row.completed_at is not None
         results = await result_rows(settings.database_url, request.batch_id)
         assert [(r.index, r.outcome, r.status_code) for r in results] == [
-            (0, "succeeded", 200), (1, "succeeded", 200), (2, "failed", 409),
+            (0, "succeeded", 200),
+            (1, "succeeded", 200),
+            (2, "failed", 409),
         ]
 
         async def outbox_drained() -> bool:

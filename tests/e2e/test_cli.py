@@ -1,0 +1,150 @@
+"""The console script end to end: database set-up, serving, publishing, shutting down."""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from consumer.adapters.tables import orders, users
+from consumer.config import Settings
+from tests.e2e.conftest import ServeProcess, run_cli
+from tests.integration.helpers import batch, fetch, order, patch, result_rows
+from tests.support import EventLog
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "order_update.json"
+
+
+class TestDatabaseCommands:
+    def test_db_upgrade_creates_a_missing_database_and_seed_loads_the_marketplace(
+        self, fresh_database_env: dict[str, str]
+    ) -> None:
+        upgraded = run_cli(fresh_database_env, "db", "upgrade")
+        assert upgraded.returncode == 0, upgraded.stderr
+        assert "created" in upgraded.stdout
+
+        again = run_cli(fresh_database_env, "db", "upgrade")
+        assert again.returncode == 0, again.stderr
+        assert "created" not in again.stdout
+
+        seeded = run_cli(fresh_database_env, "seed", "--orders", "7")
+        assert seeded.returncode == 0, seeded.stderr
+
+    def test_seed_refuses_a_database_that_already_has_data(self, cli_env: dict[str, str]) -> None:
+        result = run_cli(cli_env, "seed")
+        assert result.returncode == 1
+        assert "already has users" in result.stderr
+
+    async def test_the_seeded_marketplace_is_exactly_the_one_of_the_design(
+        self, settings: Settings
+    ) -> None:
+        roles = await fetch(
+            settings.database_url, select(users.c.id, users.c.role).order_by(users.c.id)
+        )
+        assert [role for _, role in roles] == [
+            "admin",
+            "staff",
+            "client",
+            "client",
+            "client",
+            "professional",
+            "professional",
+            "professional",
+        ]
+        rows = await fetch(
+            settings.database_url,
+            select(orders.c.id, orders.c.client_id, orders.c.professional_id, orders.c.service_id)
+            .where(orders.c.id.in_([1, 2, 3]))
+            .order_by(orders.c.id),
+        )
+        assert [tuple(r) for r in rows] == [(1, 4, 2, 3), (2, 5, 3, 5), (3, 3, 1, 1)]
+        total = await fetch(settings.database_url, select(func.count()).select_from(orders))
+        assert total[0][0] == 30
+
+
+class TestServeAndPublish:
+    async def test_serve_runs_a_published_file_and_exits_zero_on_sigterm(
+        self, cli_env: dict[str, str], serve: Callable[[], ServeProcess]
+    ) -> None:
+        service = serve()
+        await service.wait_for_log('"consuming"')
+
+        published = run_cli(cli_env, "publish", str(EXAMPLE), "--wait", "--timeout", "30")
+
+        assert published.returncode == 0, published.stderr
+        assert "PARTIAL" in published.stdout
+        assert "success rate 66.67%" in published.stdout
+        assert "CONFLICT" in published.stdout
+        service.process.send_signal(signal.SIGTERM)
+        assert service.process.wait(timeout=20) == 0
+
+    def test_publish_explains_an_invalid_file_and_exits_2(
+        self, cli_env: dict[str, str], tmp_path: Path
+    ) -> None:
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({"operation_type": "order_update", "operations": []}))
+
+        result = run_cli(cli_env, "publish", str(bad))
+
+        assert result.returncode == 2
+        assert "actor_id" in result.stderr
+        assert "operations" in result.stderr
+
+
+class TestCrashRecovery:
+    async def test_a_consumer_killed_mid_batch_is_resumed_by_the_next_without_double_effects(
+        self,
+        settings: Settings,
+        cli_env: dict[str, str],
+        serve: Callable[[], ServeProcess],
+        events: EventLog,
+        tmp_path: Path,
+    ) -> None:
+        from sqlalchemy import text
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        body = batch(
+            6, patch(3, status="accepted"), patch(6, status="accepted"), patch(9, notes="n")
+        )
+        batch_id = uuid.UUID(body["batch_id"])
+        request_file = tmp_path / "batch.json"
+        request_file.write_text(json.dumps(body))
+        first = serve()
+        await first.wait_for_log('"consuming"')
+
+        # Hold order 6 so that the consumer commits operation 0 and then blocks on operation 1.
+        engine = create_async_engine(settings.database_url)
+        try:
+            async with engine.connect() as blocker:
+                await blocker.execute(text("SELECT 1 FROM orders WHERE id = 6 FOR UPDATE"))
+                assert run_cli(cli_env, "publish", str(request_file)).returncode == 0
+
+                async def operation_zero_committed() -> bool:
+                    return len(await result_rows(settings.database_url, batch_id)) == 1
+
+                from tests.integration.helpers import eventually
+
+                await eventually(operation_zero_committed, what="operation 0 committed")
+                first.process.kill()  # SIGKILL: no chance to clean up
+                first.process.wait(10)
+                await blocker.rollback()
+        finally:
+            await engine.dispose()
+
+        second = serve()
+        completion = await events.completion(batch_id, timeout=30)
+
+        assert completion.status == "completed", completion.results
+        rows = await result_rows(settings.database_url, batch_id)
+        assert [(r.index, r.outcome) for r in rows] == [
+            (0, "succeeded"),
+            (1, "succeeded"),
+            (2, "succeeded"),
+        ]
+        assert (await order(settings.database_url, 3)).status == "accepted"
+        second.process.send_signal(signal.SIGTERM)
+        assert second.process.wait(timeout=20) == 0
