@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.errors import ErrorCode
 
@@ -19,6 +19,10 @@ BATCH_EVENT_TYPE: Final = "batchops.batch.v1"
 
 # uuid5 namespace of every event id: re-publishing an event always gives it the same id.
 _EVENT_NAMESPACE = uuid.UUID("6f1d8f6e-3c1a-5e8b-9a51-0b7c2f4d9e21")
+
+
+def _is_none(value: object) -> bool:
+    return value is None
 
 
 class Outcome(StrEnum):
@@ -63,19 +67,10 @@ class OperationResult(BaseModel):
     status: int
     success: bool
     outcome: Outcome
-    data: dict[str, Any] | None = None
-    error: OperationError | None = None
+    # DESIGN §4: on failure `data` is absent (not null); on success there is no `error`.
+    data: dict[str, Any] | None = Field(default=None, exclude_if=_is_none)
+    error: OperationError | None = Field(default=None, exclude_if=_is_none)
     occurred_at: datetime
-
-    @model_serializer(mode="wrap")
-    def _omit_absent_data_and_error(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # DESIGN §4: on failure `data` is absent (not null); on success there is no `error`.
-        dumped = handler(self)
-        if isinstance(dumped, dict):
-            for key in ("data", "error"):
-                if dumped.get(key) is None:
-                    dumped.pop(key, None)
-        return dumped
 
 
 class BatchCompleted(BaseModel):

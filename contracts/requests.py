@@ -6,7 +6,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 MAX_OPERATIONS = 50
 MAX_BODY_BYTES = 256 * 1024
@@ -34,28 +34,33 @@ class Method(StrEnum):
     DELETE = "DELETE"
 
 
+# Ids are PostgreSQL integers; a larger number is refused here rather than failing later.
+MAX_ID = 2**31 - 1
+# Strict: "3" is not an id. Other fields are lax so that Python callers may pass strings
+# for UUIDs and enums, exactly as they appear in JSON.
+Id = Annotated[int, Strict(), Field(gt=0, le=MAX_ID)]
 HandlerName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
 class Operation(BaseModel):
     """One change to one resource; `data` is checked by the operation type's own model."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: Method
-    resource_id: PositiveInt
+    resource_id: Id
     data: dict[str, Any] = Field(default_factory=dict)
 
 
 class BatchRequest(BaseModel):
     """A batch of 1 to 50 operations of one type, run in list order on behalf of `actor_id`."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     batch_id: UUID
     operation_type: OperationType
     handler: HandlerName | None = None
-    actor_id: PositiveInt
+    actor_id: Id
     mode: Mode = Mode.CONTINUE
     operations: list[Operation] = Field(min_length=1, max_length=MAX_OPERATIONS)
 

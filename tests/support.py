@@ -83,7 +83,7 @@ class EventLog:
             if isinstance(e, OperationResult) and e.batch_id == batch_id
         ]
 
-    def keys(self) -> list[str]:
+    def routing_keys(self) -> list[str]:
         return [key for key, _ in self.received]
 
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from consumer.domain.errors import InvalidData, PermissionDenied
+from consumer.domain.fields import Money, Text
 from consumer.domain.model import Actor, Professional, ResourceKind, Role, Service, User
-from consumer.domain.orders import Money
 
-Text = Annotated[StrictStr, Field(min_length=1, max_length=200)]
-Email = Annotated[StrictStr, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
-Phone = Annotated[StrictStr, Field(max_length=40, pattern=r"^[0-9+()\- .]*$")]
+Name = Annotated[Text, Field(min_length=1, max_length=200)]
+Email = Annotated[Text, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+Phone = Annotated[Text, Field(max_length=40, pattern=r"^[0-9+()\- .]*$")]
 
 
 class _Changes(BaseModel):
@@ -33,19 +33,19 @@ class _Changes(BaseModel):
 class ApprovalDecision(_Changes):
     approved: StrictBool
     verified: StrictBool | None = None
-    reason: Annotated[StrictStr, Field(max_length=2000)] | None = None
+    reason: Annotated[Text, Field(max_length=2000)] | None = None
 
 
 class ServiceChanges(_Changes):
-    name: Text | None = None
-    description: Annotated[StrictStr, Field(max_length=5000)] | None = None
+    name: Name | None = None
+    description: Annotated[Text, Field(max_length=5000)] | None = None
     price: Money | None = None
-    category: Annotated[StrictStr, Field(min_length=1, max_length=100)] | None = None
+    category: Annotated[Text, Field(min_length=1, max_length=100)] | None = None
     is_active: StrictBool | None = None
 
 
 class UserChanges(_Changes):
-    name: Text | None = None
+    name: Name | None = None
     email: Email | None = None
     phone: Phone | None = None
     is_active: StrictBool | None = None

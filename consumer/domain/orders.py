@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field
 
 from consumer.domain.errors import Conflict, InvalidData, PermissionDenied
+from consumer.domain.fields import Money, Text
 from consumer.domain.model import Actor, Order, OrderStatus
 
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
@@ -26,8 +26,6 @@ CLIENT_TARGETS = frozenset({OrderStatus.CANCELLED})
 PRICE_EDITABLE = frozenset({OrderStatus.PENDING, OrderStatus.ACCEPTED})
 CLIENT_CANCELLABLE = frozenset({OrderStatus.PENDING, OrderStatus.ACCEPTED})
 
-Money = Annotated[Decimal, Field(ge=0, le=1_000_000, max_digits=9, decimal_places=2)]
-
 
 class OrderChanges(BaseModel):
     """`data` of an order_update operation; at least one field."""
@@ -35,7 +33,7 @@ class OrderChanges(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     status: OrderStatus | None = None
-    notes: Annotated[StrictStr, Field(max_length=2000)] | None = None
+    notes: Annotated[Text, Field(max_length=2000)] | None = None
     price: Money | None = None
 
 

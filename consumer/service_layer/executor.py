@@ -227,16 +227,19 @@ class BatchExecutor:
 
         try:
             return await retrying(attempt, self._retry, self._is_transient)
-        except Exception as exc:
-            code = ErrorCode.UNAVAILABLE if self._is_transient(exc) else ErrorCode.INTERNAL_ERROR
-            log.exception("operation_crashed", code=code.value)
-            message = (
-                "a transient fault persisted after retries"
-                if code is ErrorCode.UNAVAILABLE
-                else "an unexpected error occurred; it has been logged"
-            )
+        except Exception as exc:  # noqa: BLE001 - any failure becomes this operation's result
+            code, message = self._crash_report(exc)
             failure = self._failure(run, index, operation, code, message, type(exc).__name__)
             return await self._record(run, [failure])
+
+    def _crash_report(self, exc: Exception) -> tuple[ErrorCode, str]:
+        """Code and public message of an operation that raised something unexpected; the
+        details go to the log only."""
+        if self._is_transient(exc):
+            log.error("operation_unavailable", exc_info=exc)
+            return ErrorCode.UNAVAILABLE, "a transient fault persisted after retries"
+        log.error("operation_crashed", exc_info=exc)
+        return ErrorCode.INTERNAL_ERROR, "an unexpected error occurred; it has been logged"
 
     # -- atomic: every operation in one transaction -----------------------------------------
 
@@ -244,13 +247,17 @@ class BatchExecutor:
         if run.outcomes:
             return  # results of an atomic batch commit all together: it already ran
 
+        reached = 0  # the operation in hand when a fault escapes the transaction
+
         async def attempt() -> None:
+            nonlocal reached
             async with self._uow_factory() as uow:
                 now = self._clock()
                 actor = await uow.marketplace.get_actor(run.request.actor_id)
                 context = OperationContext(uow, run.request.actor_id, actor, now)
                 results: list[OperationResult] = []
                 for index, operation in enumerate(run.request.operations):
+                    reached = index
                     try:
                         data = await run.handler(context, operation)
                     except OperationFailed as failure:
@@ -262,15 +269,9 @@ class BatchExecutor:
                     except Exception as exc:
                         if self._is_transient(exc):
                             raise
-                        log.exception("operation_crashed", index=index)
                         await uow.rollback()
-                        results = self._rolled_back(
-                            run,
-                            index,
-                            ErrorCode.INTERNAL_ERROR,
-                            "an unexpected error occurred; it has been logged",
-                            type(exc).__name__,
-                        )
+                        code, message = self._crash_report(exc)
+                        results = self._rolled_back(run, index, code, message, type(exc).__name__)
                         break
                     results.append(
                         self._events.succeeded(
@@ -284,7 +285,13 @@ class BatchExecutor:
                     )
                 await self._commit_results(uow, run, results)
 
-        await retrying(attempt, self._retry, self._is_transient)
+        try:
+            await retrying(attempt, self._retry, self._is_transient)
+        except Exception as exc:  # noqa: BLE001 - transient beyond retries, or a failed commit
+            code, message = self._crash_report(exc)
+            await self._record(
+                run, self._rolled_back(run, reached, code, message, type(exc).__name__)
+            )
 
     def _rolled_back(
         self, run: _Run, failed_index: int, code: ErrorCode, message: str, error_type: str

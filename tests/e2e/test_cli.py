@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from consumer.adapters.tables import orders, users
 from consumer.config import Settings
+from contracts import BatchStatus
 from tests.e2e.conftest import ServeProcess, run_cli
 from tests.integration.helpers import batch, fetch, order, patch, result_rows
 from tests.support import EventLog
@@ -138,7 +139,7 @@ class TestCrashRecovery:
         second = serve()
         completion = await events.completion(batch_id, timeout=30)
 
-        assert completion.status == "completed", completion.results
+        assert completion.status is BatchStatus.COMPLETED, completion.results
         rows = await result_rows(settings.database_url, batch_id)
         assert [(r.index, r.outcome) for r in rows] == [
             (0, "succeeded"),

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from contracts import BatchRequest, ErrorCode, Operation
 from consumer.bootstrap import Service, bootstrap
 from consumer.config import Settings
 from consumer.service_layer.handlers import HANDLERS, OperationContext, OperationHandler
 from consumer.service_layer.intake import Delivery
+from contracts import BatchRequest, BatchStatus, ErrorCode, Operation
 from publisher import BatchPublisher
 from tests.integration.helpers import batch, dead_letters, eventually, order, patch, result_rows
 from tests.support import EventLog
@@ -65,7 +65,7 @@ def three_operations() -> dict[str, Any]:
 
 class TestRedelivery:
     async def test_a_batch_crashed_between_operations_resumes_without_applying_any_twice(
-        self, settings: Settings, events: EventLog
+        self, settings: Settings
     ) -> None:
         body = three_operations()
         request = BatchRequest.model_validate_json(json.dumps(body))
@@ -104,7 +104,7 @@ class TestRedelivery:
 
         completion = await events.completion(request.batch_id)
 
-        assert completion.status == "completed"
+        assert completion.status is BatchStatus.COMPLETED
         assert [r.index for _, r in events.operations(request.batch_id)] == [0, 1, 2]
 
 
@@ -119,7 +119,7 @@ class TestPoisonMessage:
 
         completion = await events.completion(request.batch_id)
 
-        assert completion.status == "partial"
+        assert completion.status is BatchStatus.PARTIAL
         codes = [r.error.code if r.error else None for r in completion.results]
         assert codes == [None, ErrorCode.INTERNAL_ERROR, ErrorCode.SKIPPED]
         assert (await order(settings.database_url, 9)).notes == ""

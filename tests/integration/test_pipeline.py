@@ -9,9 +9,8 @@ import aiormq
 import pytest
 from pamqp.commands import Basic
 
-from contracts import BatchCompleted, BatchRejected, BatchRequest, ErrorCode
-from consumer.bootstrap import Service
 from consumer.config import Settings
+from contracts import BatchCompleted, BatchRejected, BatchRequest, BatchStatus, ErrorCode, Event
 from publisher import BatchPublisher, UnroutableError
 from tests.integration.helpers import (
     batch,
@@ -47,24 +46,27 @@ async def publish(settings: Settings, body: dict[str, object]) -> BatchRequest:
     return request
 
 
+@pytest.mark.usefixtures("service")
 class TestBatchWithAnInvalidTransition:
     async def test_it_ends_partial_with_counters_results_and_rates(
-        self, settings: Settings, service: Service, events: EventLog
+        self, settings: Settings, events: EventLog
     ) -> None:
         request = await publish(settings, three_operations_one_invalid())
 
         completion = await events.completion(request.batch_id)
 
-        assert completion.status == "partial"
+        assert completion.status is BatchStatus.PARTIAL
         assert (completion.total_operations, completion.completed_operations) == (3, 2)
         assert (completion.failed_operations, completion.skipped_operations) == (1, 0)
         assert completion.success_rate == 66.67
         assert completion.progress == 100.0
         assert completion.correlation_id == "corr-1"
-        assert completion.duration_seconds is not None and completion.duration_seconds >= 0
+        assert completion.duration_seconds is not None
+        assert completion.duration_seconds >= 0
         assert [r.status for r in completion.results] == [200, 200, 409]
         failed = completion.results[2]
-        assert failed.error is not None and failed.error.code is ErrorCode.CONFLICT
+        assert failed.error is not None
+        assert failed.error.code is ErrorCode.CONFLICT
         assert failed.data is None
         assert completion.results[0].data == {
             "id": 3,
@@ -77,7 +79,7 @@ class TestBatchWithAnInvalidTransition:
         }
 
     async def test_each_operation_and_the_completion_have_their_routing_keys(
-        self, settings: Settings, service: Service, events: EventLog
+        self, settings: Settings, events: EventLog
     ) -> None:
         request = await publish(settings, three_operations_one_invalid())
         await events.completion(request.batch_id)
@@ -88,11 +90,11 @@ class TestBatchWithAnInvalidTransition:
             "operation.order_update.succeeded",
             "operation.order_update.failed",
         ]
-        assert "batch.order_update.partial" in events.keys()
+        assert "batch.order_update.partial" in events.routing_keys()
         assert [e.index for _, e in events.operations(request.batch_id)] == [0, 1, 2]
 
     async def test_the_database_holds_the_effects_the_batch_and_its_results(
-        self, settings: Settings, service: Service, events: EventLog
+        self, settings: Settings, events: EventLog
     ) -> None:
         request = await publish(settings, three_operations_one_invalid())
         await events.completion(request.batch_id)
@@ -104,7 +106,8 @@ class TestBatchWithAnInvalidTransition:
         row = await batch_row(settings.database_url, request.batch_id)
         assert row is not None
         assert (row.status, row.completed_operations, row.failed_operations) == ("partial", 2, 1)
-        assert row.started_at is not None and row.completed_at is not None
+        assert row.started_at is not None
+        assert row.completed_at is not None
         results = await result_rows(settings.database_url, request.batch_id)
         assert [(r.index, r.outcome, r.status_code) for r in results] == [
             (0, "succeeded", 200),
@@ -118,9 +121,10 @@ class TestBatchWithAnInvalidTransition:
         await eventually(outbox_drained, what="every outbox row marked sent")
 
 
+@pytest.mark.usefixtures("service")
 class TestPlainAmqpProducer:
     async def test_a_batch_published_with_aiormq_and_no_publisher_library_is_executed(
-        self, settings: Settings, service: Service, events: EventLog
+        self, settings: Settings, events: EventLog
     ) -> None:
         body = batch(PROFESSIONAL_1, patch(3, status="accepted"))
         connection = await aiormq.connect(settings.amqp_url)
@@ -146,13 +150,14 @@ class TestPlainAmqpProducer:
             await connection.close()
 
         completion = await events.completion(uuid.UUID(str(body["batch_id"])))
-        assert completion.status == "completed"
+        assert completion.status is BatchStatus.COMPLETED
         assert completion.correlation_id == "plain-amqp"
 
 
+@pytest.mark.usefixtures("service")
 class TestIdempotentBatchId:
     async def test_the_same_batch_twice_executes_once_and_resends_the_same_completion(
-        self, settings: Settings, service: Service, events: EventLog
+        self, settings: Settings, events: EventLog
     ) -> None:
         body = three_operations_one_invalid()
         request = await publish(settings, body)
@@ -161,7 +166,7 @@ class TestIdempotentBatchId:
 
         await publish(settings, body)
 
-        def two_completions(received: list[tuple[str, object]]) -> bool:
+        def two_completions(received: list[tuple[str, Event]]) -> bool:
             return sum(isinstance(e, BatchCompleted) for _, e in received) == 2
 
         received = await events.wait_for(two_completions)
@@ -172,7 +177,7 @@ class TestIdempotentBatchId:
         assert await result_rows(settings.database_url, request.batch_id) == first_results
 
     async def test_a_reused_batch_id_with_another_body_is_rejected_as_conflict(
-        self, settings: Settings, service: Service, events: EventLog
+        self, settings: Settings, events: EventLog
     ) -> None:
         body = three_operations_one_invalid()
         request = await publish(settings, body)
@@ -207,6 +212,7 @@ def _unknown_type() -> bytes:
     return json.dumps({**batch(1, patch(3, notes="x")), "operation_type": "teleport"}).encode()
 
 
+@pytest.mark.usefixtures("service")
 class TestRejectedRequests:
     @pytest.mark.parametrize(
         ("body", "user_id", "routing_type", "error_type"),
@@ -227,7 +233,6 @@ class TestRejectedRequests:
     async def test_the_request_is_rejected_dead_lettered_and_changes_nothing(
         self,
         settings: Settings,
-        service: Service,
         events: EventLog,
         body: bytes,
         user_id: str | None,
@@ -246,7 +251,7 @@ class TestRejectedRequests:
 
         assert key == f"batch.{routing_type}.rejected"
         assert isinstance(rejection, BatchRejected)
-        assert rejection.status == "rejected"
+        assert rejection.status is BatchStatus.REJECTED
         assert rejection.correlation_id == "bad-1"
         assert error_type in [e.type for e in rejection.errors], rejection.errors
         assert await count_batches(settings.database_url) == 0
@@ -260,9 +265,10 @@ class TestRejectedRequests:
         await eventually(dead_lettered, what="the request in the dead-letter queue")
 
 
+@pytest.mark.usefixtures("service")
 class TestRequestReply:
     async def test_publish_and_wait_returns_the_completion_sent_to_reply_to(
-        self, settings: Settings, service: Service
+        self, settings: Settings
     ) -> None:
         request = BatchRequest.model_validate_json(json.dumps(three_operations_one_invalid()))
         async with BatchPublisher(settings.amqp_url, namespace=settings.namespace) as publisher:
@@ -270,10 +276,10 @@ class TestRequestReply:
 
         assert isinstance(completion, BatchCompleted)
         assert completion.batch_id == request.batch_id
-        assert completion.status == "partial"
+        assert completion.status is BatchStatus.PARTIAL
 
     async def test_a_rejected_request_answers_reply_to_with_the_rejection(
-        self, settings: Settings, service: Service
+        self, settings: Settings
     ) -> None:
         request = BatchRequest.model_validate_json(
             json.dumps(batch(1, patch(3, notes="x"), operation_type="custom", handler="nope"))

@@ -1,4 +1,4 @@
-"""BatchState (consumer/domain/batch.py): counters, percentages and the terminal status (DESIGN §4)."""
+"""BatchState (consumer/domain/batch.py): counters, percentages, terminal status (DESIGN §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""order_update rules (consumer/domain/orders.py): the status machine and the parties (DESIGN §5)."""
+"""order_update rules (consumer/domain/orders.py): the status machine and who may change what."""
 
 from __future__ import annotations
 

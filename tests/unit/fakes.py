@@ -1,0 +1,266 @@
+"""In-memory unit of work for the service layer: staged changes become visible only on commit.
+
+`FakeDatabase` is what has been committed; every `FakeUnitOfWork` stages its writes and
+applies them to the database on `commit()`, or drops them on `rollback()` and on leaving
+`async with` uncommitted. Objects handed out are copies, so a handler that mutates an order
+and then fails cannot leak the change past a rollback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from types import TracebackType
+from uuid import UUID
+
+from consumer.domain.model import Actor, Order, OrderStatus, Role
+from consumer.service_layer.unit_of_work import (
+    AbstractUnitOfWork,
+    BatchRepository,
+    DuplicateResult,
+    MarketplaceRepository,
+    OutboxMessage,
+    OutboxRepository,
+    StoredBatch,
+    StoredResult,
+)
+from contracts import BatchStatus, Outcome
+
+
+class TransientFault(Exception):
+    """What the fake database raises for a fault worth retrying (a deadlock, a disconnect)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    batch_id: UUID
+    index: int
+    resource_id: int
+    outcome: Outcome
+    status: int
+    error_code: str | None
+    event: bytes
+
+
+@dataclass(slots=True)
+class FakeDatabase:
+    """The committed state every unit of work reads and commits to."""
+
+    actors: dict[int, Actor] = field(default_factory=dict)
+    orders: dict[int, Order] = field(default_factory=dict)
+    batches: dict[UUID, StoredBatch] = field(default_factory=dict)
+    results: dict[tuple[UUID, int], ResultRow] = field(default_factory=dict)
+    outbox: list[OutboxMessage] = field(default_factory=list)
+    commits: int = 0
+
+    def results_of(self, batch_id: UUID) -> list[ResultRow]:
+        rows = [row for (bid, _), row in self.results.items() if bid == batch_id]
+        return sorted(rows, key=lambda row: row.index)
+
+
+def demo_marketplace(order_count: int = 10) -> FakeDatabase:
+    """The `batchops seed` marketplace of DESIGN §5: users 1 admin, 2 staff, 3–5 clients,
+    6–8 professionals (professional k is user 5 + k); order i is pending at 100.00."""
+    actors = {1: Actor(1, Role.ADMIN, is_active=True), 2: Actor(2, Role.STAFF, is_active=True)}
+    actors |= {uid: Actor(uid, Role.CLIENT, is_active=True) for uid in (3, 4, 5)}
+    actors |= {uid: Actor(uid, Role.PROFESSIONAL, is_active=True) for uid in (6, 7, 8)}
+    orders = {}
+    for i in range(1, order_count + 1):
+        professional_id = 1 + i % 3
+        orders[i] = Order(
+            id=i,
+            client_id=3 + i % 3,
+            professional_id=professional_id,
+            professional_user_id=5 + professional_id,
+            service_id=2 * professional_id - 1,
+            status=OrderStatus.PENDING,
+            notes="",
+            price=Decimal("100.00"),
+        )
+    return FakeDatabase(actors=actors, orders=orders)
+
+
+def copy_batch(batch: StoredBatch) -> StoredBatch:
+    return replace(batch, state=replace(batch.state, errors=list(batch.state.errors)))
+
+
+@dataclass(slots=True)
+class _Staged:
+    batches: dict[UUID, StoredBatch] = field(default_factory=dict)
+    results: dict[tuple[UUID, int], ResultRow] = field(default_factory=dict)
+    orders: dict[int, Order] = field(default_factory=dict)
+    outbox: list[OutboxMessage] = field(default_factory=list)
+    active: bool = False
+    # Like PostgreSQL after a failed statement: nothing more until a rollback.
+    aborted: bool = False
+
+    def clear(self) -> None:
+        self.batches.clear()
+        self.results.clear()
+        self.orders.clear()
+        self.outbox.clear()
+        self.aborted = False
+
+    def check(self) -> None:
+        if not self.active:
+            raise RuntimeError("use the unit of work as `async with uow:`")
+        if self.aborted:
+            raise RuntimeError("current transaction is aborted until the end of the block")
+
+
+class FakeBatchRepository(BatchRepository):
+    def __init__(self, db: FakeDatabase, staged: _Staged) -> None:
+        self._db = db
+        self._staged = staged
+
+    def _current(self, batch_id: UUID) -> StoredBatch | None:
+        if batch_id in self._staged.batches:
+            return self._staged.batches[batch_id]
+        return self._db.batches.get(batch_id)
+
+    def _rows(self, batch_id: UUID) -> list[ResultRow]:
+        rows = {**self._db.results, **self._staged.results}
+        return sorted(
+            (row for (bid, _), row in rows.items() if bid == batch_id), key=lambda r: r.index
+        )
+
+    async def claim(self, batch: StoredBatch) -> tuple[StoredBatch, bool]:
+        self._staged.check()
+        existing = self._current(batch.state.batch_id)
+        if existing is not None:
+            return copy_batch(existing), False
+        self._staged.batches[batch.state.batch_id] = copy_batch(batch)
+        return batch, True
+
+    async def get(
+        self,
+        batch_id: UUID,
+        *,
+        for_update: bool = False,  # noqa: ARG002 - nothing runs concurrently here to lock out
+    ) -> StoredBatch | None:
+        self._staged.check()
+        existing = self._current(batch_id)
+        return None if existing is None else copy_batch(existing)
+
+    async def results(self, batch_id: UUID) -> list[StoredResult]:
+        self._staged.check()
+        return [StoredResult(row.index, row.outcome) for row in self._rows(batch_id)]
+
+    async def result_events(self, batch_id: UUID) -> list[bytes]:
+        self._staged.check()
+        return [row.event for row in self._rows(batch_id)]
+
+    async def add_result(
+        self,
+        batch_id: UUID,
+        index: int,
+        resource_id: int,
+        outcome: Outcome,
+        status: int,
+        error_code: str | None,
+        event: bytes,
+    ) -> None:
+        self._staged.check()
+        key = (batch_id, index)
+        if key in self._db.results or key in self._staged.results:
+            self._staged.aborted = True
+            raise DuplicateResult(f"batch {batch_id} operation {index}")
+        batch = self._current(batch_id)
+        if batch is None:
+            raise LookupError(f"batch {batch_id} has no row for its results")
+        self._staged.results[key] = ResultRow(
+            batch_id, index, resource_id, outcome, status, error_code, event
+        )
+        # Counted like the SQL adapter does: a column update, not BatchState.add_result.
+        counted = copy_batch(batch)
+        if outcome is Outcome.SUCCEEDED:
+            counted.state.completed += 1
+        elif outcome is Outcome.FAILED:
+            counted.state.failed += 1
+        else:
+            counted.state.skipped += 1
+        self._staged.batches[batch_id] = counted
+
+    async def complete(
+        self, batch_id: UUID, status: BatchStatus, completed_at: datetime, completion_event: bytes
+    ) -> None:
+        self._staged.check()
+        batch = self._current(batch_id)
+        if batch is None:
+            raise LookupError(f"batch {batch_id} does not exist")
+        completed = replace(copy_batch(batch), completion_event=completion_event)
+        completed.state.status = status
+        completed.state.completed_at = completed_at
+        self._staged.batches[batch_id] = completed
+
+
+class FakeMarketplaceRepository(MarketplaceRepository):
+    def __init__(self, db: FakeDatabase, staged: _Staged) -> None:
+        self._db = db
+        self._staged = staged
+
+    async def get_actor(self, user_id: int) -> Actor | None:
+        self._staged.check()
+        return self._db.actors.get(user_id)
+
+    async def get_order_for_update(self, order_id: int) -> Order | None:
+        self._staged.check()
+        order = self._staged.orders.get(order_id, self._db.orders.get(order_id))
+        return None if order is None else replace(order)
+
+    async def save_order(self, order: Order) -> None:
+        self._staged.check()
+        self._staged.orders[order.id] = replace(order)
+
+
+class FakeOutboxRepository(OutboxRepository):
+    def __init__(self, staged: _Staged) -> None:
+        self._staged = staged
+
+    async def add(self, message: OutboxMessage) -> None:
+        self._staged.check()
+        self._staged.outbox.append(message)
+
+
+class FakeUnitOfWork(AbstractUnitOfWork):
+    def __init__(self, db: FakeDatabase) -> None:
+        self.db = db
+        self._staged = _Staged()
+        self.batches = FakeBatchRepository(db, self._staged)
+        self.marketplace = FakeMarketplaceRepository(db, self._staged)
+        self.outbox = FakeOutboxRepository(self._staged)
+
+    async def __aenter__(self) -> FakeUnitOfWork:
+        if self._staged.active:
+            raise RuntimeError("this unit of work is already in use")
+        self._staged.clear()
+        self._staged.active = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await super().__aexit__(exc_type, exc, tb)
+        self._staged.active = False
+
+    async def commit(self) -> None:
+        self._staged.check()
+        self.db.batches.update(self._staged.batches)
+        self.db.results.update(self._staged.results)
+        self.db.orders.update(self._staged.orders)
+        self.db.outbox.extend(self._staged.outbox)
+        self.db.commits += 1
+        self._staged.clear()
+
+    async def rollback(self) -> None:
+        if not self._staged.active:
+            raise RuntimeError("use the unit of work as `async with uow:`")
+        self._staged.clear()
+
+    @staticmethod
+    def is_transient(exc: BaseException) -> bool:
+        return isinstance(exc, TransientFault)
