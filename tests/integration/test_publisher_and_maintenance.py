@@ -1,0 +1,100 @@
+"""The publisher's event subscriptions and errors; retention clean-up and user statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from consumer.adapters.database import create_engine
+from consumer.adapters.maintenance import cleanup, user_stats
+from consumer.config import Settings
+from contracts import BatchRequest, ErrorCode, OperationResult
+from publisher import BatchPublisher, TopologyMismatchError
+from tests.integration.helpers import batch, batch_row, count_batches, patch
+from tests.support import EventLog
+
+
+@pytest.mark.usefixtures("service")
+class TestSubscriptions:
+    async def test_subscribe_yields_typed_events_matching_only_its_pattern(
+        self, settings: Settings
+    ) -> None:
+        body = batch(6, patch(3, status="accepted"), patch(9, status="completed"))
+        request = BatchRequest.model_validate_json(json.dumps(body))
+        async with (
+            BatchPublisher(settings.amqp_url, namespace=settings.namespace) as publisher,
+            publisher.subscribe("operation.*.failed") as failures,
+        ):
+            await publisher.publish(request)
+            first = await asyncio.wait_for(anext(aiter(failures)), 20)
+
+        assert isinstance(first, OperationResult)
+        assert first.batch_id == request.batch_id
+        assert first.index == 1
+        assert first.error is not None
+        assert first.error.code is ErrorCode.CONFLICT
+
+
+class TestTopologyMismatch:
+    async def test_a_publisher_with_another_delivery_limit_gets_a_clear_error(
+        self, settings: Settings
+    ) -> None:
+        async with BatchPublisher(settings.amqp_url, namespace=settings.namespace):
+            pass
+        with pytest.raises(TopologyMismatchError, match="BATCHOPS_DELIVERY_LIMIT"):
+            async with BatchPublisher(
+                settings.amqp_url, namespace=settings.namespace, delivery_limit=9
+            ):
+                pass
+
+
+@pytest.mark.usefixtures("service")
+class TestMaintenance:
+    async def test_cleanup_deletes_only_batches_finished_before_the_cutoff(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        request = BatchRequest.model_validate_json(json.dumps(batch(6, patch(3, notes="n"))))
+        async with BatchPublisher(settings.amqp_url, namespace=settings.namespace) as publisher:
+            await publisher.publish(request)
+        await events.completion(request.batch_id)
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                past = datetime.now(UTC) - timedelta(days=1)
+                kept = await cleanup(conn, past, dry_run=False)
+                would = await cleanup(conn, datetime.now(UTC) + timedelta(seconds=1), dry_run=True)
+            assert (kept.batches, would.batches) == (0, 1)
+            assert await count_batches(settings.database_url) == 1
+            async with engine.begin() as conn:
+                gone = await cleanup(conn, datetime.now(UTC) + timedelta(seconds=1), dry_run=False)
+        finally:
+            await engine.dispose()
+
+        assert gone.batches == 1
+        assert await batch_row(settings.database_url, request.batch_id) is None
+
+    async def test_user_stats_count_batches_by_status_and_type_with_the_success_rate(
+        self, settings: Settings
+    ) -> None:
+        partial = batch(6, patch(3, status="accepted"), patch(9, status="completed"))
+        completed = batch(6, patch(6, notes="n"))
+        async with BatchPublisher(settings.amqp_url, namespace=settings.namespace) as publisher:
+            for body in (partial, completed):
+                request = BatchRequest.model_validate_json(json.dumps(body))
+                await publisher.publish_and_wait(request, timeout=20)
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            async with engine.connect() as conn:
+                stats = await user_stats(conn, 6)
+                nobody = await user_stats(conn, 3)
+        finally:
+            await engine.dispose()
+
+        assert stats.total_batches == 2
+        assert stats.by_status == {"partial": 1, "completed": 1}
+        assert stats.by_operation_type == {"order_update": 2}
+        assert stats.success_rate == 66.67
+        assert nobody.total_batches == 0
