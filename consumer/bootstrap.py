@@ -20,6 +20,7 @@ from consumer.service_layer.events import EventFactory
 from consumer.service_layer.executor import BatchExecutor
 from consumer.service_layer.handlers import HANDLERS, OperationHandler
 from consumer.service_layer.intake import IntakePolicy
+from consumer.service_layer.registry import load_custom_handlers
 from consumer.service_layer.retry import RetryPolicy
 from consumer.service_layer.unit_of_work import AbstractUnitOfWork
 
@@ -87,7 +88,8 @@ def bootstrap(
             return SqlUnitOfWork(sessions)
 
     handlers = HANDLERS if handlers is None else handlers
-    custom_handlers = custom_handlers or {}
+    if custom_handlers is None:
+        custom_handlers = load_custom_handlers()
     topology = settings.topology
     relay = OutboxRelay(
         engine,

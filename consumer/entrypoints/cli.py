@@ -107,10 +107,9 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
 
 def _serve(settings: Settings, _: argparse.Namespace) -> int:
     from consumer.bootstrap import bootstrap
-    from consumer.service_layer.registry import load_custom_handlers
 
     async def run() -> None:
-        service = bootstrap(settings, custom_handlers=load_custom_handlers())
+        service = bootstrap(settings)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, service.stop)

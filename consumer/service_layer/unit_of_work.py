@@ -14,7 +14,7 @@ from typing import Self
 from uuid import UUID
 
 from consumer.domain.batch import BatchState
-from consumer.domain.model import Actor, Order
+from consumer.domain.model import Actor, Order, Professional, ResourceKind, Service, User
 from contracts import BatchStatus, Outcome
 
 
@@ -92,6 +92,32 @@ class MarketplaceRepository(abc.ABC):
 
     @abc.abstractmethod
     async def save_order(self, order: Order) -> None: ...
+
+    @abc.abstractmethod
+    async def get_professional_for_update(self, professional_id: int) -> Professional | None: ...
+
+    @abc.abstractmethod
+    async def save_professional(self, professional: Professional) -> None: ...
+
+    @abc.abstractmethod
+    async def get_service_for_update(self, service_id: int) -> Service | None: ...
+
+    @abc.abstractmethod
+    async def save_service(self, service: Service) -> None: ...
+
+    @abc.abstractmethod
+    async def get_user_for_update(self, user_id: int) -> User | None: ...
+
+    @abc.abstractmethod
+    async def save_user(self, user: User) -> None: ...
+
+    @abc.abstractmethod
+    async def email_taken(self, email: str, *, by_other_than: int) -> bool:
+        """True when a user other than `by_other_than` has `email` (case-insensitively)."""
+
+    @abc.abstractmethod
+    async def soft_delete(self, kind: ResourceKind, resource_id: int) -> bool:
+        """Mark the resource deleted; False when it is missing or already deleted."""
 
 
 class OutboxRepository(abc.ABC):

@@ -14,7 +14,16 @@ from decimal import Decimal
 from types import TracebackType
 from uuid import UUID
 
-from consumer.domain.model import Actor, Order, OrderStatus, Role
+from consumer.domain.model import (
+    Actor,
+    Order,
+    OrderStatus,
+    Professional,
+    ResourceKind,
+    Role,
+    Service,
+    User,
+)
 from consumer.service_layer.unit_of_work import (
     AbstractUnitOfWork,
     BatchRepository,
@@ -49,6 +58,10 @@ class FakeDatabase:
 
     actors: dict[int, Actor] = field(default_factory=dict)
     orders: dict[int, Order] = field(default_factory=dict)
+    professionals: dict[int, Professional] = field(default_factory=dict)
+    services: dict[int, Service] = field(default_factory=dict)
+    users: dict[int, User] = field(default_factory=dict)
+    deleted: set[tuple[ResourceKind, int]] = field(default_factory=set)
     batches: dict[UUID, StoredBatch] = field(default_factory=dict)
     results: dict[tuple[UUID, int], ResultRow] = field(default_factory=dict)
     outbox: list[OutboxMessage] = field(default_factory=list)
@@ -78,7 +91,37 @@ def demo_marketplace(order_count: int = 10) -> FakeDatabase:
             notes="",
             price=Decimal("100.00"),
         )
-    return FakeDatabase(actors=actors, orders=orders)
+    users = {
+        actor.id: User(
+            actor.id,
+            f"User {actor.id}",
+            f"user{actor.id}@example.com",
+            None,
+            actor.role,
+            actor.is_active,
+        )
+        for actor in actors.values()
+    }
+    professionals = {
+        k: Professional(k, 5 + k, k == 1, k == 1, 1 if k == 1 else None, None, None)
+        for k in (1, 2, 3)
+    }
+    services = {
+        sid: Service(
+            sid,
+            (sid + 1) // 2,
+            5 + (sid + 1) // 2,
+            f"Service {sid}",
+            "",
+            Decimal("100.00"),
+            "general",
+            True,
+        )
+        for sid in range(1, 7)
+    }
+    return FakeDatabase(
+        actors=actors, orders=orders, professionals=professionals, services=services, users=users
+    )
 
 
 def copy_batch(batch: StoredBatch) -> StoredBatch:
@@ -90,6 +133,10 @@ class _Staged:
     batches: dict[UUID, StoredBatch] = field(default_factory=dict)
     results: dict[tuple[UUID, int], ResultRow] = field(default_factory=dict)
     orders: dict[int, Order] = field(default_factory=dict)
+    professionals: dict[int, Professional] = field(default_factory=dict)
+    services: dict[int, Service] = field(default_factory=dict)
+    users: dict[int, User] = field(default_factory=dict)
+    deleted: set[tuple[ResourceKind, int]] = field(default_factory=set)
     outbox: list[OutboxMessage] = field(default_factory=list)
     active: bool = False
     # Like PostgreSQL after a failed statement: nothing more until a rollback.
@@ -99,6 +146,10 @@ class _Staged:
         self.batches.clear()
         self.results.clear()
         self.orders.clear()
+        self.professionals.clear()
+        self.services.clear()
+        self.users.clear()
+        self.deleted.clear()
         self.outbox.clear()
         self.aborted = False
 
@@ -204,14 +255,75 @@ class FakeMarketplaceRepository(MarketplaceRepository):
         self._staged.check()
         return self._db.actors.get(user_id)
 
+    def _is_deleted(self, kind: ResourceKind, resource_id: int) -> bool:
+        key = (kind, resource_id)
+        return key in self._db.deleted or key in self._staged.deleted
+
     async def get_order_for_update(self, order_id: int) -> Order | None:
         self._staged.check()
+        if self._is_deleted(ResourceKind.ORDER, order_id):
+            return None
         order = self._staged.orders.get(order_id, self._db.orders.get(order_id))
         return None if order is None else replace(order)
 
     async def save_order(self, order: Order) -> None:
         self._staged.check()
         self._staged.orders[order.id] = replace(order)
+
+    async def get_professional_for_update(self, professional_id: int) -> Professional | None:
+        self._staged.check()
+        if self._is_deleted(ResourceKind.PROFESSIONAL, professional_id):
+            return None
+        found = self._staged.professionals.get(
+            professional_id, self._db.professionals.get(professional_id)
+        )
+        return None if found is None else replace(found)
+
+    async def save_professional(self, professional: Professional) -> None:
+        self._staged.check()
+        self._staged.professionals[professional.id] = replace(professional)
+
+    async def get_service_for_update(self, service_id: int) -> Service | None:
+        self._staged.check()
+        if self._is_deleted(ResourceKind.SERVICE, service_id):
+            return None
+        found = self._staged.services.get(service_id, self._db.services.get(service_id))
+        return None if found is None else replace(found)
+
+    async def save_service(self, service: Service) -> None:
+        self._staged.check()
+        self._staged.services[service.id] = replace(service)
+
+    async def get_user_for_update(self, user_id: int) -> User | None:
+        self._staged.check()
+        if self._is_deleted(ResourceKind.USER, user_id):
+            return None
+        found = self._staged.users.get(user_id, self._db.users.get(user_id))
+        return None if found is None else replace(found)
+
+    async def save_user(self, user: User) -> None:
+        self._staged.check()
+        self._staged.users[user.id] = replace(user)
+
+    async def email_taken(self, email: str, *, by_other_than: int) -> bool:
+        self._staged.check()
+        users = {**self._db.users, **self._staged.users}
+        return any(
+            u.email.lower() == email.lower() and u.id != by_other_than for u in users.values()
+        )
+
+    async def soft_delete(self, kind: ResourceKind, resource_id: int) -> bool:
+        self._staged.check()
+        ids: dict[ResourceKind, set[int]] = {
+            ResourceKind.ORDER: set(self._db.orders),
+            ResourceKind.PROFESSIONAL: set(self._db.professionals),
+            ResourceKind.SERVICE: set(self._db.services),
+            ResourceKind.USER: set(self._db.users),
+        }
+        if resource_id not in ids[kind] or self._is_deleted(kind, resource_id):
+            return False
+        self._staged.deleted.add((kind, resource_id))
+        return True
 
 
 class FakeOutboxRepository(OutboxRepository):
@@ -252,6 +364,10 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         self.db.batches.update(self._staged.batches)
         self.db.results.update(self._staged.results)
         self.db.orders.update(self._staged.orders)
+        self.db.professionals.update(self._staged.professionals)
+        self.db.services.update(self._staged.services)
+        self.db.users.update(self._staged.users)
+        self.db.deleted |= self._staged.deleted
         self.db.outbox.extend(self._staged.outbox)
         self.db.commits += 1
         self._staged.clear()
