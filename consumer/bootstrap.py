@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import aio_pika
 import structlog
+import uvicorn
 from aio_pika.abc import AbstractRobustConnection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -15,6 +17,7 @@ from consumer.adapters.database import create_engine, session_factory
 from consumer.adapters.relay import OutboxRelay
 from consumer.adapters.unit_of_work import SqlUnitOfWork
 from consumer.config import Settings
+from consumer.entrypoints.http.app import ApiContext, create_app
 from consumer.entrypoints.rabbit import RequestConsumer
 from consumer.service_layer.events import EventFactory
 from consumer.service_layer.executor import BatchExecutor
@@ -23,13 +26,23 @@ from consumer.service_layer.intake import IntakePolicy
 from consumer.service_layer.registry import load_custom_handlers
 from consumer.service_layer.retry import RetryPolicy
 from consumer.service_layer.unit_of_work import AbstractUnitOfWork
+from publisher import BatchPublisher
 
 log = structlog.get_logger(__name__)
 
 
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside our loop: the service, not uvicorn, owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 @dataclass
 class Service:
-    """Consumer and relay sharing one broker connection; `run()` until `stop()`."""
+    """What one process runs: consumer + outbox relay (`consume`), the HTTP API (`http`), or
+    both; `run()` until `stop()`, then shut down gracefully."""
 
     settings: Settings
     engine: AsyncEngine
@@ -37,29 +50,75 @@ class Service:
     relay: OutboxRelay
     consumer: RequestConsumer
     consume: bool = True
+    http: bool = False
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     started: asyncio.Event = field(default_factory=asyncio.Event)
     _connection: AbstractRobustConnection | None = None
+    _http_server: uvicorn.Server | None = None
+    _http_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._connection = await aio_pika.connect_robust(
-            self.settings.amqp_url, client_properties={"connection_name": "batchops"}
-        )
-        self.relay.attach(await self._connection.channel(publisher_confirms=True))
         if self.consume:
+            self._connection = await aio_pika.connect_robust(
+                self.settings.amqp_url, client_properties={"connection_name": "batchops"}
+            )
+            self.relay.attach(await self._connection.channel(publisher_confirms=True))
             await self.consumer.start(await self._connection.channel())
+        if self.http:
+            await self._start_http()
         self.started.set()
 
+    async def _start_http(self) -> None:
+        readiness = {"consumer": lambda: self.consumer.is_consuming} if self.consume else {}
+        app = create_app(
+            ApiContext(
+                engine=self.engine,
+                publisher=BatchPublisher(
+                    self.settings.amqp_url,
+                    namespace=self.settings.namespace,
+                    delivery_limit=self.settings.delivery_limit,
+                ),
+                max_body_bytes=self.settings.max_body_bytes,
+                readiness=readiness,
+            )
+        )
+        config = uvicorn.Config(
+            app,
+            host=self.settings.http_host,
+            port=self.settings.http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+        server = _EmbeddedServer(config)
+        self._http_server = server
+        self._http_task = asyncio.create_task(server.serve(), name="http")
+        while not server.started:
+            if self._http_task.done():
+                self._http_task.result()  # raises why it could not start
+                raise RuntimeError(f"the HTTP API could not listen on port {config.port}")
+            await asyncio.sleep(0.02)
+        log.info("http_listening", host=config.host, port=config.port)
+
     async def run(self) -> None:
-        """Start, relay and consume until `stop()`; then shut down gracefully."""
+        """Start, relay, consume and serve until `stop()`; then shut down gracefully."""
         await self.start()
-        relay = asyncio.create_task(self.relay.run(self.stopping), name="outbox-relay")
+        relay = (
+            asyncio.create_task(self.relay.run(self.stopping), name="outbox-relay")
+            if self.consume
+            else None
+        )
         try:
             await self.stopping.wait()
         finally:
-            await self.consumer.stop(self.settings.shutdown_timeout_seconds)
             self.stopping.set()
-            await relay
+            if self.consume:
+                await self.consumer.stop(self.settings.shutdown_timeout_seconds)
+            if relay is not None:
+                await relay
+            if self._http_server is not None and self._http_task is not None:
+                self._http_server.should_exit = True
+                await self._http_task
             await self.close()
 
     def stop(self) -> None:
@@ -79,6 +138,7 @@ def bootstrap(
     handlers: Mapping[str, OperationHandler] | None = None,
     custom_handlers: Mapping[str, OperationHandler] | None = None,
     consume: bool = True,
+    http: bool = False,
 ) -> Service:
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     if uow_factory is None:
@@ -122,4 +182,5 @@ def bootstrap(
         relay=relay,
         consumer=RequestConsumer(executor, topology, settings.prefetch),
         consume=consume,
+        http=http,
     )

@@ -22,7 +22,8 @@ class Settings(BaseSettings):
     amqp_url: str = "amqp://guest:guest@localhost:5672/"
     database_url: str = "postgresql+asyncpg://localhost/batchops"
     namespace: str = Field(DEFAULT_NAMESPACE, pattern=r"^[A-Za-z0-9_.-]+$")
-    http_port: int = Field(8000, ge=1, le=65535)
+    http_host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on every interface
+    http_port: int = Field(8000, ge=0, le=65535)
 
     max_operations: int = Field(MAX_OPERATIONS, ge=1, le=MAX_OPERATIONS)
     max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024, le=MAX_BODY_BYTES)

@@ -67,6 +67,11 @@ class BatchPublisher:
         self._waiting: dict[str, asyncio.Future[Completion]] = {}
 
     @property
+    def is_open(self) -> bool:
+        """True while connected to the broker (a robust connection reconnects by itself)."""
+        return self._connection is not None and not self._connection.is_closed
+
+    @property
     def topology(self) -> Topology:
         return self._topology
 

@@ -20,6 +20,7 @@ from consumer.adapters.tables import (
     users,
 )
 from consumer.domain.batch import BatchState
+from consumer.domain.errors import Conflict
 from consumer.domain.model import (
     Actor,
     Order,
@@ -317,18 +318,24 @@ class SqlMarketplaceRepository(MarketplaceRepository):
         )
 
     async def save_user(self, user: User) -> None:
-        await self._session.execute(
-            update(users)
-            .where(users.c.id == user.id)
-            .values(
-                name=user.name,
-                email=user.email,
-                phone=user.phone,
-                role=user.role.value,
-                is_active=user.is_active,
-                updated_at=func.now(),
+        try:
+            await self._session.execute(
+                update(users)
+                .where(users.c.id == user.id)
+                .values(
+                    name=user.name,
+                    email=user.email,
+                    phone=user.phone,
+                    role=user.role.value,
+                    is_active=user.is_active,
+                    updated_at=func.now(),
+                )
             )
-        )
+        except IntegrityError as exc:
+            # The handler's email check cannot see a concurrent, uncommitted claim.
+            if "uq_users_email" in str(exc.orig):
+                raise Conflict("email: another user already has this address") from exc
+            raise
 
     async def email_taken(self, email: str, *, by_other_than: int) -> bool:
         found = await self._session.scalar(

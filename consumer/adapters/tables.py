@@ -121,8 +121,13 @@ batch_operations = Table(
     Column("completed_at", DateTime(timezone=True)),
     # The exact completion event, so that every re-publication is byte-identical.
     Column("completion_event", LargeBinary),
+    # History look-ups: newest first, per actor or for everyone, optionally by status.
     Index("ix_batch_operations_actor_created", "actor_id", text("created_at DESC")),
     Index("ix_batch_operations_created", text("created_at DESC")),
+    Index(
+        "ix_batch_operations_actor_status_created", "actor_id", "status", text("created_at DESC")
+    ),
+    Index("ix_batch_operations_status_created", "status", text("created_at DESC")),
 )
 
 operation_results = Table(
@@ -157,4 +162,16 @@ outbox = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("sent_at", DateTime(timezone=True)),
     Index("ix_outbox_unsent", "id", postgresql_where=text("sent_at IS NULL")),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, Identity(), primary_key=True),
+    Column("user_id", ForeignKey("users.id"), nullable=False, index=True),
+    # Only a digest is stored: a database leak does not leak usable tokens.
+    Column("token_sha256", LargeBinary(32), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True)),
 )

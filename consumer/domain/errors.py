@@ -19,6 +19,8 @@ from contracts import ErrorCode
 
 class OperationFailed(Exception):
     code: ClassVar[ErrorCode]
+    # The public `error.type` of the event, named like DESIGN §4's example ("PermissionError").
+    public_type: ClassVar[str]
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -26,20 +28,25 @@ class OperationFailed(Exception):
 
 
 class InvalidData(OperationFailed):
+    public_type = "ValidationError"
     code = ErrorCode.VALIDATION_ERROR
 
 
 class PermissionDenied(OperationFailed):
+    public_type = "PermissionError"
     code = ErrorCode.PERMISSION_DENIED
 
 
 class ResourceNotFound(OperationFailed):
+    public_type = "NotFoundError"
     code = ErrorCode.NOT_FOUND
 
 
 class MethodNotAllowed(OperationFailed):
+    public_type = "MethodNotAllowedError"
     code = ErrorCode.METHOD_NOT_ALLOWED
 
 
 class Conflict(OperationFailed):
+    public_type = "ConflictError"
     code = ErrorCode.CONFLICT

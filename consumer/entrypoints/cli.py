@@ -50,11 +50,20 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--orders", type=int, default=100, metavar="N")
     seed.set_defaults(command=_seed)
 
-    for name, text in (
-        ("serve", "consumer and outbox relay in one process"),
-        ("consume", "consumer and outbox relay (scale out by running several)"),
+    for name, text, roles in (
+        ("serve", "consumer, outbox relay and HTTP API in one process", {"consume", "http"}),
+        ("consume", "consumer and outbox relay (scale out by running several)", {"consume"}),
+        ("api", "the HTTP API alone", {"http"}),
     ):
-        commands.add_parser(name, help=text).set_defaults(command=_serve)
+        commands.add_parser(name, help=text).set_defaults(command=_serve, roles=roles)
+
+    token = commands.add_parser("token", help="HTTP API tokens").add_subparsers(metavar="ACTION")
+    create = token.add_parser("create", help="create a token; printed alone on the last line")
+    create.add_argument("user_id", type=int, metavar="USER_ID")
+    create.set_defaults(command=_token_create)
+    revoke = token.add_parser("revoke", help="revoke a token")
+    revoke.add_argument("token", metavar="TOKEN")
+    revoke.set_defaults(command=_token_revoke)
 
     publish = commands.add_parser("publish", help="publish a batch request from a JSON file")
     publish.add_argument("file", type=Path, help="JSON batch request; '-' reads stdin")
@@ -105,11 +114,11 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _serve(settings: Settings, _: argparse.Namespace) -> int:
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from consumer.bootstrap import bootstrap
 
     async def run() -> None:
-        service = bootstrap(settings)
+        service = bootstrap(settings, consume="consume" in args.roles, http="http" in args.roles)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, service.stop)
@@ -162,6 +171,47 @@ def _publish(settings: Settings, args: argparse.Namespace) -> int:
     except (PublishError, ConnectionError, OSError) as exc:
         print(f"batchops publish: could not publish: {exc}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _token_create(settings: Settings, args: argparse.Namespace) -> int:
+    from consumer.adapters.database import create_engine
+    from consumer.adapters.tokens import UnknownUser, create_token
+
+    async def run() -> str:
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                return await create_token(conn, args.user_id)
+        finally:
+            await engine.dispose()
+
+    try:
+        token = asyncio.run(run())
+    except UnknownUser as exc:
+        print(f"batchops token create: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"token for user {args.user_id} (shown once; only its digest is stored):")
+    print(token)
+    return EXIT_OK
+
+
+def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from consumer.adapters.database import create_engine
+    from consumer.adapters.tokens import revoke_token
+
+    async def run() -> bool:
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                return await revoke_token(conn, args.token)
+        finally:
+            await engine.dispose()
+
+    if not asyncio.run(run()):
+        print("batchops token revoke: no live token matches", file=sys.stderr)
+        return EXIT_FAILED
+    print("token revoked")
+    return EXIT_OK
 
 
 def _schema(_: Settings, args: argparse.Namespace) -> int:

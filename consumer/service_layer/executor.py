@@ -16,6 +16,7 @@ from uuid import UUID
 import structlog
 from structlog.contextvars import bound_contextvars
 
+from consumer import metrics
 from consumer.domain.batch import BatchState
 from consumer.domain.errors import OperationFailed
 from consumer.service_layer.events import EventFactory
@@ -221,7 +222,7 @@ class BatchExecutor:
                 except OperationFailed as failure:
                     await uow.rollback()  # whatever the handler wrote before failing goes
                     result = self._failure(
-                        run, index, operation, failure.code, failure.message, type(failure).__name__
+                        run, index, operation, failure.code, failure.message, failure.public_type
                     )
                 return await self._commit_results(uow, run, [result])
 
@@ -263,7 +264,7 @@ class BatchExecutor:
                     except OperationFailed as failure:
                         await uow.rollback()
                         results = self._rolled_back(
-                            run, index, failure.code, failure.message, type(failure).__name__
+                            run, index, failure.code, failure.message, failure.public_type
                         )
                         break
                     except Exception as exc:
@@ -395,6 +396,9 @@ class BatchExecutor:
             return stored[results[0].index]
         await uow.commit()
         self._on_outbox()
+        for result in results:
+            code = result.error.code.value if result.error else ""
+            metrics.OPERATIONS.labels(result.outcome.value, code).inc()
         return results[0].outcome
 
     # -- finishing ---------------------------------------------------------------------------
@@ -416,6 +420,9 @@ class BatchExecutor:
                     body = event.model_dump_json().encode()
                     assert state.completed_at is not None  # noqa: S101 - set by complete()
                     await uow.batches.complete(run.batch_id, state.status, state.completed_at, body)
+                    metrics.BATCHES_FINISHED.labels(state.status.value, state.operation_type).inc()
+                    if state.duration_seconds is not None:
+                        metrics.BATCH_DURATION.observe(state.duration_seconds)
                     log.info(
                         "batch_finished",
                         status=state.status.value,
@@ -469,6 +476,7 @@ class BatchExecutor:
             batch_id=str(rejection.batch_id),
             errors=[r.model_dump() for r in rejection.errors],
         )
+        metrics.BATCHES_REJECTED.labels(rejection.code.value).inc()
         event = self._events.rejected(rejection, delivery.correlation_id, self._clock())
         body = event.model_dump_json().encode()
 

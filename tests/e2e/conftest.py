@@ -40,11 +40,11 @@ def run_cli(
 class ServeProcess:
     """`batchops serve` in the background; its stderr (JSON log lines) is collected."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, command: str = "serve") -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [BATCHOPS, "serve"], env=env, stdout=self._log, stderr=subprocess.STDOUT
+            [BATCHOPS, command], env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
 
     def log(self) -> str:
@@ -69,11 +69,13 @@ class ServeProcess:
 @pytest.fixture
 async def serve(
     cli_env: dict[str, str], tmp_path: Path
-) -> AsyncIterator[Callable[[], ServeProcess]]:
+) -> AsyncIterator[Callable[..., ServeProcess]]:
     started: list[ServeProcess] = []
 
-    def start() -> ServeProcess:
-        process = ServeProcess(cli_env, tmp_path / f"serve-{len(started)}.log")
+    def start(command: str = "serve", http_port: int = 0) -> ServeProcess:
+        # Port 0 for a process that must not listen; tests that call HTTP pass a free port.
+        env = {**cli_env, "BATCHOPS_HTTP_PORT": str(http_port)}
+        process = ServeProcess(env, tmp_path / f"{command}-{len(started)}.log", command)
         started.append(process)
         return process
 

@@ -353,7 +353,7 @@ class TestContinueMode:
         assert (failed.success, failed.status, failed.outcome) == (False, 409, Outcome.FAILED)
         assert failed.error is not None
         assert failed.error.code is ErrorCode.CONFLICT
-        assert failed.error.type == "Conflict"
+        assert failed.error.type == "ConflictError"
         assert "pending" in failed.error.message
         assert "data" not in json.loads(operation_messages(db)[1].body)
 

@@ -1,0 +1,81 @@
+"""Read side for the HTTP API: one batch with its results, history pages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from consumer.adapters.tables import batch_operations, operation_results
+from contracts import OperationResult
+
+SUMMARY_COLUMNS = [
+    batch_operations.c.batch_id,
+    batch_operations.c.correlation_id,
+    batch_operations.c.operation_type,
+    batch_operations.c.handler,
+    batch_operations.c.actor_id,
+    batch_operations.c.mode,
+    batch_operations.c.status,
+    batch_operations.c.total_operations,
+    batch_operations.c.completed_operations,
+    batch_operations.c.failed_operations,
+    batch_operations.c.skipped_operations,
+    batch_operations.c.created_at,
+    batch_operations.c.started_at,
+    batch_operations.c.completed_at,
+]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryFilter:
+    actor_id: int | None  # None: every actor's batches (back office)
+    status: str | None = None
+    operation_type: str | None = None
+
+
+async def batch_summary(conn: AsyncConnection, batch_id: UUID) -> dict[str, Any] | None:
+    row = (
+        await conn.execute(select(*SUMMARY_COLUMNS).where(batch_operations.c.batch_id == batch_id))
+    ).one_or_none()
+    return None if row is None else dict(row._mapping)
+
+
+async def batch_results(
+    conn: AsyncConnection, batch_id: UUID, outcome: str | None = None
+) -> list[OperationResult]:
+    query = (
+        select(operation_results.c.event)
+        .where(operation_results.c.batch_id == batch_id)
+        .order_by(operation_results.c.index)
+    )
+    if outcome is not None:
+        query = query.where(operation_results.c.outcome == outcome)
+    return [OperationResult.model_validate_json(body) for body in await conn.scalars(query)]
+
+
+def _filtered(query: Select[Any], where: HistoryFilter) -> Select[Any]:
+    if where.actor_id is not None:
+        query = query.where(batch_operations.c.actor_id == where.actor_id)
+    if where.status is not None:
+        query = query.where(batch_operations.c.status == where.status)
+    if where.operation_type is not None:
+        query = query.where(batch_operations.c.operation_type == where.operation_type)
+    return query
+
+
+async def history(
+    conn: AsyncConnection, where: HistoryFilter, *, limit: int, offset: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """Total matching batches and one page of them, newest first."""
+    count = await conn.scalar(_filtered(select(func.count()).select_from(batch_operations), where))
+    page = await conn.execute(
+        _filtered(select(*SUMMARY_COLUMNS), where)
+        .order_by(batch_operations.c.created_at.desc(), batch_operations.c.batch_id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return int(count or 0), [dict(row._mapping) for row in page]

@@ -1,0 +1,65 @@
+"""Display names of statuses and operation types, in English or Brazilian Portuguese."""
+
+from __future__ import annotations
+
+_STATUS = {
+    "en": {
+        "pending": "Pending",
+        "processing": "Processing",
+        "completed": "Completed",
+        "partial": "Partially completed",
+        "failed": "Failed",
+        "rejected": "Rejected",
+    },
+    "pt-BR": {
+        "pending": "Pendente",
+        "processing": "Processando",
+        "completed": "Concluído",
+        "partial": "Parcialmente concluído",
+        "failed": "Falhou",
+        "rejected": "Rejeitado",
+    },
+}
+_OPERATION_TYPE = {
+    "en": {
+        "order_update": "Order update",
+        "professional_approval": "Professional approval",
+        "service_update": "Service update",
+        "user_update": "User update",
+        "bulk_delete": "Bulk delete",
+        "custom": "Custom",
+    },
+    "pt-BR": {
+        "order_update": "Atualização de pedido",
+        "professional_approval": "Aprovação de profissional",
+        "service_update": "Atualização de serviço",
+        "user_update": "Atualização de usuário",
+        "bulk_delete": "Exclusão em massa",
+        "custom": "Personalizada",
+    },
+}
+
+
+def language(accept_language: str | None) -> str:
+    """`pt-BR` when Portuguese is the caller's most preferred language, else `en`."""
+    best, best_q = "en", -1.0
+    for part in (accept_language or "").split(","):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        lang = tag.strip().lower()
+        if q > best_q and (lang.startswith(("pt", "en")) or lang == "*"):
+            best, best_q = ("pt-BR" if lang.startswith("pt") else "en"), q
+    return best
+
+
+def status_label(status: str, lang: str) -> str:
+    return _STATUS[lang].get(status, status)
+
+
+def operation_type_label(operation_type: str, lang: str) -> str:
+    return _OPERATION_TYPE[lang].get(operation_type, operation_type)

@@ -1,0 +1,88 @@
+"""Request and response bodies of the HTTP API, as published in its OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts import MAX_OPERATIONS, Mode, Operation, OperationResult, OperationType
+from contracts.requests import HandlerName
+
+
+class BatchSubmission(BaseModel):
+    """DESIGN §3 without `actor_id` (the token's user); `batch_id` is generated when absent."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_id: UUID | None = None
+    operation_type: OperationType
+    handler: HandlerName | None = None
+    mode: Mode = Mode.CONTINUE
+    operations: list[Operation] = Field(min_length=1, max_length=MAX_OPERATIONS)
+
+
+class BatchSummary(BaseModel):
+    batch_id: UUID
+    correlation_id: str | None
+    operation_type: str
+    operation_type_display: str
+    handler: str | None
+    actor_id: int
+    mode: str
+    status: str
+    status_display: str
+    total_operations: int
+    completed_operations: int
+    failed_operations: int
+    skipped_operations: int
+    success_rate: float
+    progress: float
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    duration_seconds: float | None
+
+
+class BatchDetail(BatchSummary):
+    results: list[OperationResult]
+
+
+class HistoryPage(BaseModel):
+    count: int
+    limit: int
+    offset: int
+    results: list[BatchSummary]
+
+
+class Stats(BaseModel):
+    total_batches: int
+    total_operations: int
+    succeeded_operations: int
+    success_rate: float
+    by_status: dict[str, int]
+    by_operation_type: dict[str, int]
+
+
+class Accepted(BaseModel):
+    batch_id: UUID
+    status: Literal["accepted"] = "accepted"
+    location: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, bool] = Field(default_factory=dict)

@@ -1,0 +1,915 @@
+"""Every operation type through a real batch: who may do what, each type's own rules, custom
+handlers, every error code and the three modes (DESIGN §3–§5)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import pytest
+from sqlalchemy import Table, select, text, update
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from consumer.adapters.tables import orders, professionals, services, users
+from consumer.bootstrap import bootstrap
+from consumer.config import Settings
+from consumer.service_layer.handlers import OperationContext
+from contracts import BatchCompleted, BatchRequest, BatchStatus, ErrorCode, Operation, Outcome
+from publisher import BatchPublisher
+from tests.integration.helpers import (
+    batch,
+    count_batches,
+    dead_letters,
+    eventually,
+    fetch,
+    patch,
+    set_user_active,
+)
+from tests.support import EventLog
+
+# Seeded marketplace (DESIGN §5): order i has client 3 + i % 3 and professional 1 + i % 3,
+# whose user is 6 + i % 3; services 2k-1 and 2k belong to professional k (user 5 + k).
+ADMIN, STAFF, CLIENT, PROFESSIONAL = 1, 2, 3, 6
+INACTIVE = 5  # a client, deactivated by the tests that use it
+UNKNOWN = 999
+OWN, OTHER = "own", "other"
+
+
+# -- building and publishing batches -------------------------------------------------------
+
+
+def post(resource_id: int, **data: Any) -> dict[str, Any]:
+    return {"method": "POST", "resource_id": resource_id, "data": data}
+
+
+def delete(resource_id: int, resource: str) -> dict[str, Any]:
+    return {"method": "DELETE", "resource_id": resource_id, "data": {"resource": resource}}
+
+
+def typed(
+    operation_type: str, actor_id: int, *operations: dict[str, Any], **fields: Any
+) -> dict[str, Any]:
+    return batch(actor_id, *operations, operation_type=operation_type, **fields)
+
+
+def note(text: str, resource_id: int) -> dict[str, Any]:
+    return post(resource_id, text=text)
+
+
+async def publish(settings: Settings, *bodies: dict[str, Any]) -> list[BatchRequest]:
+    """Publish every body at once, each as its own batch, with publisher confirms."""
+    requests = [BatchRequest.model_validate_json(json.dumps(body)) for body in bodies]
+    async with BatchPublisher(settings.amqp_url, namespace=settings.namespace) as publisher:
+        await asyncio.gather(*(publisher.publish(request) for request in requests))
+    return requests
+
+
+def assert_consistent(completion: BatchCompleted) -> None:
+    """Counters add up and agree with the results; failures carry an error and no data."""
+    c = completion
+    counters = (c.completed_operations, c.failed_operations, c.skipped_operations)
+    assert sum(counters) == c.total_operations, f"counters {counters} of {c.total_operations}"
+    outcomes = Counter(r.outcome for r in c.results)
+    assert counters == (
+        outcomes[Outcome.SUCCEEDED],
+        outcomes[Outcome.FAILED],
+        outcomes[Outcome.SKIPPED],
+    ), f"counters {counters} disagree with the results {c.results}"
+    assert [r.index for r in c.results] == list(range(c.total_operations))
+    for result in c.results:
+        if result.success:
+            assert (result.status, result.error) == (200, None), result
+        else:
+            assert result.error is not None, result
+            assert result.data is None, result
+            assert result.status == result.error.code.status, result
+
+
+async def completions(events: EventLog, requests: Sequence[BatchRequest]) -> list[BatchCompleted]:
+    """The completion of each request, in the order given, every one checked for consistency."""
+    wanted = {request.batch_id for request in requests}
+
+    def all_finished(received: list[tuple[str, Any]]) -> bool:
+        done = {e.batch_id for _, e in received if isinstance(e, BatchCompleted)}
+        return wanted <= done
+
+    await events.wait_for(all_finished)
+    found = {e.batch_id: e for _, e in events.received if isinstance(e, BatchCompleted)}
+    finished = [found[request.batch_id] for request in requests]
+    for completion in finished:
+        assert_consistent(completion)
+    return finished
+
+
+async def run(settings: Settings, events: EventLog, body: dict[str, Any]) -> BatchCompleted:
+    (request,) = await publish(settings, body)
+    (completion,) = await completions(events, [request])
+    return completion
+
+
+def operation_keys(events: EventLog, batch_id: UUID) -> list[str]:
+    return [key for key, _ in sorted(events.operations(batch_id), key=lambda ke: ke[1].index)]
+
+
+def completion_key(events: EventLog, batch_id: UUID) -> str:
+    (key,) = [
+        k for k, e in events.received if isinstance(e, BatchCompleted) and e.batch_id == batch_id
+    ]
+    return key
+
+
+def codes(completion: BatchCompleted) -> list[ErrorCode | None]:
+    return [r.error.code if r.error else None for r in completion.results]
+
+
+def statuses(completion: BatchCompleted) -> list[int]:
+    return [r.status for r in completion.results]
+
+
+def message(completion: BatchCompleted, index: int) -> str:
+    error = completion.results[index].error
+    assert error is not None, f"operation {index} did not fail: {completion.results[index]}"
+    return error.message
+
+
+async def rows(database_url: str, table: Table) -> dict[int, Any]:
+    return {row.id: row for row in await fetch(database_url, select(table))}
+
+
+async def row(database_url: str, table: Table, resource_id: int) -> Any:
+    return (await rows(database_url, table))[resource_id]
+
+
+# -- 1. the permission matrix --------------------------------------------------------------
+
+# One single-operation batch per row, all published at once; resources are chosen so that no
+# two rows that may succeed touch the same one. `own` means the actor is the order's client or
+# professional, the service's professional, the professional profile's user, or the user.
+PERMISSIONS: list[tuple[int, str, str, str, int, int]] = [
+    # actor, role, operation type, own/other, resource id, expected status
+    # order_update (PATCH {"notes"}): admin/staff, or a party of the order
+    (ADMIN, "admin", "order_update", OTHER, 4, 200),
+    (STAFF, "staff", "order_update", OTHER, 7, 200),
+    (CLIENT, "client", "order_update", OWN, 3, 200),
+    (CLIENT, "client", "order_update", OTHER, 1, 403),
+    (PROFESSIONAL, "professional", "order_update", OWN, 6, 200),
+    (PROFESSIONAL, "professional", "order_update", OTHER, 10, 403),
+    (INACTIVE, "inactive client", "order_update", OWN, 2, 403),
+    (INACTIVE, "inactive client", "order_update", OTHER, 13, 403),
+    (UNKNOWN, "unknown", "order_update", OTHER, 16, 403),
+    # professional_approval (PATCH {"approved", "reason"} on a professional id): admin/staff only
+    (ADMIN, "admin", "professional_approval", OTHER, 2, 200),
+    (STAFF, "staff", "professional_approval", OTHER, 3, 200),
+    (CLIENT, "client", "professional_approval", OTHER, 2, 403),
+    (PROFESSIONAL, "professional", "professional_approval", OWN, 1, 403),
+    (PROFESSIONAL, "professional", "professional_approval", OTHER, 2, 403),
+    (INACTIVE, "inactive client", "professional_approval", OTHER, 3, 403),
+    (UNKNOWN, "unknown", "professional_approval", OTHER, 3, 403),
+    # service_update (PATCH {"description"}): the service's professional, or admin/staff
+    (ADMIN, "admin", "service_update", OTHER, 3, 200),
+    (STAFF, "staff", "service_update", OTHER, 5, 200),
+    (CLIENT, "client", "service_update", OTHER, 2, 403),
+    (PROFESSIONAL, "professional", "service_update", OWN, 1, 200),
+    (PROFESSIONAL, "professional", "service_update", OTHER, 4, 403),
+    (INACTIVE, "inactive client", "service_update", OTHER, 6, 403),
+    (UNKNOWN, "unknown", "service_update", OTHER, 6, 403),
+    # user_update (PATCH {"name"}): one's own name/email/phone; admin/staff anybody's
+    (ADMIN, "admin", "user_update", OWN, 1, 200),
+    (ADMIN, "admin", "user_update", OTHER, 4, 200),
+    (STAFF, "staff", "user_update", OWN, 2, 200),
+    (STAFF, "staff", "user_update", OTHER, 8, 200),
+    (CLIENT, "client", "user_update", OWN, 3, 200),
+    (CLIENT, "client", "user_update", OTHER, 4, 403),
+    (PROFESSIONAL, "professional", "user_update", OWN, 6, 200),
+    (PROFESSIONAL, "professional", "user_update", OTHER, 7, 403),
+    (INACTIVE, "inactive client", "user_update", OWN, 5, 403),
+    (INACTIVE, "inactive client", "user_update", OTHER, 4, 403),
+    (UNKNOWN, "unknown", "user_update", OTHER, 4, 403),
+    # bulk_delete (DELETE {"resource": "order"}): admin only
+    (ADMIN, "admin", "bulk_delete", OTHER, 30, 200),
+    (STAFF, "staff", "bulk_delete", OTHER, 27, 403),
+    (CLIENT, "client", "bulk_delete", OWN, 24, 403),
+    (PROFESSIONAL, "professional", "bulk_delete", OWN, 21, 403),
+    (INACTIVE, "inactive client", "bulk_delete", OWN, 29, 403),
+    (UNKNOWN, "unknown", "bulk_delete", OTHER, 28, 403),
+]
+
+# Where each type leaves its mark: the table, and the column that holds the row's marker.
+MARKED: dict[str, tuple[Table, str]] = {
+    "order_update": (orders, "notes"),
+    "professional_approval": (professionals, "approval_reason"),
+    "service_update": (services, "description"),
+    "user_update": (users, "name"),
+    "bulk_delete": (orders, "deleted_at"),
+}
+MARKED_TABLES = (orders, professionals, services, users)
+
+
+def matrix_operation(operation_type: str, resource_id: int, marker: str) -> dict[str, Any]:
+    if operation_type == "order_update":
+        return patch(resource_id, notes=marker)
+    if operation_type == "professional_approval":
+        return patch(resource_id, approved=True, reason=marker)
+    if operation_type == "service_update":
+        return patch(resource_id, description=marker)
+    if operation_type == "user_update":
+        return patch(resource_id, name=marker)
+    return delete(resource_id, "order")
+
+
+@pytest.mark.usefixtures("service")
+class TestPermissionMatrix:
+    async def test_every_role_gets_the_status_the_rules_give_on_its_own_and_others_resources(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        await set_user_active(settings.database_url, INACTIVE, active=False)
+        bodies = [
+            typed(kind, actor, matrix_operation(kind, resource, f"matrix row {number}"))
+            for number, (actor, _, kind, _, resource, _) in enumerate(PERMISSIONS)
+        ]
+
+        finished = await completions(events, await publish(settings, *bodies))
+
+        tables = {table.name: await rows(settings.database_url, table) for table in MARKED_TABLES}
+        wrong: list[str] = []
+        for number, (entry, completion) in enumerate(zip(PERMISSIONS, finished, strict=True)):
+            _, _, kind, _, resource, expected = entry
+            (result,) = completion.results
+            outcome = "succeeded" if expected == 200 else "failed"
+            seen = (
+                result.status,
+                result.error.code if result.error else None,
+                operation_keys(events, completion.batch_id),
+                completion_key(events, completion.batch_id),
+            )
+            wanted = (
+                expected,
+                None if expected == 200 else ErrorCode.PERMISSION_DENIED,
+                [f"operation.{kind}.{outcome}"],
+                f"batch.{kind}.{'completed' if expected == 200 else 'failed'}",
+            )
+            if seen != wanted:
+                wrong.append(f"{entry}: got {seen}, want {wanted}")
+            table, column = MARKED[kind]
+            value = getattr(tables[table.name][resource], column)
+            applied = (
+                value is not None if column == "deleted_at" else value == f"matrix row {number}"
+            )
+            if applied != (expected == 200):
+                wrong.append(f"{entry}: effect in {table.name}.{column} is {value!r}")
+        assert not wrong, "rows that broke the permission matrix:\n" + "\n".join(wrong)
+
+
+# -- 2. each type's own rules --------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("service")
+class TestProfessionalApproval:
+    async def test_a_decision_records_who_made_it_and_when_in_the_row_and_the_event(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        before = datetime.now(UTC)
+        approve, reject = await publish(
+            settings,
+            typed(
+                "professional_approval",
+                ADMIN,
+                patch(2, approved=True, verified=True, reason="documents checked"),
+            ),
+            typed("professional_approval", STAFF, patch(3, approved=False, reason="no license")),
+        )
+        approved, rejected = await completions(events, [approve, reject])
+        after = datetime.now(UTC)
+
+        data = approved.results[0].data
+        assert data is not None
+        approved_at = datetime.fromisoformat(data.pop("approved_at"))
+        assert data == {
+            "id": 2,
+            "user_id": 7,
+            "approved": True,
+            "verified": True,
+            "approved_by": ADMIN,
+            "reason": "documents checked",
+        }
+        assert before <= approved_at <= after
+        table = await rows(settings.database_url, professionals)
+        assert (table[2].approved, table[2].verified, table[2].approved_by) == (True, True, ADMIN)
+        assert table[2].approved_at == approved_at, "the row and the event must agree on when"
+        assert table[2].approval_reason == "documents checked"
+        assert rejected.results[0].data is not None
+        assert rejected.results[0].data["approved_by"] == STAFF
+        assert (table[3].approved, table[3].verified, table[3].approved_by) == (False, False, STAFF)
+        assert table[3].approved_at is not None
+        assert operation_keys(events, approve.batch_id) == [
+            "operation.professional_approval.succeeded"
+        ]
+
+    async def test_a_decision_without_a_boolean_approved_is_a_validation_error(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        completion = await run(
+            settings,
+            events,
+            typed(
+                "professional_approval",
+                ADMIN,
+                patch(2, verified=True),
+                patch(3, approved="yes"),
+            ),
+        )
+
+        assert codes(completion) == [ErrorCode.VALIDATION_ERROR] * 2
+        assert all("approved" in message(completion, i) for i in (0, 1)), completion.results
+        table = await rows(settings.database_url, professionals)
+        assert (table[2].approved_by, table[3].approved_by) == (None, None)
+
+
+@pytest.mark.usefixtures("service")
+class TestServiceUpdate:
+    async def test_fields_change_and_a_price_may_be_a_string_or_a_number(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        completion = await run(
+            settings,
+            events,
+            typed(
+                "service_update",
+                PROFESSIONAL,
+                patch(1, price="120.50", name="Deep cleaning"),
+                patch(2, price=120.5, category="deep-cleaning", is_active=False),
+            ),
+        )
+
+        assert completion.status is BatchStatus.COMPLETED
+        assert completion.results[0].data == {
+            "id": 1,
+            "professional_id": 1,
+            "name": "Deep cleaning",
+            "description": "Demo service 1",
+            "price": "120.50",
+            "category": "cleaning",
+            "is_active": True,
+        }
+        second = completion.results[1].data
+        assert second is not None
+        assert (second["price"], second["category"], second["is_active"]) == (
+            "120.50",
+            "deep-cleaning",
+            False,
+        )
+        table = await rows(settings.database_url, services)
+        assert (table[1].price, table[1].name) == (Decimal("120.50"), "Deep cleaning")
+        assert (table[2].price, table[2].category, table[2].is_active) == (
+            Decimal("120.50"),
+            "deep-cleaning",
+            False,
+        )
+
+    async def test_a_price_with_three_decimal_places_is_a_validation_error_naming_price(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        completion = await run(
+            settings,
+            events,
+            typed("service_update", ADMIN, patch(1, price="120.505"), patch(2, price=120.505)),
+        )
+
+        assert completion.status is BatchStatus.FAILED
+        assert codes(completion) == [ErrorCode.VALIDATION_ERROR] * 2
+        assert statuses(completion) == [400, 400]
+        for index in (0, 1):
+            assert message(completion, index).startswith("price"), completion.results[index]
+        table = await rows(settings.database_url, services)
+        assert (table[1].price, table[2].price) == (Decimal("100.00"), Decimal("100.00"))
+
+
+@pytest.mark.usefixtures("service")
+class TestUserUpdate:
+    async def test_staff_may_deactivate_a_client_but_not_an_admin(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        completion = await run(
+            settings,
+            events,
+            typed(
+                "user_update",
+                STAFF,
+                patch(4, is_active=False),
+                patch(ADMIN, is_active=False),
+            ),
+        )
+
+        assert statuses(completion) == [200, 403]
+        assert codes(completion) == [None, ErrorCode.PERMISSION_DENIED]
+        assert completion.results[0].data is not None
+        assert completion.results[0].data["is_active"] is False
+        table = await rows(settings.database_url, users)
+        assert (table[4].is_active, table[ADMIN].is_active) == (False, True)
+
+    async def test_a_client_may_not_change_its_own_role_or_active_flag(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        completion = await run(
+            settings,
+            events,
+            typed(
+                "user_update",
+                CLIENT,
+                patch(CLIENT, role="admin"),
+                patch(CLIENT, is_active=False),
+                patch(CLIENT, name="Carla", role="staff"),
+                patch(CLIENT, phone="+55 11 5555-0000"),
+            ),
+        )
+
+        assert statuses(completion) == [403, 403, 403, 200]
+        assert codes(completion)[:3] == [ErrorCode.PERMISSION_DENIED] * 3
+        client = await row(settings.database_url, users, CLIENT)
+        assert (client.role, client.is_active, client.name) == ("client", True, "Carla Client")
+        assert client.phone == "+55 11 5555-0000"
+
+    async def test_only_an_admin_changes_a_role(self, settings: Settings, events: EventLog) -> None:
+        by_staff, by_professional, by_admin = await publish(
+            settings,
+            typed("user_update", STAFF, patch(4, role="staff")),
+            typed("user_update", PROFESSIONAL, patch(PROFESSIONAL, role="admin")),
+            typed("user_update", ADMIN, patch(5, role="professional")),
+        )
+        staff, professional, admin = await completions(
+            events, [by_staff, by_professional, by_admin]
+        )
+
+        assert codes(staff) == [ErrorCode.PERMISSION_DENIED]
+        assert codes(professional) == [ErrorCode.PERMISSION_DENIED]
+        assert codes(admin) == [None]
+        assert admin.results[0].data is not None
+        assert admin.results[0].data["role"] == "professional"
+        table = await rows(settings.database_url, users)
+        assert [table[i].role for i in (4, PROFESSIONAL, 5)] == [
+            "client",
+            "professional",
+            "professional",
+        ]
+
+    async def test_an_email_taken_by_another_user_is_a_conflict_and_a_malformed_one_invalid(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        completion = await run(
+            settings,
+            events,
+            typed(
+                "user_update",
+                CLIENT,
+                patch(CLIENT, email="client4@example.com"),
+                patch(CLIENT, email="not-an-email"),
+                patch(CLIENT, email="carla@example.org"),
+            ),
+        )
+
+        assert statuses(completion) == [409, 400, 200]
+        assert codes(completion) == [ErrorCode.CONFLICT, ErrorCode.VALIDATION_ERROR, None]
+        assert "email" in message(completion, 0)
+        assert message(completion, 1).startswith("email"), completion.results[1]
+        assert (await row(settings.database_url, users, CLIENT)).email == "carla@example.org"
+        assert (await row(settings.database_url, users, 4)).email == "client4@example.com"
+
+    async def test_an_email_claimed_by_a_concurrent_transaction_is_still_a_conflict(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        # Another writer (e.g. a concurrent batch) holds the address uncommitted; the batch's
+        # check cannot see it, and its write then waits on the unique index until it commits.
+        engine = create_async_engine(settings.database_url)
+        try:
+            async with engine.connect() as conn:
+                other_writer = await conn.begin()
+                await conn.execute(
+                    update(users).where(users.c.id == 4).values(email="shared@example.com")
+                )
+                (request,) = await publish(
+                    settings,
+                    typed("user_update", CLIENT, patch(CLIENT, email="shared@example.com")),
+                )
+
+                async def batch_waits_on_the_other_writer() -> bool:
+                    waiting = await fetch(
+                        settings.database_url,
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND wait_event = 'transactionid'"
+                        ),
+                    )
+                    return bool(waiting[0][0])
+
+                await eventually(batch_waits_on_the_other_writer, what="the batch to block")
+                await other_writer.commit()
+        finally:
+            await engine.dispose()
+
+        (completion,) = await completions(events, [request])
+
+        assert codes(completion) == [ErrorCode.CONFLICT], completion.results
+        assert (await row(settings.database_url, users, CLIENT)).email == "client3@example.com"
+
+
+@pytest.mark.usefixtures("service")
+class TestBulkDelete:
+    async def test_a_deleted_row_stays_marked_and_a_later_operation_on_it_finds_nothing(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        completion = await run(
+            settings,
+            events,
+            typed(
+                "bulk_delete",
+                ADMIN,
+                delete(30, "order"),
+                delete(30, "order"),
+                delete(6, "service"),
+                delete(3, "professional"),
+                delete(5, "user"),
+                delete(5, "user"),
+            ),
+        )
+
+        assert statuses(completion) == [200, 404, 200, 200, 200, 404]
+        assert codes(completion)[1] is ErrorCode.NOT_FOUND
+        assert codes(completion)[5] is ErrorCode.NOT_FOUND
+        assert completion.results[0].data == {"id": 30, "resource": "order", "deleted": True}
+        assert operation_keys(events, completion.batch_id) == [
+            "operation.bulk_delete.succeeded",
+            "operation.bulk_delete.failed",
+            "operation.bulk_delete.succeeded",
+            "operation.bulk_delete.succeeded",
+            "operation.bulk_delete.succeeded",
+            "operation.bulk_delete.failed",
+        ]
+        assert completion_key(events, completion.batch_id) == "batch.bulk_delete.partial"
+        for table, resource_id in ((orders, 30), (services, 6), (professionals, 3), (users, 5)):
+            kept = await rows(settings.database_url, table)
+            assert resource_id in kept, f"{table.name} {resource_id} must stay (soft delete)"
+            assert kept[resource_id].deleted_at is not None, f"{table.name} {resource_id}"
+        assert (await row(settings.database_url, orders, 27)).deleted_at is None
+
+    async def test_a_deleted_resource_is_not_found_by_every_later_batch(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        first = await run(
+            settings, events, typed("bulk_delete", ADMIN, delete(27, "order"), delete(4, "user"))
+        )
+        assert first.status is BatchStatus.COMPLETED
+
+        requests = await publish(
+            settings,
+            typed("bulk_delete", ADMIN, delete(27, "order")),
+            typed("order_update", ADMIN, patch(27, notes="too late")),
+            typed("custom", ADMIN, note("too late", 27), handler="append_order_note"),
+            typed("user_update", ADMIN, patch(4, name="Ghost")),
+            # The deleted user is no longer an actor at all: unknown, so 403.
+            typed("order_update", 4, patch(1, notes="from beyond")),
+        )
+        again, update, custom, user, as_actor = await completions(events, requests)
+
+        for completion in (again, update, custom, user):
+            assert codes(completion) == [ErrorCode.NOT_FOUND], completion.results
+        assert codes(as_actor) == [ErrorCode.PERMISSION_DENIED]
+        deleted = await row(settings.database_url, orders, 27)
+        assert (deleted.notes, deleted.deleted_at is not None) == ("", True)
+        assert (await row(settings.database_url, orders, 1)).notes == ""
+
+
+@pytest.mark.usefixtures("service")
+class TestMethodThatDoesNotFitTheType:
+    async def test_every_type_answers_a_wrong_method_with_method_not_allowed(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        wrong_methods = [
+            typed("order_update", ADMIN, post(3, notes="x")),
+            typed("professional_approval", ADMIN, delete(2, "professional")),
+            typed("service_update", ADMIN, post(1, name="x")),
+            typed("user_update", ADMIN, delete(4, "user")),
+            typed("bulk_delete", ADMIN, patch(30, resource="order")),
+            typed("custom", ADMIN, patch(3, text="x"), handler="append_order_note"),
+        ]
+
+        finished = await completions(events, await publish(settings, *wrong_methods))
+
+        for completion in finished:
+            assert statuses(completion) == [405], completion.results
+            assert codes(completion) == [ErrorCode.METHOD_NOT_ALLOWED]
+            assert operation_keys(events, completion.batch_id) == [
+                f"operation.{completion.operation_type}.failed"
+            ]
+        order_3 = await row(settings.database_url, orders, 3)
+        assert order_3.notes == ""
+        assert (await row(settings.database_url, orders, 30)).deleted_at is None
+        assert (await row(settings.database_url, users, 4)).deleted_at is None
+
+
+# -- 3. custom handlers --------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("service")
+class TestCustomHandlers:
+    async def test_the_shipped_append_order_note_handler_runs_through_a_real_batch(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        completion = await run(
+            settings,
+            events,
+            typed(
+                "custom",
+                CLIENT,
+                note("ring twice", 3),
+                note("leave it at the door", 3),
+                note("not my order", 1),
+                handler="append_order_note",
+            ),
+        )
+
+        assert completion.operation_type == "custom"
+        assert statuses(completion) == [200, 200, 403]
+        assert completion.results[1].data is not None
+        assert completion.results[1].data["notes"] == "ring twice\nleave it at the door"
+        assert operation_keys(events, completion.batch_id) == [
+            "operation.custom.succeeded",
+            "operation.custom.succeeded",
+            "operation.custom.failed",
+        ]
+        assert completion_key(events, completion.batch_id) == "batch.custom.partial"
+        assert (await row(settings.database_url, orders, 3)).notes == (
+            "ring twice\nleave it at the door"
+        )
+        assert (await row(settings.database_url, orders, 1)).notes == ""
+
+    async def test_an_unregistered_handler_name_rejects_the_request(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        (request,) = await publish(
+            settings, typed("custom", ADMIN, note("x", 3), handler="no_such_handler")
+        )
+
+        key, rejection = await events.rejection()
+
+        assert key == "batch.custom.rejected"
+        assert rejection.batch_id == request.batch_id
+        assert rejection.status is BatchStatus.REJECTED
+        assert [(e.type, e.loc) for e in rejection.errors] == [("unknown_handler", ["handler"])]
+        assert await count_batches(settings.database_url) == 0
+        assert (await row(settings.database_url, orders, 3)).notes == ""
+
+        async def dead_lettered() -> bool:
+            return (
+                len(await dead_letters(settings.amqp_url, settings.topology.dead_letter_queue)) == 1
+            )
+
+        await eventually(dead_lettered, what="the rejected request in the dead-letter queue")
+
+
+# -- 4. every error code of DESIGN §4 ------------------------------------------------------
+
+INTERNALS = "db.internal:5432 role batchops_rw"
+
+
+@dataclass
+class FaultyHandlers:
+    """Custom handlers that fail unexpectedly; counts how often the flaky one was tried."""
+
+    flaky_calls: int = 0
+
+    async def boom(self, _ctx: OperationContext, _operation: Operation) -> dict[str, Any]:
+        raise RuntimeError(f"handler bug leaking {INTERNALS}")
+
+    async def flaky(self, _ctx: OperationContext, _operation: Operation) -> dict[str, Any]:
+        self.flaky_calls += 1
+        raise ConnectionResetError(f"connection reset by {INTERNALS}")
+
+
+@pytest.fixture
+async def faulty(settings: Settings, events: EventLog) -> AsyncIterator[FaultyHandlers]:
+    """batchops running with the custom handlers `boom` and `flaky` (instead of `service`)."""
+    handlers = FaultyHandlers()
+    svc = bootstrap(settings, custom_handlers={"boom": handlers.boom, "flaky": handlers.flaky})
+    task = asyncio.create_task(svc.run())
+    ready = asyncio.create_task(svc.started.wait())
+    done, _ = await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()  # start-up failed: raise its error here
+    assert ready in done, "the service did not start within 20s"
+    yield handlers
+    svc.stop()
+    await asyncio.wait_for(task, 30)
+
+
+@pytest.mark.usefixtures("service")
+class TestExpectedFailureCodes:
+    async def test_each_expected_failure_reports_its_own_code_status_and_routing_key(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        completion = await run(
+            settings,
+            events,
+            typed(
+                "order_update",
+                CLIENT,
+                patch(3, colour="red"),  # unknown field
+                patch(1, notes="x"),  # client 4's order
+                patch(9999, notes="x"),  # no such order
+                post(6, notes="x"),  # order_update is PATCH only
+                patch(9, status="completed"),  # pending -> completed is no transition
+                patch(12, notes="fine"),
+            ),
+        )
+
+        assert codes(completion) == [
+            ErrorCode.VALIDATION_ERROR,
+            ErrorCode.PERMISSION_DENIED,
+            ErrorCode.NOT_FOUND,
+            ErrorCode.METHOD_NOT_ALLOWED,
+            ErrorCode.CONFLICT,
+            None,
+        ]
+        assert statuses(completion) == [400, 403, 404, 405, 409, 200]
+        assert "colour" in message(completion, 0)
+        assert operation_keys(events, completion.batch_id) == [
+            *["operation.order_update.failed"] * 5,
+            "operation.order_update.succeeded",
+        ]
+        assert completion.status is BatchStatus.PARTIAL
+        table = await rows(settings.database_url, orders)
+        assert [table[i].notes for i in (3, 1, 6, 12)] == ["", "", "", "fine"]
+        assert table[9].status == "pending"
+
+
+class TestUnexpectedFailureCodes:
+    async def test_a_crash_is_internal_error_and_a_lasting_transient_fault_unavailable(
+        self, settings: Settings, events: EventLog, faulty: FaultyHandlers
+    ) -> None:
+        crash, transient = await publish(
+            settings,
+            typed("custom", ADMIN, note("x", 3), note("y", 6), handler="boom"),
+            typed("custom", ADMIN, note("x", 9), handler="flaky"),
+        )
+        crashed, unavailable = await completions(events, [crash, transient])
+
+        assert codes(crashed) == [ErrorCode.INTERNAL_ERROR] * 2
+        assert statuses(crashed) == [500, 500]
+        for index in (0, 1):
+            text = message(crashed, index)
+            assert "db.internal" not in text
+            assert "handler bug" not in text, f"the message must hide internals: {text!r}"
+        assert crashed.status is BatchStatus.FAILED
+        assert completion_key(events, crash.batch_id) == "batch.custom.failed"
+
+        assert codes(unavailable) == [ErrorCode.UNAVAILABLE]
+        assert statuses(unavailable) == [503]
+        assert "db.internal" not in message(unavailable, 0)
+        assert faulty.flaky_calls == settings.retry_attempts, "retried, then reported"
+        assert operation_keys(events, transient.batch_id) == ["operation.custom.failed"]
+
+
+# -- 5. modes ------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("service")
+class TestModes:
+    async def test_atomic_with_a_failure_rolls_everything_back_and_skips_the_rest(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        completion = await run(
+            settings,
+            events,
+            typed(
+                "service_update",
+                PROFESSIONAL,
+                patch(1, price="150.00"),
+                patch(2, name="Renamed"),
+                patch(3, description="not mine"),  # service 3 is professional 2's
+                patch(1, category="deep-cleaning"),
+                mode="atomic",
+            ),
+        )
+
+        assert completion.status is BatchStatus.FAILED
+        assert codes(completion) == [
+            ErrorCode.SKIPPED,
+            ErrorCode.SKIPPED,
+            ErrorCode.PERMISSION_DENIED,
+            ErrorCode.SKIPPED,
+        ]
+        assert statuses(completion) == [424, 424, 403, 424]
+        counters = (
+            completion.completed_operations,
+            completion.failed_operations,
+            completion.skipped_operations,
+        )
+        assert counters == (0, 1, 3)
+        assert operation_keys(events, completion.batch_id) == [
+            "operation.service_update.skipped",
+            "operation.service_update.skipped",
+            "operation.service_update.failed",
+            "operation.service_update.skipped",
+        ]
+        assert completion_key(events, completion.batch_id) == "batch.service_update.failed"
+        table = await rows(settings.database_url, services)
+        assert (table[1].price, table[1].category) == (Decimal("100.00"), "cleaning")
+        assert table[2].name == "Cleaning service 2", "operation 1 ran before the failure"
+
+    async def test_atomic_without_failures_completes_with_every_effect(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        completion = await run(
+            settings,
+            events,
+            typed(
+                "user_update",
+                ADMIN,
+                patch(3, name="Carla C."),
+                patch(4, role="staff"),
+                patch(5, is_active=False),
+                mode="atomic",
+            ),
+        )
+
+        assert completion.status is BatchStatus.COMPLETED
+        assert (completion.completed_operations, completion.success_rate) == (3, 100.0)
+        table = await rows(settings.database_url, users)
+        assert (table[3].name, table[4].role, table[5].is_active) == ("Carla C.", "staff", False)
+
+    async def test_stop_on_error_skips_the_rest_with_424_and_skipped_routing_keys(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        completion = await run(
+            settings,
+            events,
+            typed(
+                "user_update",
+                CLIENT,
+                patch(CLIENT, name="Carla C."),
+                patch(4, name="Not me"),
+                patch(CLIENT, phone="+55 11 5555-0000"),
+                patch(CLIENT, email="carla@example.org"),
+                mode="stop_on_error",
+            ),
+        )
+
+        assert completion.status is BatchStatus.PARTIAL
+        assert statuses(completion) == [200, 403, 424, 424]
+        assert codes(completion) == [
+            None,
+            ErrorCode.PERMISSION_DENIED,
+            ErrorCode.SKIPPED,
+            ErrorCode.SKIPPED,
+        ]
+        counters = (
+            completion.completed_operations,
+            completion.failed_operations,
+            completion.skipped_operations,
+        )
+        assert counters == (1, 1, 2)
+        assert operation_keys(events, completion.batch_id) == [
+            "operation.user_update.succeeded",
+            "operation.user_update.failed",
+            "operation.user_update.skipped",
+            "operation.user_update.skipped",
+        ]
+        client = await row(settings.database_url, users, CLIENT)
+        assert (client.name, client.phone, client.email) == (
+            "Carla C.",
+            "+55 11 9000-0003",
+            "client3@example.com",
+        )
+
+    async def test_continue_runs_every_operation_after_a_failure(
+        self, settings: Settings, events: EventLog
+    ) -> None:
+        completion = await run(
+            settings,
+            events,
+            typed(
+                "professional_approval",
+                STAFF,
+                patch(2, approved=True),
+                patch(99, approved=True),
+                patch(3, approved=False, reason="missing documents"),
+            ),
+        )
+
+        assert completion.status is BatchStatus.PARTIAL
+        assert statuses(completion) == [200, 404, 200]
+        counters = (
+            completion.completed_operations,
+            completion.failed_operations,
+            completion.skipped_operations,
+        )
+        assert counters == (2, 1, 0)
+        assert completion.success_rate == 66.67
+        table = await rows(settings.database_url, professionals)
+        assert (table[2].approved, table[3].approval_reason) == (True, "missing documents")
