@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import Field, StrictBool
 
-from consumer.domain.errors import InvalidData, PermissionDenied
-from consumer.domain.fields import Money, Text
+from consumer.domain.errors import PermissionDenied
+from consumer.domain.fields import Changes, Money, Text
 from consumer.domain.model import Actor, Professional, ResourceKind, Role, Service, User
 
 Name = Annotated[Text, Field(min_length=1, max_length=200)]
@@ -16,27 +16,15 @@ Email = Annotated[Text, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]
 Phone = Annotated[Text, Field(max_length=40, pattern=r"^[0-9+()\- .]*$")]
 
 
-class _Changes(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    # Fields that may be set to null explicitly; the others must carry a value when given.
-    nullable: ClassVar[frozenset[str]] = frozenset()
-
-    def require_some(self) -> None:
-        if not self.model_fields_set:
-            names = ", ".join(type(self).model_fields)
-            raise InvalidData(f"data: at least one of {names} is required")
-        for name in sorted(self.model_fields_set - self.nullable):
-            if getattr(self, name) is None:
-                raise InvalidData(f"{name}: may not be null")
-
-
-class ApprovalDecision(_Changes):
+class ApprovalDecision(Changes):
     approved: StrictBool
     verified: StrictBool | None = None
     reason: Annotated[Text, Field(max_length=2000)] | None = None
 
+    nullable: ClassVar[frozenset[str]] = frozenset({"reason"})
 
-class ServiceChanges(_Changes):
+
+class ServiceChanges(Changes):
     name: Name | None = None
     description: Annotated[Text, Field(max_length=5000)] | None = None
     price: Money | None = None
@@ -44,7 +32,7 @@ class ServiceChanges(_Changes):
     is_active: StrictBool | None = None
 
 
-class UserChanges(_Changes):
+class UserChanges(Changes):
     name: Name | None = None
     email: Email | None = None
     phone: Phone | None = None
@@ -54,7 +42,7 @@ class UserChanges(_Changes):
     nullable: ClassVar[frozenset[str]] = frozenset({"phone"})
 
 
-class DeleteTarget(_Changes):
+class DeleteTarget(Changes):
     resource: ResourceKind
 
 
@@ -84,9 +72,11 @@ def decide_approval(
 
 def update_service(actor: Actor, service: Service, changes: ServiceChanges) -> Service:
     """The service's own professional, or admin/staff, may change any field."""
-    changes.require_some()
-    if not (actor.is_back_office or actor.id == service.professional_user_id):
-        raise PermissionDenied("only the service's professional or admin/staff may change it")
+    owner = actor.id == service.professional_user_id
+    if not (actor.is_active and (actor.is_back_office or owner)):
+        raise PermissionDenied(
+            "only the service's professional or admin/staff (while active) may change it"
+        )
     for name in changes.model_fields_set:
         setattr(service, name, getattr(changes, name))
     return service
@@ -97,6 +87,8 @@ SELF_EDITABLE = frozenset({"name", "email", "phone"})
 
 def authorize_user_update(actor: Actor, target: User, changes: UserChanges) -> None:
     fields = changes.model_fields_set
+    if not actor.is_active:
+        raise PermissionDenied("the actor is inactive")
     if actor.role is Role.ADMIN:
         return
     if "role" in fields:
@@ -114,7 +106,6 @@ def authorize_user_update(actor: Actor, target: User, changes: UserChanges) -> N
 
 def update_user(actor: Actor, target: User, changes: UserChanges) -> User:
     """Users edit their name/email/phone; staff also is_active of non-admins; admin anything."""
-    changes.require_some()
     authorize_user_update(actor, target, changes)
     for name in changes.model_fields_set:
         setattr(target, name, getattr(changes, name))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from consumer.domain.errors import Conflict, InvalidData, PermissionDenied
-from consumer.domain.fields import Money, Text
+from consumer.domain.errors import Conflict, PermissionDenied
+from consumer.domain.fields import Changes, Money, Text
 from consumer.domain.model import Actor, Order, OrderStatus
 
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
@@ -27,10 +27,8 @@ PRICE_EDITABLE = frozenset({OrderStatus.PENDING, OrderStatus.ACCEPTED})
 CLIENT_CANCELLABLE = frozenset({OrderStatus.PENDING, OrderStatus.ACCEPTED})
 
 
-class OrderChanges(BaseModel):
+class OrderChanges(Changes):
     """`data` of an order_update operation; at least one field."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     status: OrderStatus | None = None
     notes: Annotated[Text, Field(max_length=2000)] | None = None
@@ -68,8 +66,6 @@ def authorize(actor: Actor, order: Order, changes: OrderChanges) -> None:
 
 def update_order(actor: Actor, order: Order, changes: OrderChanges) -> Order:
     """Apply `changes` to `order` in place after checking parties, then the status machine."""
-    if changes.status is None and changes.notes is None and changes.price is None:
-        raise InvalidData("data: at least one of status, notes, price is required")
     if not actor.is_active:
         raise PermissionDenied("the actor is inactive or unknown")
     is_party = actor.id in (order.client_id, order.professional_user_id)

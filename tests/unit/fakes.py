@@ -253,6 +253,8 @@ class FakeMarketplaceRepository(MarketplaceRepository):
 
     async def get_actor(self, user_id: int) -> Actor | None:
         self._staged.check()
+        if self._is_deleted(ResourceKind.USER, user_id):
+            return None  # like the real repository: a soft-deleted user is unknown
         return self._db.actors.get(user_id)
 
     def _is_deleted(self, kind: ResourceKind, resource_id: int) -> bool:

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from consumer.domain.errors import Conflict, InvalidData, PermissionDenied
+from consumer.domain.errors import Conflict, PermissionDenied
 from consumer.domain.model import Actor, Order, OrderStatus, Role
 from consumer.domain.orders import OrderChanges, update_order
 
@@ -222,8 +222,12 @@ class TestInactiveActor:
 
 class TestEmptyChange:
     def test_a_change_without_any_field_is_invalid_data(self):
-        with pytest.raises(InvalidData, match="at least one of"):
-            update_order(ADMIN, an_order(), OrderChanges())
+        with pytest.raises(ValidationError, match="at least one of status, notes, price"):
+            OrderChanges.model_validate({})
+
+    def test_an_explicit_null_is_invalid_data(self):
+        with pytest.raises(ValidationError, match="may not be null"):
+            OrderChanges.model_validate({"status": None, "notes": "x"})
 
 
 class TestOrderChangesValidation:
