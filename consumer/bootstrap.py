@@ -103,10 +103,18 @@ class Service:
     async def run(self) -> None:
         """Start, relay, consume and serve until `stop()`; then shut down gracefully."""
         await self.start()
-        relay = (
-            asyncio.create_task(self.relay.run(self.stopping), name="outbox-relay")
+        background = (
+            [
+                asyncio.create_task(self.relay.run(self.stopping), name="outbox-relay"),
+                asyncio.create_task(
+                    self.consumer.watch(
+                        self.settings.watchdog_interval_seconds, self.settings.stall_seconds
+                    ),
+                    name="consumer-watchdog",
+                ),
+            ]
             if self.consume
-            else None
+            else []
         )
         try:
             await self.stopping.wait()
@@ -114,8 +122,7 @@ class Service:
             self.stopping.set()
             if self.consume:
                 await self.consumer.stop(self.settings.shutdown_timeout_seconds)
-            if relay is not None:
-                await relay
+            await asyncio.gather(*background)
             if self._http_server is not None and self._http_task is not None:
                 self._http_server.should_exit = True
                 await self._http_task

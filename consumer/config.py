@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     retry_base_seconds: PositiveFloat = 0.05
     retry_max_seconds: PositiveFloat = 2.0
 
+    # Re-subscribe when the broker cancelled us, or messages wait but none came for this long.
+    watchdog_interval_seconds: PositiveFloat = 5.0
+    stall_seconds: PositiveFloat = 30.0
+
     shutdown_timeout_seconds: PositiveFloat = 30.0
     log_level: str = "INFO"
     log_format: str = Field("auto", pattern="^(auto|json|console)$")

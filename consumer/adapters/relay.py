@@ -60,14 +60,18 @@ class OutboxRelay:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Relay until `stopping` is set, then flush what is committed and return."""
+        failures = 0
         while not stopping.is_set():
             try:
                 relayed = await self.relay_once()
-            except Exception:
-                log.exception("relay_pass_failed")
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - the database or broker is away; back off
+                failures += 1
+                log.warning("relay_pass_failed", error=repr(exc), consecutive=failures)
                 relayed = 0
             if relayed < self._batch_size:
-                await self._wait(stopping)
+                # Back off up to 5 s while passes keep failing; a commit still wakes us at once.
+                await self._wait(stopping, min(self._poll_seconds * 2**failures, 5.0))
         await self.flush()
 
     async def flush(self) -> None:
@@ -169,15 +173,13 @@ class OutboxRelay:
             self._exchanges[name] = exchange
         return exchange
 
-    async def _wait(self, stopping: asyncio.Event) -> None:
+    async def _wait(self, stopping: asyncio.Event, timeout: float) -> None:
         waiters = {
             asyncio.ensure_future(self._wakeup.wait()),
             asyncio.ensure_future(stopping.wait()),
         }
         try:
-            await asyncio.wait(
-                waiters, timeout=self._poll_seconds, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -12,9 +13,9 @@ from consumer.adapters.repositories import (
 )
 from consumer.service_layer.unit_of_work import AbstractUnitOfWork
 
-# serialization_failure, deadlock_detected, and the connection-loss / admin-shutdown classes.
+# serialization_failure, deadlock_detected, admin/crash shutdown, cannot connect now; and
+# class 08 (connection exceptions): the same transaction may well succeed next time.
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03"})
-_TRANSIENT_SQLSTATE_CLASSES = ("08",)
 
 
 class SqlUnitOfWork(AbstractUnitOfWork):
@@ -48,15 +49,29 @@ class SqlUnitOfWork(AbstractUnitOfWork):
             raise RuntimeError("use the unit of work as `async with uow:`")
         return self._session
 
+    async def reachable(self) -> bool:
+        try:
+            async with self._sessions() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception:  # noqa: BLE001 - any failure to answer means unreachable
+            return False
+        return True
+
     @staticmethod
     def is_transient(exc: BaseException) -> bool:
         if isinstance(exc, OSError | ConnectionError | TimeoutError):
-            return True
+            return True  # asyncpg surfaces a refused or reset connection as a bare OSError
         if not isinstance(exc, DBAPIError):
             return False
-        if exc.connection_invalidated or isinstance(exc, InterfaceError | OperationalError):
+        if exc.connection_invalidated or isinstance(exc, InterfaceError):
             return True
-        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-        if not isinstance(sqlstate, str):
-            return False
-        return sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith(_TRANSIENT_SQLSTATE_CLASSES)
+        sqlstate = _sqlstate(exc)
+        if sqlstate is None:
+            return isinstance(exc, OperationalError)
+        return sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith(("08",))
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return sqlstate if isinstance(sqlstate, str) else None

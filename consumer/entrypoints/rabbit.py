@@ -1,8 +1,10 @@
-"""RabbitMQ entrypoint: deliveries in, ack / dead-letter / requeue out. Nothing else."""
+"""RabbitMQ entrypoint: deliveries in, ack / dead-letter / requeue out, and a watchdog that
+keeps the subscription alive."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
@@ -13,6 +15,10 @@ from contracts import Topology
 from publisher import declare_topology
 
 log = structlog.get_logger(__name__)
+
+# While the database is unreachable a batch is held (unacked) and retried with this backoff,
+# instead of being requeued: a requeue counts towards the poison-message delivery limit.
+HOLD_BACKOFF_SECONDS = (0.2, 5.0)
 
 
 def to_delivery(message: AbstractIncomingMessage) -> Delivery:
@@ -35,27 +41,93 @@ class RequestConsumer:
         self._executor = executor
         self._topology = topology
         self._prefetch = prefetch
+        self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._last_delivery = time.monotonic()
+        # Kept by the watchdog: false once the broker cancelled our consumer.
+        self._broker_knows_us = False
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
 
     @property
     def is_consuming(self) -> bool:
-        return self._consumer_tag is not None
+        """True while subscribed on an open channel (false after a broker-side cancel)."""
+        if self._channel is None or self._consumer_tag is None or self._channel.is_closed:
+            return False
+        return self._broker_knows_us
+
+    async def _still_subscribed(self) -> bool:
+        if self._channel is None or self._consumer_tag is None:
+            return False
+        underlay = await self._channel.get_underlay_channel()
+        # aiormq drops a tag from `consumers` when the broker sends basic.cancel.
+        consumers: dict[str, object] = getattr(underlay, "consumers", {})
+        return self._consumer_tag in consumers
 
     async def start(self, channel: AbstractChannel) -> None:
+        self._channel = channel
         await channel.set_qos(prefetch_count=self._prefetch)
         await declare_topology(channel, self._topology)
         self._queue = await channel.get_queue(self._topology.requests_queue)
+        await self._subscribe()
+
+    async def _subscribe(self) -> None:
+        if self._queue is None:
+            raise RuntimeError("start() the consumer first")
         self._consumer_tag = await self._queue.consume(self._on_message)
+        self._broker_knows_us = True
+        self._last_delivery = time.monotonic()
         log.info("consuming", queue=self._topology.requests_queue, prefetch=self._prefetch)
 
-    async def stop(self, timeout: float) -> None:
-        """Take no new batches, let running ones reach a safe point, then return."""
+    async def watch(self, interval: float, stall_seconds: float) -> None:
+        """Until stop(): re-subscribe when the broker cancelled us, or when messages wait
+        while nothing has been delivered to an idle consumer for `stall_seconds`."""
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), interval)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self._check_liveness(stall_seconds)
+            except Exception as exc:  # noqa: BLE001 - the broker may be away; try again later
+                log.warning("watchdog_check_failed", error=repr(exc))
+
+    async def _check_liveness(self, stall_seconds: float) -> None:
+        if self._channel is None or self._channel.is_closed or self._queue is None:
+            return  # the robust connection is reconnecting; it restores the consumer itself
+        self._broker_knows_us = await self._still_subscribed()
+        if not self._broker_knows_us:
+            log.warning("consumer_cancelled_resubscribing")
+            await self._subscribe()
+            return
+        waiting = await self._channel.declare_queue(self._topology.requests_queue, passive=True)
+        ready = waiting.declaration_result.message_count or 0
+        idle_for = time.monotonic() - self._last_delivery
+        if ready and not self._in_flight and idle_for > stall_seconds:
+            log.warning("consumer_stalled_resubscribing", ready=ready, idle_seconds=idle_for)
+            await self._resubscribe()
+
+    async def _resubscribe(self) -> None:
         if self._queue is not None and self._consumer_tag is not None:
             try:
                 await self._queue.cancel(self._consumer_tag)
-            except Exception:  # a dead channel has no consumer to cancel
+            except Exception:
+                log.info("consumer_cancel_failed", exc_info=True)
+        await self._subscribe()
+
+    async def stop(self, timeout: float) -> None:
+        """Take no new batches, let running ones reach a safe point, then return."""
+        self._stopping.set()
+        if self._queue is not None and self._consumer_tag is not None:
+            try:
+                await self._queue.cancel(self._consumer_tag)
+            except Exception:
                 log.warning("consumer_cancel_failed", exc_info=True)
         self._consumer_tag = None
         self._executor.request_stop()
@@ -65,6 +137,7 @@ class RequestConsumer:
                 log.warning("shutdown_left_batches_running", count=len(late))
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._last_delivery = time.monotonic()
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
@@ -77,7 +150,7 @@ class RequestConsumer:
     async def _settle(self, message: AbstractIncomingMessage) -> None:
         async with message.process(requeue=True, ignore_processed=True):
             try:
-                disposition = await self._executor.handle(to_delivery(message))
+                disposition = await self._handle_holding(to_delivery(message))
             except Interrupted:
                 log.info("batch_left_for_redelivery")
                 await message.nack(requeue=True)
@@ -86,3 +159,17 @@ class RequestConsumer:
                 await message.reject(requeue=False)
             else:
                 await message.ack()
+
+    async def _handle_holding(self, delivery: Delivery) -> Disposition:
+        delay, ceiling = HOLD_BACKOFF_SECONDS
+        while True:
+            try:
+                return await self._executor.handle(delivery)
+            except Exception as exc:
+                if self._stopping.is_set() or not await self._executor.database_down(exc):
+                    raise
+                log.warning("database_unreachable_holding_batch", retry_in=delay, error=repr(exc))
+            try:
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            except TimeoutError:
+                delay = min(delay * 2, ceiling)

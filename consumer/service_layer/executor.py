@@ -30,7 +30,12 @@ from consumer.service_layer.intake import (
     fingerprint,
 )
 from consumer.service_layer.retry import RetryPolicy, retrying
-from consumer.service_layer.unit_of_work import AbstractUnitOfWork, DuplicateResult, StoredBatch
+from consumer.service_layer.unit_of_work import (
+    AbstractUnitOfWork,
+    DatabaseUnavailable,
+    DuplicateResult,
+    StoredBatch,
+)
 from contracts import (
     BatchRequest,
     BatchStatus,
@@ -229,9 +234,24 @@ class BatchExecutor:
         try:
             return await retrying(attempt, self._retry, self._is_transient)
         except Exception as exc:  # noqa: BLE001 - any failure becomes this operation's result
+            await self._raise_if_database_down(exc)
             code, message = self._crash_report(exc)
             failure = self._failure(run, index, operation, code, message, type(exc).__name__)
             return await self._record(run, [failure])
+
+    async def database_down(self, exc: BaseException) -> bool:
+        """True when `exc` came from a database that does not answer at all (an outage), as
+        opposed to a fault of this operation that outlived its retries."""
+        if isinstance(exc, DatabaseUnavailable):
+            return True
+        if not self._is_transient(exc):
+            return False
+        async with self._uow_factory() as uow:
+            return not await uow.reachable()
+
+    async def _raise_if_database_down(self, exc: Exception) -> None:
+        if await self.database_down(exc):
+            raise DatabaseUnavailable("the database does not answer") from exc
 
     def _crash_report(self, exc: Exception) -> tuple[ErrorCode, str]:
         """Code and public message of an operation that raised something unexpected; the
@@ -289,6 +309,7 @@ class BatchExecutor:
         try:
             await retrying(attempt, self._retry, self._is_transient)
         except Exception as exc:  # noqa: BLE001 - transient beyond retries, or a failed commit
+            await self._raise_if_database_down(exc)
             code, message = self._crash_report(exc)
             await self._record(
                 run, self._rolled_back(run, reached, code, message, type(exc).__name__)

@@ -43,6 +43,10 @@ class OutboxMessage:
     mandatory: bool = True
 
 
+class DatabaseUnavailable(Exception):
+    """The database does not answer: nothing can be recorded, so the batch has to wait."""
+
+
 class DuplicateResult(Exception):
     """The operation already has a result row (committed by a competing consumer)."""
 
@@ -151,3 +155,7 @@ class AbstractUnitOfWork(abc.ABC):
     def is_transient(exc: BaseException) -> bool:  # noqa: ARG004 - overridden by adapters
         """True when retrying the same transaction may succeed (disconnect, deadlock)."""
         return False
+
+    async def reachable(self) -> bool:
+        """Whether the store answers right now (used to tell an outage from a fault)."""
+        return True
