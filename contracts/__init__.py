@@ -19,6 +19,7 @@ from contracts.events import (
 )
 from contracts.requests import (
     MAX_BODY_BYTES,
+    MAX_DATA_DEPTH,
     MAX_OPERATIONS,
     REQUEST_TYPE,
     BatchRequest,
@@ -41,6 +42,7 @@ __all__ = [
     "DEFAULT_DELIVERY_LIMIT",
     "DEFAULT_NAMESPACE",
     "MAX_BODY_BYTES",
+    "MAX_DATA_DEPTH",
     "MAX_OPERATIONS",
     "OPERATION_EVENT_TYPE",
     "REQUEST_TYPE",

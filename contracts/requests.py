@@ -6,10 +6,12 @@ from enum import StrEnum
 from typing import Annotated, Any, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
 
 MAX_OPERATIONS = 50
 MAX_BODY_BYTES = 256 * 1024
+# How deep `data` may nest (objects and arrays); real operations need two or three levels.
+MAX_DATA_DEPTH = 8
 REQUEST_TYPE = "batchops.request.v1"
 
 
@@ -42,6 +44,20 @@ Id = Annotated[int, Strict(), Field(gt=0, le=MAX_ID)]
 HandlerName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+def _shallow(data: dict[str, Any]) -> dict[str, Any]:
+    if _depth(data) > MAX_DATA_DEPTH:
+        raise ValueError(f"data nests deeper than {MAX_DATA_DEPTH} levels")
+    return data
+
+
 class Operation(BaseModel):
     """One change to one resource; `data` is checked by the operation type's own model."""
 
@@ -49,7 +65,7 @@ class Operation(BaseModel):
 
     method: Method
     resource_id: Id
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: Annotated[dict[str, Any], AfterValidator(_shallow)] = Field(default_factory=dict)
 
 
 class BatchRequest(BaseModel):

@@ -188,7 +188,7 @@ class FakeBatchRepository(BatchRepository):
         self,
         batch_id: UUID,
         *,
-        for_update: bool = False,  # noqa: ARG002 - nothing runs concurrently here to lock out
+        for_update: bool = False,
     ) -> StoredBatch | None:
         self._staged.check()
         existing = self._current(batch_id)

@@ -1,0 +1,479 @@
+"""AsyncAPI 3.0 document of the broker contract (DESIGN §2–§4), generated from the models.
+
+`batchops schema --asyncapi` writes it to `contracts/schemas/asyncapi.json`; a test fails when
+the committed file drifts from what `asyncapi_document()` returns. Broker names come from
+`Topology` and routing keys from the functions that build them, so neither can drift either.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from contracts.events import BATCH_EVENT_TYPE, OPERATION_EVENT_TYPE, BatchStatus, Outcome
+from contracts.requests import REQUEST_TYPE, OperationType
+from contracts.schema import COMMITTED_SCHEMA_DIR, json_schemas, render
+from contracts.topology import (
+    DEFAULT_DELIVERY_LIMIT,
+    DEFAULT_NAMESPACE,
+    UNKNOWN_OPERATION_TYPE,
+    Topology,
+    batch_routing_key,
+    operation_routing_key,
+)
+
+ASYNCAPI_VERSION = "3.0.0"
+CONTRACT_VERSION = "1.0.0"
+COMMITTED_ASYNCAPI = COMMITTED_SCHEMA_DIR / "asyncapi.json"
+
+_AMQP_BINDING = "0.3.0"
+_JSON = "application/json"
+# Every broker name with the namespace left as a channel address expression.
+_NAMES = Topology("{namespace}", DEFAULT_DELIVERY_LIMIT)
+_COMPLETION_STATUSES = [s.value for s in BatchStatus if s.is_terminal and s != BatchStatus.REJECTED]
+
+
+def _ref(*path: str) -> dict[str, str]:
+    # JSON pointer escaping (RFC 6901): "/" in a key is "~1".
+    return {"$ref": "#/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in path)}
+
+
+def _component_schemas() -> dict[str, Any]:
+    """The JSON Schema of every model (`contracts.schema`) with their `$defs` hoisted beside them.
+
+    Raises ValueError when two models define different schemas under one name.
+    """
+    hoisted: dict[str, Any] = {}
+    for model_schema in json_schemas().values():
+        schema = copy.deepcopy(model_schema)
+        definitions = schema.pop("$defs", {})
+        for name, definition in [*definitions.items(), (schema["title"], schema)]:
+            rewritten = _point_refs_at_components(definition)
+            if hoisted.setdefault(name, rewritten) != rewritten:
+                raise ValueError(f"two different schemas are both called {name!r}")
+    return hoisted | _property_schemas()
+
+
+def _point_refs_at_components(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: (
+                value.replace("#/$defs/", "#/components/schemas/", 1)
+                if key == "$ref" and isinstance(value, str)
+                else _point_refs_at_components(value)
+            )
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_point_refs_at_components(item) for item in node]
+    return node
+
+
+def _property_schemas() -> dict[str, Any]:
+    """AMQP properties of each kind of message, described as AsyncAPI message headers."""
+    content_type = {"const": _JSON}
+    persistent = {"const": 2, "description": "persistent"}
+    return {
+        "RequestProperties": {
+            "title": "RequestProperties",
+            "type": "object",
+            "description": "AMQP basic properties of a batch request (sent as properties, not in "
+            "the headers table). The consumer rejects a request without `user_id`.",
+            "required": ["content_type", "delivery_mode", "message_id", "type", "user_id"],
+            "properties": {
+                "content_type": content_type,
+                "delivery_mode": persistent,
+                "message_id": {"type": "string", "format": "uuid", "description": "= batch_id"},
+                "user_id": {
+                    "type": "string",
+                    "description": "The publisher's broker user (RabbitMQ refuses a forged "
+                    "one); the consumer may restrict it to BATCHOPS_ALLOWED_PUBLISHERS.",
+                },
+                "correlation_id": {"type": "string", "description": "Echoed on every event."},
+                "reply_to": {
+                    "type": "string",
+                    "description": "A queue that also receives the completion event, through "
+                    "the default exchange (request/reply).",
+                },
+                "type": {"const": REQUEST_TYPE},
+            },
+        },
+        "EventProperties": {
+            "title": "EventProperties",
+            "type": "object",
+            "description": "AMQP basic properties of every event. `message_id` is the event_id, "
+            "the same on every re-publication: de-duplicate on it (delivery is at-least-once).",
+            "required": ["content_type", "delivery_mode", "message_id", "type"],
+            "properties": {
+                "content_type": content_type,
+                "delivery_mode": persistent,
+                "message_id": {"type": "string", "format": "uuid", "description": "= event_id"},
+                "correlation_id": {"type": "string", "description": "The request's, if any."},
+                "type": {"enum": [OPERATION_EVENT_TYPE, BATCH_EVENT_TYPE]},
+            },
+        },
+        "DeadLetterProperties": {
+            "title": "DeadLetterProperties",
+            "type": "object",
+            "description": "The original request's properties and headers, plus the headers "
+            "RabbitMQ adds when it dead-letters a message.",
+            "properties": {
+                "x-death": {"type": "array", "items": {"type": "object"}},
+                "x-first-death-reason": {
+                    "enum": ["rejected", "delivery_limit", "expired", "maxlen"],
+                    "description": "`rejected`: the request was refused (see its "
+                    "batch.<type>.rejected event); `delivery_limit`: a poison message.",
+                },
+                "x-first-death-queue": {"type": "string"},
+                "x-first-death-exchange": {"type": "string"},
+            },
+        },
+    }
+
+
+def _message(
+    name: str, summary: str, payload: dict[str, Any], headers: str, message_type: str | None
+) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "name": name,
+        "title": name,
+        "summary": summary,
+        "contentType": _JSON,
+        "headers": _ref("components", "schemas", headers),
+        "payload": payload,
+        "correlationId": _ref("components", "correlationIds", "correlationId"),
+    }
+    if message_type is not None:
+        message["bindings"] = {"amqp": {"messageType": message_type, "bindingVersion": "0.3.0"}}
+    return message
+
+
+def _messages() -> dict[str, Any]:
+    def schema(title: str) -> dict[str, str]:
+        return _ref("components", "schemas", title)
+
+    request = _message(
+        "BatchRequest",
+        "1 to 50 operations of one type, run in order on behalf of actor_id (DESIGN §3).",
+        schema("BatchRequest"),
+        "RequestProperties",
+        REQUEST_TYPE,
+    )
+    request["examples"] = [
+        {
+            "name": "orderUpdate",
+            "headers": {
+                "content_type": _JSON,
+                "delivery_mode": 2,
+                "message_id": "3d0f5c2e-6b8e-4f5e-9d63-2a4c7e1b9f10",
+                "user_id": "orders-service",
+                "type": REQUEST_TYPE,
+            },
+            "payload": {
+                "batch_id": "3d0f5c2e-6b8e-4f5e-9d63-2a4c7e1b9f10",
+                "operation_type": "order_update",
+                "actor_id": 3,
+                "mode": "continue",
+                "operations": [
+                    {"method": "PATCH", "resource_id": 123, "data": {"status": "accepted"}}
+                ],
+            },
+        }
+    ]
+    dead_letter = _message(
+        "DeadLetter",
+        "A request the consumer refused, or that reached the delivery limit (poison).",
+        {"description": "The original request body, byte for byte (it may be invalid)."},
+        "DeadLetterProperties",
+        None,
+    )
+    return {
+        "BatchRequest": request,
+        "OperationResult": _message(
+            "OperationResult",
+            "The outcome of one operation (DESIGN §4).",
+            schema("OperationResult"),
+            "EventProperties",
+            OPERATION_EVENT_TYPE,
+        ),
+        "BatchCompleted": _message(
+            "BatchCompleted",
+            "A batch finished: completed, partial or failed, with every result (DESIGN §4).",
+            schema("BatchCompleted"),
+            "EventProperties",
+            BATCH_EVENT_TYPE,
+        ),
+        "BatchRejected": _message(
+            "BatchRejected",
+            "A request was refused and never executed; the reasons are in `errors`.",
+            schema("BatchRejected"),
+            "EventProperties",
+            BATCH_EVENT_TYPE,
+        ),
+        "DeadLetter": dead_letter,
+    }
+
+
+def _parameters() -> dict[str, Any]:
+    operation_types = [t.value for t in OperationType]
+    return {
+        "namespace": {
+            "description": "BATCHOPS_NAMESPACE: the prefix of every exchange and queue, so that "
+            "environments can share a broker. Exchange names in bindings carry it too.",
+            "default": DEFAULT_NAMESPACE,
+        },
+        "operationType": {"enum": operation_types, "description": "The batch's operation_type."},
+        "operationTypeOrUnknown": {
+            "enum": [*operation_types, UNKNOWN_OPERATION_TYPE],
+            "description": f"The operation_type, or `{UNKNOWN_OPERATION_TYPE}` when the refused "
+            "request had no valid one.",
+        },
+        "outcome": {"enum": [o.value for o in Outcome]},
+        "completionStatus": {"enum": _COMPLETION_STATUSES},
+        "originalRoutingKey": {
+            "description": "Kept from the request (normally its operation_type); the fanout "
+            "exchange ignores it and a replay re-uses it."
+        },
+    }
+
+
+def _routing_key_channel(
+    address: str,
+    exchange: str,
+    kind: str,
+    parameters: dict[str, str],
+    messages: list[str],
+    description: str,
+) -> dict[str, Any]:
+    return {
+        "address": address,
+        "description": description,
+        "parameters": {name: _ref("components", "parameters", p) for name, p in parameters.items()},
+        "messages": {m: _ref("components", "messages", m) for m in messages},
+        "bindings": {
+            "amqp": {
+                "is": "routingKey",
+                "exchange": {"name": exchange, "type": kind, "durable": True, "autoDelete": False},
+                "bindingVersion": _AMQP_BINDING,
+            }
+        },
+    }
+
+
+def _queue_channel(
+    name: str, messages: list[str], description: str, **extensions: Any
+) -> dict[str, Any]:
+    return {
+        "address": name,
+        "description": description,
+        "parameters": {"namespace": _ref("components", "parameters", "namespace")},
+        "messages": {m: _ref("components", "messages", m) for m in messages},
+        "bindings": {
+            "amqp": {
+                "is": "queue",
+                "queue": {"name": name, "durable": True, "exclusive": False, "autoDelete": False},
+                "bindingVersion": _AMQP_BINDING,
+                **extensions,
+            }
+        },
+    }
+
+
+def _channels() -> dict[str, Any]:
+    results = _NAMES.results_exchange
+    return {
+        "requests": _routing_key_channel(
+            "{operation_type}",
+            _NAMES.requests_exchange,
+            "topic",
+            {"operation_type": "operationType"},
+            ["BatchRequest"],
+            "Producers publish batch requests to the requests exchange with routing key = "
+            "operation_type, persistent, with publisher confirms and `mandatory`.",
+        ),
+        "requestsQueue": _queue_channel(
+            _NAMES.requests_queue,
+            ["BatchRequest"],
+            "The consumers' work queue (quorum), bound to the requests exchange with `#`; "
+            "competing consumers scale out. After x-delivery-limit deliveries (or when refused) "
+            "a request is dead-lettered.",
+            **{
+                "x-arguments": _NAMES.requests_queue_arguments(),
+                "x-bindings": [{"exchange": _NAMES.requests_exchange, "routingKey": "#"}],
+            },
+        ),
+        "operationEvents": _routing_key_channel(
+            operation_routing_key("{operation_type}", "{outcome}"),
+            results,
+            "topic",
+            {"operation_type": "operationType", "outcome": "outcome"},
+            ["OperationResult"],
+            "One event per operation. Bind e.g. `operation.*.failed` for every failure.",
+        ),
+        "batchCompletions": _routing_key_channel(
+            batch_routing_key("{operation_type}", "{status}"),
+            results,
+            "topic",
+            {"operation_type": "operationType", "status": "completionStatus"},
+            ["BatchCompleted"],
+            "One completion per executed batch. `batch.#` matches completions and rejections.",
+        ),
+        "batchRejections": _routing_key_channel(
+            batch_routing_key("{operation_type}", BatchStatus.REJECTED.value),
+            results,
+            "topic",
+            {"operation_type": "operationTypeOrUnknown"},
+            ["BatchRejected"],
+            "A refused request: invalid, too large, no user_id, unknown handler, or a batch_id "
+            "re-used with another body (CONFLICT). The request is dead-lettered.",
+        ),
+        "completionReply": {
+            "address": None,
+            "description": "The request's `reply_to` queue, through the default exchange: it "
+            "receives a copy of the completion or rejection, with the request's correlation_id.",
+            "messages": {
+                m: _ref("components", "messages", m) for m in ("BatchCompleted", "BatchRejected")
+            },
+        },
+        "deadLetterExchange": _routing_key_channel(
+            "{routing_key}",
+            _NAMES.dead_letter_exchange,
+            "fanout",
+            {"routing_key": "originalRoutingKey"},
+            ["DeadLetter"],
+            "The work queue's dead-letter exchange (fanout).",
+        ),
+        "deadLetters": _queue_channel(
+            _NAMES.dead_letter_queue,
+            ["DeadLetter"],
+            "Poison and refused requests, kept for inspection (`batchops dead-letters list`) "
+            "and replay to the requests exchange (`batchops dead-letters replay`).",
+            **{"x-bindings": [{"exchange": _NAMES.dead_letter_exchange, "routingKey": ""}]},
+        ),
+    }
+
+
+def _operation(
+    action: str, channel: str, messages: list[str], summary: str, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "action": action,
+        "channel": _ref("channels", channel),
+        "messages": [_ref("channels", channel, "messages", m) for m in messages],
+        "summary": summary,
+        **extra,
+    }
+
+
+def _operations() -> dict[str, Any]:
+    def publishing(**fields: Any) -> dict[str, Any]:
+        return {"amqp": {"deliveryMode": 2, **fields, "bindingVersion": _AMQP_BINDING}}
+
+    return {
+        "publishBatchRequest": _operation(
+            "send",
+            "requests",
+            ["BatchRequest"],
+            "Submit a batch (producers, the publisher library, the HTTP API, the CLI).",
+            bindings=publishing(mandatory=True, timestamp=True),
+        ),
+        "consumeBatchRequest": _operation(
+            "receive",
+            "requestsQueue",
+            ["BatchRequest"],
+            "Validate and execute a batch; acked only once it is terminal.",
+            bindings={"amqp": {"ack": True, "bindingVersion": _AMQP_BINDING}},
+            reply={
+                "address": {
+                    "location": "$message.header#/reply_to",
+                    "description": "The request's reply_to property.",
+                },
+                "channel": _ref("channels", "completionReply"),
+                "messages": [
+                    _ref("channels", "completionReply", "messages", m)
+                    for m in ("BatchCompleted", "BatchRejected")
+                ],
+            },
+        ),
+        "publishOperationResult": _operation(
+            "send",
+            "operationEvents",
+            ["OperationResult"],
+            "Relayed from the outbox with publisher confirms; a stable event_id.",
+            bindings=publishing(mandatory=True),
+        ),
+        "publishBatchCompletion": _operation(
+            "send",
+            "batchCompletions",
+            ["BatchCompleted"],
+            "Relayed from the outbox once the batch is terminal; re-sent for a duplicate.",
+            bindings=publishing(mandatory=True),
+        ),
+        "publishBatchRejection": _operation(
+            "send",
+            "batchRejections",
+            ["BatchRejected"],
+            "Relayed from the outbox when a request is refused.",
+            bindings=publishing(mandatory=True),
+        ),
+        "deadLetterRequest": _operation(
+            "send",
+            "deadLetterExchange",
+            ["DeadLetter"],
+            "Refused and poison requests are rejected without requeue; RabbitMQ dead-letters "
+            "them.",
+        ),
+        "replayDeadLetter": _operation(
+            "receive",
+            "deadLetters",
+            ["DeadLetter"],
+            "`batchops dead-letters replay` republishes each to the requests exchange with its "
+            "properties and routing key, then removes it; batch_id keeps it idempotent.",
+        ),
+    }
+
+
+def asyncapi_document() -> dict[str, Any]:
+    """The AsyncAPI 3.0 document of every channel, operation and message."""
+    return {
+        "asyncapi": ASYNCAPI_VERSION,
+        "info": {
+            "title": "batchops",
+            "version": CONTRACT_VERSION,
+            "description": "Batches of up to 50 operations against a services marketplace, "
+            "submitted as RabbitMQ messages; one event per operation and one completion per "
+            "batch on the results exchange. Every name is prefixed with the namespace "
+            f"(BATCHOPS_NAMESPACE, default `{DEFAULT_NAMESPACE}`).",
+        },
+        "defaultContentType": _JSON,
+        "servers": {
+            "rabbitmq": {
+                "host": "{host}:{port}",
+                "protocol": "amqp",
+                "protocolVersion": "0.9.1",
+                "description": "The broker of BATCHOPS_AMQP_URL.",
+                "variables": {"host": {"default": "localhost"}, "port": {"default": "5672"}},
+            }
+        },
+        "channels": _channels(),
+        "operations": _operations(),
+        "components": {
+            "schemas": _component_schemas(),
+            "messages": _messages(),
+            "parameters": _parameters(),
+            "correlationIds": {
+                "correlationId": {
+                    "description": "The request's correlation_id, echoed on every event.",
+                    "location": "$message.header#/correlation_id",
+                }
+            },
+        },
+    }
+
+
+def write_asyncapi(path: Path = COMMITTED_ASYNCAPI) -> Path:
+    """Write the document as sorted, indented JSON (the committed form); returns `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(asyncapi_document()), encoding="utf-8")
+    return path
