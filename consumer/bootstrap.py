@@ -103,9 +103,12 @@ class Service:
     async def run(self) -> None:
         """Start, relay, consume and serve until `stop()`; then shut down gracefully."""
         await self.start()
+        # The relay outlives the consumer: events of the operation finished during shutdown
+        # must still be published before the process exits.
+        relay_stopping = asyncio.Event()
         background = (
             [
-                asyncio.create_task(self.relay.run(self.stopping), name="outbox-relay"),
+                asyncio.create_task(self.relay.run(relay_stopping), name="outbox-relay"),
                 asyncio.create_task(
                     self.consumer.watch(
                         self.settings.watchdog_interval_seconds, self.settings.stall_seconds
@@ -122,6 +125,7 @@ class Service:
             self.stopping.set()
             if self.consume:
                 await self.consumer.stop(self.settings.shutdown_timeout_seconds)
+            relay_stopping.set()
             await asyncio.gather(*background)
             if self._http_server is not None and self._http_task is not None:
                 self._http_server.should_exit = True
