@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 __all__ = [
     "BATCHES_FINISHED",
     "BATCHES_REJECTED",
     "BATCH_DURATION",
+    "DEAD_LETTERED",
+    "EVENTS_RELAYED",
+    "IN_FLIGHT",
     "OPERATIONS",
+    "OPERATION_DURATION",
+    "OUTBOX_BACKLOG",
+    "OUTBOX_OLDEST_AGE",
+    "REDELIVERIES",
     "REGISTRY",
 ]
+
+_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 BATCHES_FINISHED = Counter(
     "batchops_batches_finished_total",
@@ -26,5 +35,27 @@ OPERATIONS = Counter(
 BATCH_DURATION = Histogram(
     "batchops_batch_duration_seconds",
     "From the start of processing to the terminal status",
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    buckets=_SECONDS,
+)
+OPERATION_DURATION = Histogram(
+    "batchops_operation_duration_seconds",
+    "One operation's transaction, retries included",
+    ["operation_type"],
+    buckets=_SECONDS,
+)
+REDELIVERIES = Counter(
+    "batchops_redeliveries_total", "Requests delivered again (after a crash, a requeue)"
+)
+DEAD_LETTERED = Counter(
+    "batchops_dead_lettered_total", "Requests sent to the dead-letter queue by the consumer"
+)
+IN_FLIGHT = Gauge("batchops_consumer_in_flight", "Batches this process is running now")
+EVENTS_RELAYED = Counter(
+    "batchops_events_relayed_total",
+    "Outbox events published (confirmed) or dropped as unroutable",
+    ["result"],
+)
+OUTBOX_BACKLOG = Gauge("batchops_outbox_backlog", "Events committed but not yet published")
+OUTBOX_OLDEST_AGE = Gauge(
+    "batchops_outbox_oldest_unsent_age_seconds", "Age of the oldest unpublished event"
 )

@@ -15,8 +15,9 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from consumer import metrics
 from consumer.adapters.tables import outbox
 from publisher import PublishError, UnroutableError, publish_confirmed
 
@@ -110,6 +111,7 @@ class OutboxRelay:
             sent = []
             for row, outcome in await self._publish_all(rows):
                 if isinstance(outcome, UnroutableError):
+                    metrics.EVENTS_RELAYED.labels("unroutable").inc()
                     # Nobody subscribes to this routing key: there is no one to deliver to.
                     log.info(
                         "event_unroutable",
@@ -122,6 +124,7 @@ class OutboxRelay:
                         "event_publish_failed", routing_key=row.routing_key, error=repr(outcome)
                     )
                 else:
+                    metrics.EVENTS_RELAYED.labels("published").inc()
                     sent.append(row.id)
             if sent:
                 await conn.execute(
@@ -183,6 +186,19 @@ class OutboxRelay:
         finally:
             for waiter in waiters:
                 waiter.cancel()
+
+
+async def backlog(conn: AsyncConnection) -> tuple[int, float]:
+    """Unsent events and the age in seconds of the oldest one (0 when none)."""
+    row = (
+        await conn.execute(
+            select(
+                func.count(),
+                func.coalesce(func.extract("epoch", func.now() - func.min(outbox.c.created_at)), 0),
+            ).where(outbox.c.sent_at.is_(None))
+        )
+    ).one()
+    return int(row[0]), float(row[1])
 
 
 def _event_type(routing_key: str) -> str:

@@ -9,6 +9,7 @@ import time
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
+from consumer import metrics
 from consumer.service_layer.executor import BatchExecutor, Disposition, Interrupted
 from consumer.service_layer.intake import Delivery
 from contracts import Topology
@@ -148,14 +149,19 @@ class RequestConsumer:
                 self._in_flight.discard(task)
 
     async def _settle(self, message: AbstractIncomingMessage) -> None:
+        delivery = to_delivery(message)
+        if message.redelivered or delivery.delivery_count:
+            metrics.REDELIVERIES.inc()
         async with message.process(requeue=True, ignore_processed=True):
             try:
-                disposition = await self._handle_holding(to_delivery(message))
+                with metrics.IN_FLIGHT.track_inprogress():
+                    disposition = await self._handle_holding(delivery)
             except Interrupted:
                 log.info("batch_left_for_redelivery")
                 await message.nack(requeue=True)
                 return
             if disposition is Disposition.DEAD_LETTER:
+                metrics.DEAD_LETTERED.inc()
                 await message.reject(requeue=False)
             else:
                 await message.ack()

@@ -232,7 +232,8 @@ class BatchExecutor:
                 return await self._commit_results(uow, run, [result])
 
         try:
-            return await retrying(attempt, self._retry, self._is_transient)
+            with metrics.OPERATION_DURATION.labels(run.state.operation_type).time():
+                return await retrying(attempt, self._retry, self._is_transient)
         except Exception as exc:  # noqa: BLE001 - any failure becomes this operation's result
             await self._raise_if_database_down(exc)
             code, message = self._crash_report(exc)

@@ -390,10 +390,32 @@ class TestSubmission:
 
 
 class TestProbes:
-    async def test_healthz_readyz_and_metrics_answer(self, client: httpx.AsyncClient) -> None:
+    async def test_healthz_and_readyz_answer(self, client: httpx.AsyncClient) -> None:
         assert (await client.get("/healthz")).json() == {"status": "ok", "checks": {}}
         ready = await client.get("/readyz")
         assert ready.status_code == 200
         assert ready.json()["checks"] == {"database": True, "broker": True}
-        exposition = await client.get("/metrics")
-        assert "batchops_batches_finished_total" in exposition.text
+
+    @pytest.mark.usefixtures("service")
+    async def test_metrics_count_batches_operations_and_show_the_outbox_backlog(
+        self, settings: Settings, events: EventLog, client: httpx.AsyncClient
+    ) -> None:
+        await run_batch(
+            settings,
+            events,
+            batch(PRO_6, patch(3, status="accepted"), patch(9, status="completed")),
+        )
+
+        exposition = (await client.get("/metrics")).text
+
+        assert (
+            'batchops_batches_finished_total{operation_type="order_update",status="partial"}'
+            in exposition
+        )
+        assert 'batchops_operations_total{code="CONFLICT",outcome="failed"}' in exposition
+        assert "batchops_operation_duration_seconds_bucket" in exposition
+        assert "batchops_batch_duration_seconds_count" in exposition
+        assert "batchops_outbox_backlog " in exposition
+        assert "batchops_outbox_oldest_unsent_age_seconds " in exposition
+        assert 'batchops_events_relayed_total{result="published"}' in exposition
+        assert "batchops_consumer_in_flight " in exposition

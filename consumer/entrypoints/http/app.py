@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import structlog
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -22,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from consumer import metrics
 from consumer.adapters import queries
 from consumer.adapters.maintenance import user_stats
+from consumer.adapters.relay import backlog
 from consumer.adapters.tokens import authenticate
 from consumer.domain.batch import BatchState
 from consumer.domain.model import Actor
@@ -39,6 +41,7 @@ from consumer.entrypoints.http.schemas import (
 from contracts import BatchCompleted, BatchRejected, BatchRequest, BatchStatus, Mode, Outcome
 from publisher import BatchPublisher, CompletionTimeout, PublishError
 
+log = structlog.get_logger(__name__)
 API = "/api/v1/batch"
 MAX_WAIT_SECONDS = 30
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -238,6 +241,13 @@ class Routes:
         return True
 
     async def metrics(self) -> Response:
+        try:
+            async with self.context.engine.connect() as conn:
+                unsent, oldest = await backlog(conn)
+            metrics.OUTBOX_BACKLOG.set(unsent)
+            metrics.OUTBOX_OLDEST_AGE.set(oldest)
+        except Exception as exc:  # noqa: BLE001 - metrics must render even without a database
+            log.warning("outbox_backlog_unavailable", error=repr(exc))
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     async def detail(
