@@ -7,7 +7,7 @@ import logging
 import uuid
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import aio_pika
 import yarl
@@ -38,6 +38,17 @@ log = logging.getLogger(__name__)
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
 Completion = BatchCompleted | BatchRejected
+
+
+def _trace_headers() -> dict[str, Any] | None:
+    """The active span's `traceparent`, when the application uses OpenTelemetry."""
+    try:
+        from opentelemetry import propagate  # noqa: PLC0415 - optional dependency
+    except ImportError:
+        return None
+    carrier: dict[str, Any] = {}
+    propagate.inject(carrier)
+    return carrier or None
 
 
 class BatchPublisher:
@@ -108,6 +119,7 @@ class BatchPublisher:
         """
         message = aio_pika.Message(
             request.model_dump_json().encode(),
+            headers=_trace_headers(),
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=str(request.batch_id),

@@ -33,6 +33,7 @@ class _Unsent:
     correlation_id: str | None
     body: bytes
     mandatory: bool
+    traceparent: str | None
 
 
 class OutboxRelay:
@@ -98,6 +99,7 @@ class OutboxRelay:
                         outbox.c.correlation_id,
                         outbox.c.body,
                         outbox.c.mandatory,
+                        outbox.c.traceparent,
                     )
                     .where(outbox.c.sent_at.is_(None))
                     .order_by(outbox.c.id)
@@ -156,6 +158,7 @@ class OutboxRelay:
         exchange = await self._exchange(row.exchange)
         message = aio_pika.Message(
             row.body,
+            headers={"traceparent": row.traceparent} if row.traceparent else None,
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=str(row.message_id),

@@ -377,5 +377,6 @@ class SqlOutboxRepository(OutboxRepository):
                 correlation_id=message.correlation_id,
                 body=message.body,
                 mandatory=message.mandatory,
+                traceparent=message.traceparent,
             )
         )

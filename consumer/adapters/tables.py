@@ -159,6 +159,8 @@ outbox = Table(
     # Replies to a caller's private queue may find it gone: those are not `mandatory`.
     Column("mandatory", Boolean, nullable=False, server_default=text("true")),
     Column("body", LargeBinary, nullable=False),
+    # W3C trace context to carry on the published message (optional tracing).
+    Column("traceparent", String(64)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("sent_at", DateTime(timezone=True)),
     Index("ix_outbox_unsent", "id", postgresql_where=text("sent_at IS NULL")),

@@ -23,7 +23,9 @@ HOLD_BACKOFF_SECONDS = (0.2, 5.0)
 
 
 def to_delivery(message: AbstractIncomingMessage) -> Delivery:
-    count = (message.headers or {}).get("x-delivery-count", 0)
+    headers = message.headers or {}
+    count = headers.get("x-delivery-count", 0)
+    traceparent = headers.get("traceparent")
     return Delivery(
         body=message.body,
         user_id=message.user_id,
@@ -32,6 +34,7 @@ def to_delivery(message: AbstractIncomingMessage) -> Delivery:
         content_type=message.content_type,
         published_at=message.timestamp,
         delivery_count=count if isinstance(count, int) else 0,
+        traceparent=traceparent if isinstance(traceparent, str) else None,
     )
 
 

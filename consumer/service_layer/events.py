@@ -9,6 +9,7 @@ from uuid import UUID
 from consumer.domain.batch import BatchState
 from consumer.service_layer.intake import Rejection
 from consumer.service_layer.unit_of_work import OutboxMessage
+from consumer.tracing import current_traceparent
 from contracts import (
     BatchCompleted,
     BatchRejected,
@@ -123,6 +124,7 @@ class EventFactory:
             message_id=result.event_id,
             correlation_id=result.correlation_id,
             body=body,
+            traceparent=current_traceparent(),
         )
 
     def batch_messages(
@@ -146,6 +148,7 @@ class EventFactory:
                 message_id=event_id,
                 correlation_id=correlation_id,
                 body=body,
+                traceparent=current_traceparent(),
             )
         ]
         if reply_to:
@@ -158,6 +161,7 @@ class EventFactory:
                     correlation_id=reply_correlation_id,
                     body=body,
                     mandatory=False,
+                    traceparent=current_traceparent(),
                 )
             )
         return messages

@@ -16,7 +16,7 @@ from uuid import UUID
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from consumer import metrics
+from consumer import metrics, tracing
 from consumer.domain.batch import BatchState
 from consumer.domain.errors import OperationFailed
 from consumer.service_layer.events import EventFactory
@@ -117,16 +117,20 @@ class BatchExecutor:
     async def handle(self, delivery: Delivery) -> Disposition:
         """Validate, execute and finish one batch. Raises only when the batch cannot be
         brought forward now (e.g. the database stays down): the message must be redelivered."""
-        verdict = accept(delivery, self._policy)
-        if isinstance(verdict, Rejection):
-            await self._reject(verdict, delivery)
-            return Disposition.DEAD_LETTER
-        with bound_contextvars(
-            batch_id=str(verdict.batch_id),
-            correlation_id=delivery.correlation_id,
-            operation_type=verdict.operation_type.value,
-        ):
-            return await self._handle_request(verdict, delivery)
+        with tracing.batch_span(delivery.traceparent):
+            verdict = accept(delivery, self._policy)
+            if isinstance(verdict, Rejection):
+                await self._reject(verdict, delivery)
+                return Disposition.DEAD_LETTER
+            tracing.annotate(
+                batch_id=str(verdict.batch_id), operation_type=verdict.operation_type.value
+            )
+            with bound_contextvars(
+                batch_id=str(verdict.batch_id),
+                correlation_id=delivery.correlation_id,
+                operation_type=verdict.operation_type.value,
+            ):
+                return await self._handle_request(verdict, delivery)
 
     async def _handle_request(self, request: BatchRequest, delivery: Delivery) -> Disposition:
         stored, is_new = await self._claim(request, delivery)
@@ -232,7 +236,12 @@ class BatchExecutor:
                 return await self._commit_results(uow, run, [result])
 
         try:
-            with metrics.OPERATION_DURATION.labels(run.state.operation_type).time():
+            with (
+                metrics.OPERATION_DURATION.labels(run.state.operation_type).time(),
+                tracing.operation_span(
+                    index=index, resource_id=operation.resource_id, batch_id=str(run.batch_id)
+                ),
+            ):
                 return await retrying(attempt, self._retry, self._is_transient)
         except Exception as exc:  # noqa: BLE001 - any failure becomes this operation's result
             await self._raise_if_database_down(exc)

@@ -33,6 +33,8 @@ class Delivery:
     published_at: datetime | None = None
     # Times the broker handed this message out before (quorum queues' x-delivery-count).
     delivery_count: int = 0
+    # W3C trace context of the producer, when it sent one.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

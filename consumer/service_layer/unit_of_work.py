@@ -41,6 +41,7 @@ class OutboxMessage:
     correlation_id: str | None
     body: bytes
     mandatory: bool = True
+    traceparent: str | None = None
 
 
 class DatabaseUnavailable(Exception):
