@@ -34,6 +34,7 @@ unit: install
 ## Rewrite the committed JSON Schemas after a contract change.
 schema: install
 	$(BIN)/batchops schema --output contracts/schemas
+	$(BIN)/batchops schema --asyncapi --output contracts/schemas
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

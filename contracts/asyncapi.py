@@ -31,6 +31,11 @@ _AMQP_BINDING = "0.3.0"
 _JSON = "application/json"
 # Every broker name with the namespace left as a channel address expression.
 _NAMES = Topology("{namespace}", DEFAULT_DELIVERY_LIMIT)
+_TRACEPARENT = {
+    "type": "string",
+    "description": "W3C trace context, in the AMQP headers table: optional on a request (set when "
+    "the producer traces with OpenTelemetry) and carried on to every event of the batch.",
+}
 _COMPLETION_STATUSES = [s.value for s in BatchStatus if s.is_terminal and s != BatchStatus.REJECTED]
 
 
@@ -97,6 +102,7 @@ def _property_schemas() -> dict[str, Any]:
                     "the default exchange (request/reply).",
                 },
                 "type": {"const": REQUEST_TYPE},
+                "traceparent": _TRACEPARENT,
             },
         },
         "EventProperties": {
@@ -111,6 +117,7 @@ def _property_schemas() -> dict[str, Any]:
                 "message_id": {"type": "string", "format": "uuid", "description": "= event_id"},
                 "correlation_id": {"type": "string", "description": "The request's, if any."},
                 "type": {"enum": [OPERATION_EVENT_TYPE, BATCH_EVENT_TYPE]},
+                "traceparent": _TRACEPARENT,
             },
         },
         "DeadLetterProperties": {
@@ -132,87 +139,84 @@ def _property_schemas() -> dict[str, Any]:
     }
 
 
-def _message(
-    name: str, summary: str, payload: dict[str, Any], headers: str, message_type: str | None
-) -> dict[str, Any]:
-    message: dict[str, Any] = {
-        "name": name,
-        "title": name,
-        "summary": summary,
-        "contentType": _JSON,
-        "headers": _ref("components", "schemas", headers),
-        "payload": payload,
-        "correlationId": _ref("components", "correlationIds", "correlationId"),
-    }
-    if message_type is not None:
-        message["bindings"] = {"amqp": {"messageType": message_type, "bindingVersion": "0.3.0"}}
-    return message
+# name: (summary, payload schema, headers schema, AMQP `type` property)
+_MESSAGES: dict[str, tuple[str, str | None, str, str | None]] = {
+    "BatchRequest": (
+        "1 to 50 operations of one type, run in order on behalf of actor_id (DESIGN §3).",
+        "BatchRequest",
+        "RequestProperties",
+        REQUEST_TYPE,
+    ),
+    "OperationResult": (
+        "The outcome of one operation (DESIGN §4).",
+        "OperationResult",
+        "EventProperties",
+        OPERATION_EVENT_TYPE,
+    ),
+    "BatchCompleted": (
+        "A batch finished: completed, partial or failed, with every result (DESIGN §4).",
+        "BatchCompleted",
+        "EventProperties",
+        BATCH_EVENT_TYPE,
+    ),
+    "BatchRejected": (
+        "A request was refused and never executed; the reasons are in `errors`.",
+        "BatchRejected",
+        "EventProperties",
+        BATCH_EVENT_TYPE,
+    ),
+    "DeadLetter": (
+        "A request the consumer refused, or that reached the delivery limit (poison).",
+        None,  # the original body, byte for byte: it may be anything a producer sent
+        "DeadLetterProperties",
+        None,
+    ),
+}
+_EXAMPLE_BATCH_ID = "3d0f5c2e-6b8e-4f5e-9d63-2a4c7e1b9f10"
+_EXAMPLE_REQUEST = {
+    "name": "orderUpdate",
+    "headers": {
+        "content_type": _JSON,
+        "delivery_mode": 2,
+        "message_id": _EXAMPLE_BATCH_ID,
+        "user_id": "orders-service",
+        "type": REQUEST_TYPE,
+    },
+    "payload": {
+        "batch_id": _EXAMPLE_BATCH_ID,
+        "operation_type": "order_update",
+        "actor_id": 3,
+        "mode": "continue",
+        "operations": [{"method": "PATCH", "resource_id": 123, "data": {"status": "accepted"}}],
+    },
+}
 
 
 def _messages() -> dict[str, Any]:
-    def schema(title: str) -> dict[str, str]:
-        return _ref("components", "schemas", title)
-
-    request = _message(
-        "BatchRequest",
-        "1 to 50 operations of one type, run in order on behalf of actor_id (DESIGN §3).",
-        schema("BatchRequest"),
-        "RequestProperties",
-        REQUEST_TYPE,
-    )
-    request["examples"] = [
-        {
-            "name": "orderUpdate",
-            "headers": {
-                "content_type": _JSON,
-                "delivery_mode": 2,
-                "message_id": "3d0f5c2e-6b8e-4f5e-9d63-2a4c7e1b9f10",
-                "user_id": "orders-service",
-                "type": REQUEST_TYPE,
-            },
-            "payload": {
-                "batch_id": "3d0f5c2e-6b8e-4f5e-9d63-2a4c7e1b9f10",
-                "operation_type": "order_update",
-                "actor_id": 3,
-                "mode": "continue",
-                "operations": [
-                    {"method": "PATCH", "resource_id": 123, "data": {"status": "accepted"}}
-                ],
-            },
+    messages: dict[str, Any] = {}
+    for name, (summary, payload, headers, message_type) in _MESSAGES.items():
+        message: dict[str, Any] = {
+            "name": name,
+            "title": name,
+            "summary": summary,
+            "contentType": _JSON,
+            "headers": _ref("components", "schemas", headers),
+            "payload": (
+                _ref("components", "schemas", payload)
+                if payload is not None
+                else {
+                    "description": "The original request body, byte for byte (it may be invalid)."
+                }
+            ),
+            "correlationId": _ref("components", "correlationIds", "correlationId"),
         }
-    ]
-    dead_letter = _message(
-        "DeadLetter",
-        "A request the consumer refused, or that reached the delivery limit (poison).",
-        {"description": "The original request body, byte for byte (it may be invalid)."},
-        "DeadLetterProperties",
-        None,
-    )
-    return {
-        "BatchRequest": request,
-        "OperationResult": _message(
-            "OperationResult",
-            "The outcome of one operation (DESIGN §4).",
-            schema("OperationResult"),
-            "EventProperties",
-            OPERATION_EVENT_TYPE,
-        ),
-        "BatchCompleted": _message(
-            "BatchCompleted",
-            "A batch finished: completed, partial or failed, with every result (DESIGN §4).",
-            schema("BatchCompleted"),
-            "EventProperties",
-            BATCH_EVENT_TYPE,
-        ),
-        "BatchRejected": _message(
-            "BatchRejected",
-            "A request was refused and never executed; the reasons are in `errors`.",
-            schema("BatchRejected"),
-            "EventProperties",
-            BATCH_EVENT_TYPE,
-        ),
-        "DeadLetter": dead_letter,
-    }
+        if message_type is not None:
+            message["bindings"] = {
+                "amqp": {"messageType": message_type, "bindingVersion": _AMQP_BINDING}
+            }
+        messages[name] = message
+    messages["BatchRequest"]["examples"] = [_EXAMPLE_REQUEST]
+    return messages
 
 
 def _parameters() -> dict[str, Any]:
@@ -262,7 +266,7 @@ def _routing_key_channel(
 
 
 def _queue_channel(
-    name: str, messages: list[str], description: str, **extensions: Any
+    name: str, messages: list[str], description: str, extensions: dict[str, Any]
 ) -> dict[str, Any]:
     return {
         "address": name,
@@ -298,7 +302,7 @@ def _channels() -> dict[str, Any]:
             "The consumers' work queue (quorum), bound to the requests exchange with `#`; "
             "competing consumers scale out. After x-delivery-limit deliveries (or when refused) "
             "a request is dead-lettered.",
-            **{
+            {
                 "x-arguments": _NAMES.requests_queue_arguments(),
                 "x-bindings": [{"exchange": _NAMES.requests_exchange, "routingKey": "#"}],
             },
@@ -332,9 +336,7 @@ def _channels() -> dict[str, Any]:
             "address": None,
             "description": "The request's `reply_to` queue, through the default exchange: it "
             "receives a copy of the completion or rejection, with the request's correlation_id.",
-            "messages": {
-                m: _ref("components", "messages", m) for m in ("BatchCompleted", "BatchRejected")
-            },
+            "messages": {m: _ref("components", "messages", m) for m in _REPLIES},
         },
         "deadLetterExchange": _routing_key_channel(
             "{routing_key}",
@@ -349,89 +351,85 @@ def _channels() -> dict[str, Any]:
             ["DeadLetter"],
             "Poison and refused requests, kept for inspection (`batchops dead-letters list`) "
             "and replay to the requests exchange (`batchops dead-letters replay`).",
-            **{"x-bindings": [{"exchange": _NAMES.dead_letter_exchange, "routingKey": ""}]},
+            {"x-bindings": [{"exchange": _NAMES.dead_letter_exchange, "routingKey": ""}]},
         ),
     }
 
 
-def _operation(
-    action: str, channel: str, messages: list[str], summary: str, **extra: Any
-) -> dict[str, Any]:
-    return {
-        "action": action,
-        "channel": _ref("channels", channel),
-        "messages": [_ref("channels", channel, "messages", m) for m in messages],
-        "summary": summary,
-        **extra,
-    }
+# id: (action, channel, messages, summary); every message of an operation is in its channel.
+_OPERATIONS: dict[str, tuple[str, str, list[str], str]] = {
+    "publishBatchRequest": (
+        "send",
+        "requests",
+        ["BatchRequest"],
+        "Submit a batch (producers, the publisher library, the HTTP API, the CLI).",
+    ),
+    "consumeBatchRequest": (
+        "receive",
+        "requestsQueue",
+        ["BatchRequest"],
+        "Validate and execute a batch; acked only once it is terminal.",
+    ),
+    "publishOperationResult": (
+        "send",
+        "operationEvents",
+        ["OperationResult"],
+        "Relayed from the outbox with publisher confirms; a stable event_id.",
+    ),
+    "publishBatchCompletion": (
+        "send",
+        "batchCompletions",
+        ["BatchCompleted"],
+        "Relayed from the outbox once the batch is terminal; re-sent for a duplicate.",
+    ),
+    "publishBatchRejection": (
+        "send",
+        "batchRejections",
+        ["BatchRejected"],
+        "Relayed from the outbox when a request is refused.",
+    ),
+    "deadLetterRequest": (
+        "send",
+        "deadLetterExchange",
+        ["DeadLetter"],
+        "Refused and poison requests are rejected without requeue; RabbitMQ dead-letters them.",
+    ),
+    "replayDeadLetter": (
+        "receive",
+        "deadLetters",
+        ["DeadLetter"],
+        "`batchops dead-letters replay` republishes each to the requests exchange with its "
+        "properties and routing key, then removes it; batch_id keeps it idempotent.",
+    ),
+}
+_PUBLISHED_PERSISTENT = {"deliveryMode": 2, "mandatory": True, "bindingVersion": _AMQP_BINDING}
+_REPLIES = ("BatchCompleted", "BatchRejected")
 
 
 def _operations() -> dict[str, Any]:
-    def publishing(**fields: Any) -> dict[str, Any]:
-        return {"amqp": {"deliveryMode": 2, **fields, "bindingVersion": _AMQP_BINDING}}
-
-    return {
-        "publishBatchRequest": _operation(
-            "send",
-            "requests",
-            ["BatchRequest"],
-            "Submit a batch (producers, the publisher library, the HTTP API, the CLI).",
-            bindings=publishing(mandatory=True, timestamp=True),
-        ),
-        "consumeBatchRequest": _operation(
-            "receive",
-            "requestsQueue",
-            ["BatchRequest"],
-            "Validate and execute a batch; acked only once it is terminal.",
-            bindings={"amqp": {"ack": True, "bindingVersion": _AMQP_BINDING}},
-            reply={
-                "address": {
-                    "location": "$message.header#/reply_to",
-                    "description": "The request's reply_to property.",
-                },
-                "channel": _ref("channels", "completionReply"),
-                "messages": [
-                    _ref("channels", "completionReply", "messages", m)
-                    for m in ("BatchCompleted", "BatchRejected")
-                ],
+    operations: dict[str, Any] = {}
+    for name, (action, channel, messages, summary) in _OPERATIONS.items():
+        operations[name] = {
+            "action": action,
+            "channel": _ref("channels", channel),
+            "messages": [_ref("channels", channel, "messages", m) for m in messages],
+            "summary": summary,
+        }
+        if name.startswith("publish"):
+            operations[name]["bindings"] = {"amqp": dict(_PUBLISHED_PERSISTENT)}
+    operations["publishBatchRequest"]["bindings"]["amqp"]["timestamp"] = True
+    operations["consumeBatchRequest"] |= {
+        "bindings": {"amqp": {"ack": True, "bindingVersion": _AMQP_BINDING}},
+        "reply": {
+            "address": {
+                "location": "$message.header#/reply_to",
+                "description": "The request's reply_to property.",
             },
-        ),
-        "publishOperationResult": _operation(
-            "send",
-            "operationEvents",
-            ["OperationResult"],
-            "Relayed from the outbox with publisher confirms; a stable event_id.",
-            bindings=publishing(mandatory=True),
-        ),
-        "publishBatchCompletion": _operation(
-            "send",
-            "batchCompletions",
-            ["BatchCompleted"],
-            "Relayed from the outbox once the batch is terminal; re-sent for a duplicate.",
-            bindings=publishing(mandatory=True),
-        ),
-        "publishBatchRejection": _operation(
-            "send",
-            "batchRejections",
-            ["BatchRejected"],
-            "Relayed from the outbox when a request is refused.",
-            bindings=publishing(mandatory=True),
-        ),
-        "deadLetterRequest": _operation(
-            "send",
-            "deadLetterExchange",
-            ["DeadLetter"],
-            "Refused and poison requests are rejected without requeue; RabbitMQ dead-letters "
-            "them.",
-        ),
-        "replayDeadLetter": _operation(
-            "receive",
-            "deadLetters",
-            ["DeadLetter"],
-            "`batchops dead-letters replay` republishes each to the requests exchange with its "
-            "properties and routing key, then removes it; batch_id keeps it idempotent.",
-        ),
+            "channel": _ref("channels", "completionReply"),
+            "messages": [_ref("channels", "completionReply", "messages", m) for m in _REPLIES],
+        },
     }
+    return operations
 
 
 def asyncapi_document() -> dict[str, Any]:

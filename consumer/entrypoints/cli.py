@@ -4,26 +4,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import importlib
 import signal
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from consumer.config import Settings
+from consumer.entrypoints.exits import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    CommandFailed,
+)
+from contracts import BatchStatus, OperationType
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_TIMEOUT = 0, 1, 2, 3
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "EXIT_TIMEOUT", "build_parser", "main"]
+
+Command = Callable[[Settings, argparse.Namespace], int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "command"):
-        parser.print_help()
+        # `batchops` or a group such as `batchops batches` without its action.
+        getattr(args, "group_parser", parser).print_help()
         return EXIT_BAD_INPUT
     try:
         settings = Settings()
@@ -33,15 +44,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     from consumer.log_config import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-    result: int = args.command(settings, args)
+    try:
+        result: int = args.command(settings, args)
+    except CommandFailed as exc:
+        print(f"batchops: {exc}", file=sys.stderr)
+        return exc.exit_code
     return result
 
 
-def _parser() -> argparse.ArgumentParser:
+def _lazy(module: str, function: str) -> Command:
+    """A command whose module is imported only when it runs, so that `--help` starts fast."""
+
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        command: Command = getattr(importlib.import_module(module), function)
+        return command(settings, args)
+
+    return run
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _group(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    group = commands.add_parser(name, help=text, description=text)
+    group.set_defaults(group_parser=group)
+    return group.add_subparsers(metavar="ACTION")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batchops", description=__doc__)
     commands = parser.add_subparsers(metavar="COMMAND")
 
-    db = commands.add_parser("db", help="database schema").add_subparsers(metavar="ACTION")
+    db = _group(commands, "db", "database schema")
     db.add_parser("upgrade", help="create the database if missing and migrate it").set_defaults(
         command=_db_upgrade
     )
@@ -57,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     ):
         commands.add_parser(name, help=text).set_defaults(command=_serve, roles=roles)
 
-    token = commands.add_parser("token", help="HTTP API tokens").add_subparsers(metavar="ACTION")
+    token = _group(commands, "token", "HTTP API tokens")
     create = token.add_parser("create", help="create a token; printed alone on the last line")
     create.add_argument("user_id", type=int, metavar="USER_ID")
     create.set_defaults(command=_token_create)
@@ -65,27 +105,81 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("token", metavar="TOKEN")
     revoke.set_defaults(command=_token_revoke)
 
-    publish = commands.add_parser("publish", help="publish a batch request from a JSON file")
-    publish.add_argument("file", type=Path, help="JSON batch request; '-' reads stdin")
-    publish.add_argument("--wait", action="store_true", help="wait for the completion event")
+    publish = commands.add_parser(
+        "publish", help="publish a batch request (JSON) or many (JSON lines, one per line)"
+    )
+    publish.add_argument("file", type=Path, help="the requests; '-' reads stdin")
+    publish.add_argument(
+        "--format",
+        choices=["auto", "json", "jsonl"],
+        default="auto",
+        help="auto: JSON lines for a .jsonl/.ndjson file or several lines that are not one "
+        "JSON document",
+    )
+    publish.add_argument("--wait", action="store_true", help="wait for the completion events")
     publish.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS")
-    publish.set_defaults(command=_publish)
+    publish.set_defaults(command=_lazy("consumer.entrypoints.publishing", "publish"))
 
-    schema = commands.add_parser("schema", help="write the JSON Schemas of every message")
-    schema.add_argument("--output", type=Path, default=Path("schemas"), metavar="DIR")
+    schema = commands.add_parser(
+        "schema", help="write the JSON Schemas of every message, or the AsyncAPI document"
+    )
+    schema.add_argument(
+        "--asyncapi",
+        action="store_true",
+        help="write the AsyncAPI 3.0 document (asyncapi.json) instead",
+    )
+    schema.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="where to write (default: schemas; with --asyncapi: contracts/schemas)",
+    )
     schema.set_defaults(command=_schema)
 
     cleanup = commands.add_parser("cleanup", help="delete finished batches older than DAYS")
     cleanup.add_argument("--older-than", type=float, required=True, metavar="DAYS")
     cleanup.add_argument("--dry-run", action="store_true", help="only count what would go")
     cleanup.set_defaults(command=_cleanup)
+
+    _add_operator_commands(commands)
     return parser
+
+
+def _add_operator_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    batches = _group(commands, "batches", "stored batches and their results")
+    show = batches.add_parser("show", help="one batch with every operation's result")
+    show.add_argument("batch_id", type=uuid.UUID, metavar="ID")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(command=_lazy("consumer.entrypoints.operator", "show_batch"))
+    listing = batches.add_parser("list", help="recent batches, newest first")
+    listing.add_argument("--limit", type=_positive_int, default=20, metavar="N")
+    listing.add_argument("--status", choices=[s.value for s in BatchStatus], metavar="STATUS")
+    listing.add_argument(
+        "--operation-type", choices=[t.value for t in OperationType], metavar="TYPE"
+    )
+    listing.add_argument("--actor", type=int, metavar="USER_ID", help="only this actor's")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(command=_lazy("consumer.entrypoints.operator", "list_batches"))
+
+    dead = _group(commands, "dead-letters", "requests in the dead-letter queue {ns}.dead")
+    peek = dead.add_parser("list", help="show dead letters without removing them")
+    peek.add_argument("--limit", type=_positive_int, default=20, metavar="N")
+    peek.add_argument("--json", action="store_true", help="machine-readable output")
+    peek.set_defaults(command=_lazy("consumer.entrypoints.operator", "list_dead_letters"))
+    replay = dead.add_parser(
+        "replay", help="republish dead letters to the requests exchange, then remove them"
+    )
+    replay.add_argument("--limit", type=_positive_int, metavar="N", help="at most N (default all)")
+    replay.add_argument("--batch-id", type=uuid.UUID, metavar="ID", help="only this batch's")
+    replay.set_defaults(command=_lazy("consumer.entrypoints.operator", "replay_dead_letters"))
 
 
 def _db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
     from consumer.adapters.database import upgrade
+    from consumer.entrypoints.failures import database_errors
 
-    created = asyncio.run(upgrade(settings.database_url))
+    with database_errors(settings.database_url):
+        created = asyncio.run(upgrade(settings.database_url))
     print("database created and migrated" if created else "database migrated")
     return EXIT_OK
 
@@ -93,6 +187,7 @@ def _db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
 def _seed(settings: Settings, args: argparse.Namespace) -> int:
     from consumer.adapters.database import create_engine
     from consumer.adapters.seed import DatabaseNotEmpty, seed
+    from consumer.entrypoints.failures import database_errors
 
     async def run() -> None:
         engine = create_engine(settings.database_url, pool_size=1)
@@ -103,19 +198,19 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
             await engine.dispose()
 
     if args.orders < 0:
-        print("batchops seed: --orders must not be negative", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise CommandFailed("seed: --orders must not be negative", EXIT_BAD_INPUT)
     try:
-        asyncio.run(run())
+        with database_errors(settings.database_url):
+            asyncio.run(run())
     except DatabaseNotEmpty as exc:
-        print(f"batchops seed: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        raise CommandFailed(f"seed: {exc}") from exc
     print(f"seeded 8 users, 3 professionals, 6 services and {args.orders} orders")
     return EXIT_OK
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from consumer.bootstrap import bootstrap
+    from consumer.entrypoints.failures import broker_errors
 
     async def run() -> None:
         service = bootstrap(settings, consume="consume" in args.roles, http="http" in args.roles)
@@ -124,58 +219,16 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             loop.add_signal_handler(signum, service.stop)
         await service.run()
 
-    asyncio.run(run())
+    # The broker is connected at start-up; the database is reached lazily and retried.
+    with broker_errors(settings.amqp_url):
+        asyncio.run(run())
     return EXIT_OK
-
-
-def _publish(settings: Settings, args: argparse.Namespace) -> int:
-    from consumer.entrypoints.summary import render_completion
-    from contracts import BatchRejected, BatchRequest
-    from publisher import BatchPublisher, CompletionTimeout, PublishError
-
-    try:
-        text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text(encoding="utf-8")
-        raw = json.loads(text)
-    except (OSError, ValueError) as exc:
-        print(f"batchops publish: cannot read {args.file}: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if isinstance(raw, dict):
-        raw.setdefault("batch_id", str(uuid.uuid4()))
-    try:
-        request = BatchRequest.model_validate_json(json.dumps(raw))
-    except ValidationError as exc:
-        print(f"batchops publish: {args.file} is not a valid batch request:", file=sys.stderr)
-        for err in exc.errors(include_url=False):
-            where = ".".join(str(part) for part in err["loc"]) or "body"
-            print(f"  - {where}: {err['msg']}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-
-    async def run() -> int:
-        async with BatchPublisher(
-            settings.amqp_url, namespace=settings.namespace, delivery_limit=settings.delivery_limit
-        ) as publisher:
-            if not args.wait:
-                await publisher.publish(request)
-                print(f"published batch {request.batch_id} ({len(request.operations)} operations)")
-                return EXIT_OK
-            print(f"published batch {request.batch_id}; waiting for its completion...")
-            event = await publisher.publish_and_wait(request, timeout=args.timeout)
-            print(render_completion(event))
-            return EXIT_FAILED if isinstance(event, BatchRejected) else EXIT_OK
-
-    try:
-        return asyncio.run(run())
-    except CompletionTimeout as exc:
-        print(f"batchops publish: {exc}", file=sys.stderr)
-        return EXIT_TIMEOUT
-    except (PublishError, ConnectionError, OSError) as exc:
-        print(f"batchops publish: could not publish: {exc}", file=sys.stderr)
-        return EXIT_FAILED
 
 
 def _token_create(settings: Settings, args: argparse.Namespace) -> int:
     from consumer.adapters.database import create_engine
     from consumer.adapters.tokens import UnknownUser, create_token
+    from consumer.entrypoints.failures import database_errors
 
     async def run() -> str:
         engine = create_engine(settings.database_url, pool_size=1)
@@ -186,10 +239,10 @@ def _token_create(settings: Settings, args: argparse.Namespace) -> int:
             await engine.dispose()
 
     try:
-        token = asyncio.run(run())
+        with database_errors(settings.database_url):
+            token = asyncio.run(run())
     except UnknownUser as exc:
-        print(f"batchops token create: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise CommandFailed(f"token create: {exc}", EXIT_BAD_INPUT) from exc
     print(f"token for user {args.user_id} (shown once; only its digest is stored):")
     print(token)
     return EXIT_OK
@@ -198,6 +251,7 @@ def _token_create(settings: Settings, args: argparse.Namespace) -> int:
 def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
     from consumer.adapters.database import create_engine
     from consumer.adapters.tokens import revoke_token
+    from consumer.entrypoints.failures import database_errors
 
     async def run() -> bool:
         engine = create_engine(settings.database_url, pool_size=1)
@@ -207,18 +261,27 @@ def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await engine.dispose()
 
-    if not asyncio.run(run()):
-        print("batchops token revoke: no live token matches", file=sys.stderr)
-        return EXIT_FAILED
+    with database_errors(settings.database_url):
+        revoked = asyncio.run(run())
+    if not revoked:
+        raise CommandFailed("token revoke: no live token matches")
     print("token revoked")
     return EXIT_OK
 
 
 def _schema(_: Settings, args: argparse.Namespace) -> int:
+    from contracts.asyncapi import write_asyncapi
     from contracts.schema import write_schemas
 
-    for path in write_schemas(args.output):
-        print(path)
+    try:
+        if args.asyncapi:
+            directory = args.output or Path("contracts", "schemas")
+            print(write_asyncapi(directory / "asyncapi.json"))
+        else:
+            for path in write_schemas(args.output or Path("schemas")):
+                print(path)
+    except OSError as exc:
+        raise CommandFailed(f"schema: cannot write: {exc}") from exc
     return EXIT_OK
 
 
@@ -226,10 +289,10 @@ def _cleanup(settings: Settings, args: argparse.Namespace) -> int:
     from consumer.adapters.database import create_engine
     from consumer.adapters.maintenance import cleanup
     from consumer.domain.stats import retention_cutoff
+    from consumer.entrypoints.failures import database_errors
 
     if args.older_than < 0:
-        print("batchops cleanup: --older-than must not be negative", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise CommandFailed("cleanup: --older-than must not be negative", EXIT_BAD_INPUT)
     cutoff = retention_cutoff(datetime.now(UTC), args.older_than)
 
     async def run() -> None:
@@ -245,7 +308,8 @@ def _cleanup(settings: Settings, args: argparse.Namespace) -> int:
             f"finished before {cutoff.isoformat()}"
         )
 
-    asyncio.run(run())
+    with database_errors(settings.database_url):
+        asyncio.run(run())
     return EXIT_OK
 
 

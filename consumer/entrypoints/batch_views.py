@@ -1,0 +1,140 @@
+"""`batchops batches show|list`: stored batches for operators, as text or JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from consumer.adapters import queries
+from consumer.adapters.database import create_engine
+from consumer.domain.batch import BatchState
+from consumer.entrypoints.summary import render_result
+from contracts import BatchStatus, Mode, OperationResult
+
+
+@dataclass(frozen=True, slots=True)
+class BatchView:
+    """One stored batch: its record (`queries.SUMMARY_COLUMNS`) plus the derived figures."""
+
+    row: dict[str, Any]
+
+    @property
+    def state(self) -> BatchState:
+        row = self.row
+        return BatchState(
+            batch_id=row["batch_id"],
+            operation_type=row["operation_type"],
+            actor_id=row["actor_id"],
+            mode=Mode(row["mode"]),
+            total=row["total_operations"],
+            created_at=row["created_at"],
+            status=BatchStatus(row["status"]),
+            completed=row["completed_operations"],
+            failed=row["failed_operations"],
+            skipped=row["skipped_operations"],
+            started_at=row["started_at"],
+            completed_at=row["completed_at"],
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The fields of the HTTP API's batch summary (without the display labels)."""
+        state = self.state
+        figures = {
+            "success_rate": state.success_rate,
+            "progress": state.progress,
+            "duration_seconds": state.duration_seconds,
+        }
+        return {key: _plain(value) for key, value in (self.row | figures).items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+async def load_batch(
+    database_url: str, batch_id: UUID
+) -> tuple[BatchView, list[OperationResult]] | None:
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            row = await queries.batch_summary(conn, batch_id)
+            if row is None:
+                return None
+            return BatchView(row), await queries.batch_results(conn, batch_id)
+    finally:
+        await engine.dispose()
+
+
+async def load_history(
+    database_url: str, where: queries.HistoryFilter, limit: int
+) -> tuple[int, list[BatchView]]:
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            count, rows = await queries.history(conn, where, limit=limit, offset=0)
+    finally:
+        await engine.dispose()
+    return count, [BatchView(row) for row in rows]
+
+
+def _when(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value is not None else "-"
+
+
+def render_batch(view: BatchView, results: Sequence[OperationResult]) -> str:
+    state, row = view.state, view.row
+    duration = f"{state.duration_seconds:.3f}s" if state.duration_seconds is not None else "-"
+    handler = f" (handler {row['handler']})" if row["handler"] else ""
+    lines = [
+        f"batch {state.batch_id}",
+        f"  status       {state.status.value.upper()}",
+        f"  type         {state.operation_type}{handler}, mode {state.mode.value}",
+        f"  actor        {state.actor_id}",
+        f"  correlation  {row['correlation_id'] or '-'}",
+        f"  operations   {state.total}: {state.completed} succeeded, {state.failed} failed, "
+        f"{state.skipped} skipped",
+        f"  success rate {state.success_rate:.2f}%   progress {state.progress:.2f}%",
+        f"  created      {_when(state.created_at)}",
+        f"  started      {_when(state.started_at)}",
+        f"  completed    {_when(state.completed_at)}   duration {duration}",
+        "results:" if results else "results: none yet",
+        *(render_result(result) for result in results),
+    ]
+    return "\n".join(lines)
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns as wide as their widest cell."""
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+
+    return "\n".join(line(cells).rstrip() for cells in [headers, *rows])
+
+
+def render_history(count: int, views: Sequence[BatchView]) -> str:
+    if not views:
+        return "no batches match"
+    headers = ["BATCH", "CREATED", "TYPE", "STATUS", "SUCCEEDED", "FAILED", "SKIPPED", "ACTOR"]
+    rows = [
+        [
+            str(state.batch_id),
+            _when(state.created_at),
+            state.operation_type,
+            state.status.value,
+            f"{state.completed}/{state.total}",
+            str(state.failed),
+            str(state.skipped),
+            str(state.actor_id),
+        ]
+        for state in (view.state for view in views)
+    ]
+    return f"{render_table(headers, rows)}\n{len(views)} of {count} matching batches, newest first"
