@@ -353,6 +353,14 @@ def _channels() -> dict[str, Any]:
             "and replay to the requests exchange (`batchops dead-letters replay`).",
             {"x-bindings": [{"exchange": _NAMES.dead_letter_exchange, "routingKey": ""}]},
         ),
+        "deadLetterReconcile": _queue_channel(
+            _NAMES.dead_letter_reconcile_queue,
+            ["DeadLetter"],
+            "The consumers' own copy of every dead letter: a request the broker dropped after "
+            "the delivery limit still gets its batch finished (the crashing operation "
+            "INTERNAL_ERROR, the rest SKIPPED) and its completion published. Not for operators.",
+            {"x-bindings": [{"exchange": _NAMES.dead_letter_exchange, "routingKey": ""}]},
+        ),
     }
 
 

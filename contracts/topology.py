@@ -34,6 +34,12 @@ class Topology:
         return f"{self.namespace}.dead"
 
     @property
+    def dead_letter_reconcile_queue(self) -> str:
+        """Second copy of every dead letter, for the consumer: a batch whose request the broker
+        gave up on (delivery limit) is still brought to a terminal status."""
+        return f"{self.namespace}.dead.reconcile"
+
+    @property
     def results_exchange(self) -> str:
         return f"{self.namespace}.results"
 

@@ -25,8 +25,9 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> None
     dead_letters = await channel.declare_exchange(
         topology.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
     )
-    dead = await channel.declare_queue(topology.dead_letter_queue, durable=True)
-    await dead.bind(dead_letters, routing_key="")
+    for name in (topology.dead_letter_queue, topology.dead_letter_reconcile_queue):
+        dead = await channel.declare_queue(name, durable=True)
+        await dead.bind(dead_letters, routing_key="")
     try:
         work = await channel.declare_queue(
             topology.requests_queue, durable=True, arguments=topology.requests_queue_arguments()

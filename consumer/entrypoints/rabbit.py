@@ -22,7 +22,7 @@ log = structlog.get_logger(__name__)
 HOLD_BACKOFF_SECONDS = (0.2, 5.0)
 
 
-def to_delivery(message: AbstractIncomingMessage) -> Delivery:
+def to_delivery(message: AbstractIncomingMessage, *, dead_lettered: bool = False) -> Delivery:
     headers = message.headers or {}
     count = headers.get("x-delivery-count", 0)
     traceparent = headers.get("traceparent")
@@ -35,6 +35,17 @@ def to_delivery(message: AbstractIncomingMessage) -> Delivery:
         published_at=message.timestamp,
         delivery_count=count if isinstance(count, int) else 0,
         traceparent=traceparent if isinstance(traceparent, str) else None,
+        dead_lettered=dead_lettered,
+    )
+
+
+def gave_up_on(message: AbstractIncomingMessage, requests_queue: str) -> bool:
+    """True for a dead letter that the broker dropped after the delivery limit (not one we
+    rejected ourselves as invalid)."""
+    headers = message.headers or {}
+    return (
+        headers.get("x-first-death-reason") == "delivery_limit"
+        and headers.get("x-first-death-queue") == requests_queue
     )
 
 
@@ -48,6 +59,8 @@ class RequestConsumer:
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
+        self._reconcile: AbstractQueue | None = None
+        self._reconcile_tag: str | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._last_delivery = time.monotonic()
@@ -79,6 +92,8 @@ class RequestConsumer:
         await declare_topology(channel, self._topology)
         self._queue = await channel.get_queue(self._topology.requests_queue)
         await self._subscribe()
+        self._reconcile = await channel.get_queue(self._topology.dead_letter_reconcile_queue)
+        self._reconcile_tag = await self._reconcile.consume(self._on_dead_letter)
 
     async def _subscribe(self) -> None:
         if self._queue is None:
@@ -134,6 +149,11 @@ class RequestConsumer:
             except Exception:
                 log.warning("consumer_cancel_failed", exc_info=True)
         self._consumer_tag = None
+        if self._reconcile is not None and self._reconcile_tag is not None:
+            try:
+                await self._reconcile.cancel(self._reconcile_tag)
+            except Exception:
+                log.warning("consumer_cancel_failed", exc_info=True)
         self._executor.request_stop()
         if self._in_flight:
             _, late = await asyncio.wait(self._in_flight, timeout=timeout)
@@ -150,6 +170,16 @@ class RequestConsumer:
         finally:
             if task is not None:
                 self._in_flight.discard(task)
+
+    async def _on_dead_letter(self, message: AbstractIncomingMessage) -> None:
+        """Finish the batch of a request the broker gave up on; `{ns}.dead` keeps the copy
+        for operators."""
+        async with message.process(requeue=True, ignore_processed=True):
+            if not gave_up_on(message, self._topology.requests_queue):
+                return
+            log.error("request_dead_lettered_by_broker", message_id=message.message_id)
+            metrics.DEAD_LETTERED.inc()
+            await self._handle_holding(to_delivery(message, dead_lettered=True))
 
     async def _settle(self, message: AbstractIncomingMessage) -> None:
         delivery = to_delivery(message)

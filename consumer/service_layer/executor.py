@@ -119,6 +119,8 @@ class BatchExecutor:
         brought forward now (e.g. the database stays down): the message must be redelivered."""
         with tracing.batch_span(delivery.traceparent):
             verdict = accept(delivery, self._policy)
+            if isinstance(verdict, Rejection) and delivery.dead_lettered:
+                return Disposition.ACK  # its rejection was published when it was refused
             if isinstance(verdict, Rejection):
                 await self._reject(verdict, delivery)
                 return Disposition.DEAD_LETTER
@@ -137,6 +139,8 @@ class BatchExecutor:
         if stored.fingerprint != fingerprint(request):
             await self._reject(conflict(delivery, request), delivery)
             return Disposition.DEAD_LETTER
+        if stored.state.is_complete and delivery.dead_lettered:
+            return Disposition.ACK  # it finished on its last delivery; nothing is missing
         if stored.state.is_complete:
             log.info("duplicate_batch_completion_resent", status=stored.state.status.value)
             await self._resend_completion(request.batch_id, delivery)
@@ -147,12 +151,12 @@ class BatchExecutor:
             log.info(
                 "batch_resumed", finished=len(run.outcomes), delivery_count=delivery.delivery_count
             )
-        if delivery.delivery_count >= self._delivery_limit:
-            # The broker will not hand this message out again: finish the batch without running
-            # the operation that kept crashing us, so that it still reaches a terminal status.
+        if delivery.dead_lettered:
+            # The broker gave up after the delivery limit: finish the batch without running the
+            # operation that kept crashing us, so that it still reaches a terminal status.
             await self._give_up(run)
             await self._finish(run, delivery)
-            return Disposition.DEAD_LETTER
+            return Disposition.ACK
         if request.mode is Mode.ATOMIC:
             await self._run_atomic(run)
         else:

@@ -35,6 +35,8 @@ class Delivery:
     delivery_count: int = 0
     # W3C trace context of the producer, when it sent one.
     traceparent: str | None = None
+    # The broker dead-lettered this request after its delivery limit: finish, don't run.
+    dead_lettered: bool = False
 
 
 @dataclass(frozen=True, slots=True)

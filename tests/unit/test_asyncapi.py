@@ -145,7 +145,11 @@ class TestCoverage:
             (NAMES.results_exchange, "topic"),
             (NAMES.dead_letter_exchange, "fanout"),
         }
-        assert queues == {NAMES.requests_queue, NAMES.dead_letter_queue}
+        assert queues == {
+            NAMES.requests_queue,
+            NAMES.dead_letter_queue,
+            NAMES.dead_letter_reconcile_queue,
+        }
 
     def test_the_work_queue_is_described_with_the_arguments_the_code_declares(self) -> None:
         queue = DOCUMENT["channels"]["requestsQueue"]["bindings"]["amqp"]

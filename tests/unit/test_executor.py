@@ -149,6 +149,7 @@ def delivery(
     delivery_count: int = 0,
     correlation_id: str | None = "corr-1",
     reply_to: str | None = None,
+    dead_lettered: bool = False,
 ) -> Delivery:
     return Delivery(
         body=body,
@@ -157,6 +158,7 @@ def delivery(
         reply_to=reply_to,
         content_type="application/json",
         delivery_count=delivery_count,
+        dead_lettered=dead_lettered,
     )
 
 
@@ -777,17 +779,19 @@ class TestInvalidRequest:
 
 
 class TestDeliveryLimit:
-    async def test_the_last_delivery_reports_the_crashing_operation_and_skips_the_rest(self, db):
+    async def test_a_dead_lettered_request_reports_the_crashing_operation_and_skips_the_rest(
+        self, db
+    ):
         handler = ScriptedHandler({2: [ConsumerCrash()]})
         body = batch_body([ACCEPT_1, NOTES_3 | {"resource_id": 2}, NOTES_3])
         with pytest.raises(ConsumerCrash):
             await executor_for(db, handler).handle(delivery(body))
 
         disposition = await executor_for(db, handler).handle(
-            delivery(body, delivery_count=DELIVERY_LIMIT)
+            delivery(body, delivery_count=DELIVERY_LIMIT + 1, dead_lettered=True)
         )
 
-        assert disposition is Disposition.DEAD_LETTER
+        assert disposition is Disposition.ACK, "the reconcile copy is consumed"
         assert handler.calls == Counter({1: 1, 2: 1}), "the crashing operation must not run again"
         assert outcomes(db) == [
             (0, Outcome.SUCCEEDED, 200, None),
@@ -801,13 +805,17 @@ class TestDeliveryLimit:
         assert crashed.error.code is ErrorCode.INTERNAL_ERROR
         assert routing_keys(db)[-1] == "batch.order_update.partial"
 
-    async def test_a_batch_first_seen_at_the_limit_fails_without_running_anything(self, db):
+    async def test_a_batch_never_claimed_before_it_was_dead_lettered_fails_without_running(
+        self, db
+    ):
         handler = ScriptedHandler()
         disposition = await executor_for(db, handler).handle(
-            delivery(batch_body(PARTIAL_BATCH), delivery_count=DELIVERY_LIMIT + 1)
+            delivery(
+                batch_body(PARTIAL_BATCH), delivery_count=DELIVERY_LIMIT + 1, dead_lettered=True
+            )
         )
 
-        assert disposition is Disposition.DEAD_LETTER
+        assert disposition is Disposition.ACK
         assert handler.calls == Counter()
         assert [(i, code) for i, _, _, code in outcomes(db)] == [
             (0, "INTERNAL_ERROR"),
@@ -817,9 +825,11 @@ class TestDeliveryLimit:
         assert the_completion(db).status is BatchStatus.FAILED
         assert untouched(db, 1, 2, 3)
 
-    async def test_a_delivery_below_the_limit_runs_normally(self, db):
+    async def test_even_the_last_allowed_delivery_runs_normally(self, db):
+        # Only the broker's dead letter ends a batch early: a message returned unprocessed
+        # (prefetched by a consumer that was killed) must not count as a crash.
         disposition = await executor_for(db).handle(
-            delivery(batch_body(PARTIAL_BATCH), delivery_count=DELIVERY_LIMIT - 1)
+            delivery(batch_body(PARTIAL_BATCH), delivery_count=DELIVERY_LIMIT)
         )
 
         assert disposition is Disposition.ACK
