@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Insert, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -135,29 +135,31 @@ class SqlBatchRepository(BatchRepository):
         status: int,
         error_code: str | None,
         event: bytes,
+        announcement: OutboxMessage,
     ) -> None:
+        # One round trip instead of three: the result row, its outbox row and the counter.
+        result = insert(operation_results).values(
+            batch_id=batch_id,
+            index=index,
+            resource_id=resource_id,
+            outcome=outcome.value,
+            status_code=status,
+            error_code=error_code,
+            event=event,
+        )
+        counter = _COUNTER[outcome]
+        statement = (
+            update(batch_operations)
+            .where(batch_operations.c.batch_id == batch_id)
+            .values({counter: counter + 1})
+            .add_cte(result.cte("result"), outbox_insert(announcement).cte("announcement"))
+        )
         try:
-            await self._session.execute(
-                insert(operation_results).values(
-                    batch_id=batch_id,
-                    index=index,
-                    resource_id=resource_id,
-                    outcome=outcome.value,
-                    status_code=status,
-                    error_code=error_code,
-                    event=event,
-                )
-            )
+            await self._session.execute(statement)
         except IntegrityError as exc:
             if _RESULTS_PK in str(exc.orig):
                 raise DuplicateResult(f"batch {batch_id} operation {index}") from exc
             raise
-        counter = _COUNTER[outcome]
-        await self._session.execute(
-            update(batch_operations)
-            .where(batch_operations.c.batch_id == batch_id)
-            .values({counter: counter + 1})
-        )
 
     async def complete(
         self, batch_id: UUID, status: BatchStatus, completed_at: datetime, completion_event: bytes
@@ -369,14 +371,16 @@ class SqlOutboxRepository(OutboxRepository):
         self._session = session
 
     async def add(self, message: OutboxMessage) -> None:
-        await self._session.execute(
-            insert(outbox).values(
-                exchange=message.exchange,
-                routing_key=message.routing_key,
-                message_id=message.message_id,
-                correlation_id=message.correlation_id,
-                body=message.body,
-                mandatory=message.mandatory,
-                traceparent=message.traceparent,
-            )
-        )
+        await self._session.execute(outbox_insert(message))
+
+
+def outbox_insert(message: OutboxMessage) -> Insert:
+    return insert(outbox).values(
+        exchange=message.exchange,
+        routing_key=message.routing_key,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        body=message.body,
+        mandatory=message.mandatory,
+        traceparent=message.traceparent,
+    )

@@ -142,7 +142,10 @@ class RequestConsumer:
 
     async def stop(self, timeout: float) -> None:
         """Take no new batches, let running ones reach a safe point, then return."""
+        # Before any await: no batch may start another operation once stopping is logged.
+        self._executor.request_stop()
         self._stopping.set()
+        log.info("consumer_stopping", in_flight=len(self._in_flight), timeout=timeout)
         if self._queue is not None and self._consumer_tag is not None:
             try:
                 await self._queue.cancel(self._consumer_tag)
@@ -154,7 +157,6 @@ class RequestConsumer:
                 await self._reconcile.cancel(self._reconcile_tag)
             except Exception:
                 log.warning("consumer_cancel_failed", exc_info=True)
-        self._executor.request_stop()
         if self._in_flight:
             _, late = await asyncio.wait(self._in_flight, timeout=timeout)
             if late:

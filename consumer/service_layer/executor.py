@@ -423,8 +423,8 @@ class BatchExecutor:
                     result.status,
                     error_code,
                     body,
+                    self._events.operation_message(result, body),
                 )
-                await uow.outbox.add(self._events.operation_message(result, body))
         except DuplicateResult:
             await uow.rollback()
             stored = {r.index: r.outcome for r in await uow.batches.results(run.batch_id)}

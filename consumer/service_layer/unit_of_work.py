@@ -77,8 +77,10 @@ class BatchRepository(abc.ABC):
         status: int,
         error_code: str | None,
         event: bytes,
+        announcement: OutboxMessage,
     ) -> None:
-        """Record one result and count it. Raises DuplicateResult when the index has one."""
+        """Record one result, count it and queue its event (`announcement`) for the relay.
+        Raises DuplicateResult when the index already has a result."""
 
     @abc.abstractmethod
     async def complete(

@@ -64,6 +64,7 @@ class TestGracefulShutdown:
 
                 await eventually(operation_zero_done, what="operation 0 committed")
                 first.process.send_signal(signal.SIGTERM)
+                await first.wait_for_log('"consumer_stopping"')
                 await blocker.rollback()
         finally:
             await engine.dispose()

@@ -211,6 +211,7 @@ class FakeBatchRepository(BatchRepository):
         status: int,
         error_code: str | None,
         event: bytes,
+        announcement: OutboxMessage,
     ) -> None:
         self._staged.check()
         key = (batch_id, index)
@@ -232,6 +233,7 @@ class FakeBatchRepository(BatchRepository):
         else:
             counted.state.skipped += 1
         self._staged.batches[batch_id] = counted
+        self._staged.outbox.append(announcement)
 
     async def complete(
         self, batch_id: UUID, status: BatchStatus, completed_at: datetime, completion_event: bytes

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from structlog.testing import capture_logs
@@ -162,6 +162,11 @@ def delivery(
     )
 
 
+def announcement(body: bytes) -> OutboxMessage:
+    """An event's outbox row, as the executor would queue it with a result."""
+    return OutboxMessage("results", "operation.order_update.succeeded", uuid4(), None, body)
+
+
 # -- reading the outcome back -------------------------------------------------------------------
 
 
@@ -268,11 +273,15 @@ class TestFakeUnitOfWork:
                     None,
                 )
             )
-            await uow.batches.add_result(BATCH_ID, 0, 1, Outcome.SUCCEEDED, 200, None, b"{}")
+            await uow.batches.add_result(
+                BATCH_ID, 0, 1, Outcome.SUCCEEDED, 200, None, b"{}", announcement(b"{}")
+            )
             await uow.commit()
         async with FakeUnitOfWork(db) as uow:
             with pytest.raises(DuplicateResult):
-                await uow.batches.add_result(BATCH_ID, 0, 1, Outcome.FAILED, 409, "CONFLICT", b"")
+                await uow.batches.add_result(
+                    BATCH_ID, 0, 1, Outcome.FAILED, 409, "CONFLICT", b"", announcement(b"")
+                )
         assert stored_state(db).completed == 1
 
 
@@ -646,7 +655,9 @@ class TestRedelivery:
 
         async def competing_consumer_commits_operation_0() -> None:
             async with FakeUnitOfWork(db) as uow:
-                await uow.batches.add_result(BATCH_ID, 0, 1, Outcome.SUCCEEDED, 200, None, theirs)
+                await uow.batches.add_result(
+                    BATCH_ID, 0, 1, Outcome.SUCCEEDED, 200, None, theirs, announcement(theirs)
+                )
                 await uow.commit()
 
         raced: list[int] = []
@@ -664,7 +675,8 @@ class TestRedelivery:
         assert disposition is Disposition.ACK
         assert untouched(db, 1), "our copy of operation 0 must have been rolled back"
         assert db.results[(BATCH_ID, 0)].event == theirs
-        assert [e.index for e in operation_events(db)] == [1], "no second event for operation 0"
+        assert [e.index for e in operation_events(db)] == [0, 1], "operation 0 announced once"
+        assert operation_messages(db)[0].body == theirs, "by the consumer that committed it"
         assert stored_state(db).completed == 2
 
     async def test_a_requested_stop_leaves_the_rest_of_the_batch_to_redelivery(self, db):
