@@ -63,7 +63,9 @@ class Service:
                 self.settings.amqp_url, client_properties={"connection_name": "batchops"}
             )
             self.relay.attach(await self._connection.channel(publisher_confirms=True))
-            await self.consumer.start(await self._connection.channel())
+            await self.consumer.start(
+                await self._connection.channel(), await self._connection.channel()
+            )
         if self.http:
             await self._start_http()
         self.started.set()
@@ -151,7 +153,11 @@ def bootstrap(
     consume: bool = True,
     http: bool = False,
 ) -> Service:
-    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = create_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        command_timeout=settings.db_command_timeout_seconds,
+    )
     if uow_factory is None:
         sessions = session_factory(engine)
 

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     prefetch: PositiveInt = 8
     delivery_limit: PositiveInt = DEFAULT_DELIVERY_LIMIT
     db_pool_size: PositiveInt = 10
+    # Longest a statement (a lock wait, a COMMIT) may take before it counts as a fault.
+    db_command_timeout_seconds: PositiveFloat = 30.0
 
     relay_batch_size: PositiveInt = 200
     relay_poll_seconds: PositiveFloat = 0.5

@@ -91,7 +91,7 @@ async def namespace(service_urls: ServiceUrls) -> AsyncIterator[str]:
     connection = await aio_pika.connect_robust(service_urls.amqp)
     try:
         channel = await connection.channel()
-        for queue in (f"{ns}.requests", f"{ns}.dead"):
+        for queue in (f"{ns}.requests", f"{ns}.dead", f"{ns}.dead.reconcile"):
             await channel.queue_delete(queue, if_unused=False, if_empty=False)
         for exchange in (f"{ns}.requests", f"{ns}.results", f"{ns}.dlx"):
             await channel.exchange_delete(exchange)

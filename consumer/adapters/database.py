@@ -16,14 +16,18 @@ from sqlalchemy.ext.asyncio import (
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(
+    database_url: str, *, pool_size: int = 10, command_timeout: float | None = None
+) -> AsyncEngine:
+    """`command_timeout` bounds every statement, COMMIT included: a connection that went
+    silent (a half-open TCP link) then fails like a dropped one instead of hanging forever."""
     return create_async_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
         # asyncpg's statement cache is per connection; keep it warm for the hot path.
-        connect_args={"statement_cache_size": 256},
+        connect_args={"statement_cache_size": 256, "command_timeout": command_timeout},
     )
 
 

@@ -108,6 +108,7 @@ class SqlBatchRepository(BatchRepository):
             fingerprint=row["fingerprint"],
             correlation_id=row["correlation_id"],
             completion_event=row["completion_event"],
+            in_hand=row["in_hand"],
         )
 
     async def results(self, batch_id: UUID) -> list[StoredResult]:
@@ -160,6 +161,13 @@ class SqlBatchRepository(BatchRepository):
             if _RESULTS_PK in str(exc.orig):
                 raise DuplicateResult(f"batch {batch_id} operation {index}") from exc
             raise
+
+    async def mark_in_hand(self, batch_id: UUID, index: int) -> None:
+        await self._session.execute(
+            update(batch_operations)
+            .where(batch_operations.c.batch_id == batch_id)
+            .values(in_hand=index)
+        )
 
     async def complete(
         self, batch_id: UUID, status: BatchStatus, completed_at: datetime, completion_event: bytes
@@ -372,6 +380,12 @@ class SqlOutboxRepository(OutboxRepository):
 
     async def add(self, message: OutboxMessage) -> None:
         await self._session.execute(outbox_insert(message))
+
+    async def body_of(self, message_id: UUID) -> bytes | None:
+        body: bytes | None = await self._session.scalar(
+            select(outbox.c.body).where(outbox.c.message_id == message_id).limit(1)
+        )
+        return body
 
 
 def outbox_insert(message: OutboxMessage) -> Insert:

@@ -121,6 +121,9 @@ batch_operations = Table(
     Column("completed_at", DateTime(timezone=True)),
     # The exact completion event, so that every re-publication is byte-identical.
     Column("completion_event", LargeBinary),
+    # Atomic batches only: the operation running when last seen, committed on its own so that
+    # a batch that keeps crashing the consumer blames the right operation.
+    Column("in_hand", SmallInteger),
     # History look-ups: newest first, per actor or for everyone, optionally by status.
     Index("ix_batch_operations_actor_created", "actor_id", text("created_at DESC")),
     Index("ix_batch_operations_created", text("created_at DESC")),
@@ -154,7 +157,7 @@ outbox = Table(
     Column("id", BigInteger, Identity(), primary_key=True),
     Column("exchange", String(255), nullable=False),
     Column("routing_key", String(255), nullable=False),
-    Column("message_id", Uuid, nullable=False),
+    Column("message_id", Uuid, nullable=False, index=True),
     Column("correlation_id", String(255)),
     # Replies to a caller's private queue may find it gone: those are not `mandatory`.
     Column("mandatory", Boolean, nullable=False, server_default=text("true")),

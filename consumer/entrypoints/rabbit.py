@@ -22,7 +22,9 @@ log = structlog.get_logger(__name__)
 HOLD_BACKOFF_SECONDS = (0.2, 5.0)
 
 
-def to_delivery(message: AbstractIncomingMessage, *, dead_lettered: bool = False) -> Delivery:
+def to_delivery(
+    message: AbstractIncomingMessage, *, dead_lettered: bool = False, give_up: bool = False
+) -> Delivery:
     headers = message.headers or {}
     count = headers.get("x-delivery-count", 0)
     traceparent = headers.get("traceparent")
@@ -36,6 +38,7 @@ def to_delivery(message: AbstractIncomingMessage, *, dead_lettered: bool = False
         delivery_count=count if isinstance(count, int) else 0,
         traceparent=traceparent if isinstance(traceparent, str) else None,
         dead_lettered=dead_lettered,
+        give_up=give_up,
     )
 
 
@@ -86,13 +89,17 @@ class RequestConsumer:
         consumers: dict[str, object] = getattr(underlay, "consumers", {})
         return self._consumer_tag in consumers
 
-    async def start(self, channel: AbstractChannel) -> None:
+    async def start(self, channel: AbstractChannel, reconcile_channel: AbstractChannel) -> None:
         self._channel = channel
         await channel.set_qos(prefetch_count=self._prefetch)
         await declare_topology(channel, self._topology)
         self._queue = await channel.get_queue(self._topology.requests_queue)
         await self._subscribe()
-        self._reconcile = await channel.get_queue(self._topology.dead_letter_reconcile_queue)
+        # Dead letters run one at a time: a poison batch must not take a bystander down again.
+        await reconcile_channel.set_qos(prefetch_count=1)
+        self._reconcile = await reconcile_channel.get_queue(
+            self._topology.dead_letter_reconcile_queue
+        )
         self._reconcile_tag = await self._reconcile.consume(self._on_dead_letter)
 
     async def _subscribe(self) -> None:
@@ -174,14 +181,22 @@ class RequestConsumer:
                 self._in_flight.discard(task)
 
     async def _on_dead_letter(self, message: AbstractIncomingMessage) -> None:
-        """Finish the batch of a request the broker gave up on; `{ns}.dead` keeps the copy
-        for operators."""
+        """Bring the batch of a request the broker gave up on to a terminal status (`{ns}.dead`
+        keeps the request for operators). It first runs once more, alone: a batch that was only
+        in flight beside a poison one completes normally. If that run crashes us too, the
+        redelivered copy gives up on the operation in hand."""
         async with message.process(requeue=True, ignore_processed=True):
             if not gave_up_on(message, self._topology.requests_queue):
                 return
-            log.error("request_dead_lettered_by_broker", message_id=message.message_id)
+            log.error(
+                "request_dead_lettered_by_broker",
+                message_id=message.message_id,
+                giving_up=message.redelivered,
+            )
             metrics.DEAD_LETTERED.inc()
-            await self._handle_holding(to_delivery(message, dead_lettered=True))
+            delivery = to_delivery(message, dead_lettered=True, give_up=bool(message.redelivered))
+            with metrics.IN_FLIGHT.track_inprogress():
+                await self._handle_holding(delivery)
 
     async def _settle(self, message: AbstractIncomingMessage) -> None:
         delivery = to_delivery(message)

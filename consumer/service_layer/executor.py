@@ -71,6 +71,9 @@ class _Run:
     stored: StoredBatch
     handler: OperationHandler
     outcomes: dict[int, Outcome] = field(default_factory=dict)
+    # A dead-lettered request's last chance runs to the end even during shutdown: requeueing it
+    # would mark it redelivered, which the reconciler reads as "it crashed us".
+    interruptible: bool = True
 
     @property
     def batch_id(self) -> UUID:
@@ -145,15 +148,17 @@ class BatchExecutor:
             log.info("duplicate_batch_completion_resent", status=stored.state.status.value)
             await self._resend_completion(request.batch_id, delivery)
             return Disposition.ACK
-        run = _Run(request, stored, self._handler_for(request))
+        run = _Run(
+            request, stored, self._handler_for(request), interruptible=not delivery.dead_lettered
+        )
         if not is_new:
             run.outcomes = await self._stored_outcomes(request.batch_id)
             log.info(
                 "batch_resumed", finished=len(run.outcomes), delivery_count=delivery.delivery_count
             )
-        if delivery.dead_lettered:
-            # The broker gave up after the delivery limit: finish the batch without running the
-            # operation that kept crashing us, so that it still reaches a terminal status.
+        if delivery.give_up:
+            # Even its isolated run crashed: finish the batch without running the operation that
+            # keeps crashing us, so that it still reaches a terminal status.
             await self._give_up(run)
             await self._finish(run, delivery)
             return Disposition.ACK
@@ -211,7 +216,7 @@ class BatchExecutor:
                 first = min(i for i, o in run.outcomes.items() if o is Outcome.FAILED)
                 await self._skip(run, f"not executed: operation {first} failed (stop_on_error)")
                 return
-            if self._stop_requested:
+            if self._stop_requested and run.interruptible:
                 raise Interrupted(f"stopped before operation {index}")
             with bound_contextvars(index=index):
                 run.outcomes[index] = await self._execute(run, index, operation)
@@ -293,6 +298,7 @@ class BatchExecutor:
                 results: list[OperationResult] = []
                 for index, operation in enumerate(run.request.operations):
                     reached = index
+                    await self._mark_in_hand(run, index)
                     try:
                         data = await run.handler(context, operation)
                     except OperationFailed as failure:
@@ -371,9 +377,31 @@ class BatchExecutor:
         ]
         await self._record(run, skipped)
 
+    async def _mark_in_hand(self, run: _Run, index: int) -> None:
+        async def attempt() -> None:
+            async with self._uow_factory() as uow:
+                await uow.batches.mark_in_hand(run.batch_id, index)
+                await uow.commit()
+
+        await retrying(attempt, self._retry, self._is_transient)
+
     async def _give_up(self, run: _Run) -> None:
         pending = run.pending()
         if not pending:
+            return
+        if run.request.mode is Mode.ATOMIC:
+            crashed_index = run.stored.in_hand or 0
+            log.error("poison_batch_given_up", index=crashed_index)
+            await self._record(
+                run,
+                self._rolled_back(
+                    run,
+                    crashed_index,
+                    ErrorCode.INTERNAL_ERROR,
+                    "the operation crashed the consumer on every delivery",
+                    "PoisonMessage",
+                ),
+            )
             return
         index, operation = pending[0]
         log.error("poison_batch_given_up", index=index, delivery_limit=self._delivery_limit)
@@ -513,10 +541,12 @@ class BatchExecutor:
         )
         metrics.BATCHES_REJECTED.labels(rejection.code.value).inc()
         event = self._events.rejected(rejection, delivery.correlation_id, self._clock())
-        body = event.model_dump_json().encode()
+        fresh = event.model_dump_json().encode()
 
         async def attempt() -> None:
             async with self._uow_factory() as uow:
+                # A redelivered refusal re-sends the first copy: same event id, same body.
+                body = await uow.outbox.body_of(event.event_id) or fresh
                 for message in self._events.batch_messages(
                     rejection.operation_type,
                     BatchStatus.REJECTED.value,

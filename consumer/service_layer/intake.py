@@ -35,8 +35,10 @@ class Delivery:
     delivery_count: int = 0
     # W3C trace context of the producer, when it sent one.
     traceparent: str | None = None
-    # The broker dead-lettered this request after its delivery limit: finish, don't run.
+    # A copy of a request the broker dead-lettered after its delivery limit: it runs once more,
+    # alone, in case it was only a bystander of a crash; `give_up` when that run crashed too.
     dead_lettered: bool = False
+    give_up: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,8 @@ class StoredBatch:
     fingerprint: bytes
     correlation_id: str | None
     completion_event: bytes | None
+    # The operation an atomic batch was running when last seen (nothing else records it).
+    in_hand: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,10 @@ class BatchRepository(abc.ABC):
         Raises DuplicateResult when the index already has a result."""
 
     @abc.abstractmethod
+    async def mark_in_hand(self, batch_id: UUID, index: int) -> None:
+        """Note, outside the batch's own transaction, which operation runs now."""
+
+    @abc.abstractmethod
     async def complete(
         self, batch_id: UUID, status: BatchStatus, completed_at: datetime, completion_event: bytes
     ) -> None: ...
@@ -130,6 +136,10 @@ class MarketplaceRepository(abc.ABC):
 class OutboxRepository(abc.ABC):
     @abc.abstractmethod
     async def add(self, message: OutboxMessage) -> None: ...
+
+    @abc.abstractmethod
+    async def body_of(self, message_id: UUID) -> bytes | None:
+        """The body already queued under this event id, if any (to re-send it unchanged)."""
 
 
 class AbstractUnitOfWork(abc.ABC):

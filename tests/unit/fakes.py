@@ -247,6 +247,12 @@ class FakeBatchRepository(BatchRepository):
         completed.state.completed_at = completed_at
         self._staged.batches[batch_id] = completed
 
+    async def mark_in_hand(self, batch_id: UUID, index: int) -> None:
+        self._staged.check()
+        batch = self._current(batch_id)
+        if batch is not None:
+            self._staged.batches[batch_id] = replace(copy_batch(batch), in_hand=index)
+
 
 class FakeMarketplaceRepository(MarketplaceRepository):
     def __init__(self, db: FakeDatabase, staged: _Staged) -> None:
@@ -331,12 +337,18 @@ class FakeMarketplaceRepository(MarketplaceRepository):
 
 
 class FakeOutboxRepository(OutboxRepository):
-    def __init__(self, staged: _Staged) -> None:
+    def __init__(self, db: FakeDatabase, staged: _Staged) -> None:
+        self._db = db
         self._staged = staged
 
     async def add(self, message: OutboxMessage) -> None:
         self._staged.check()
         self._staged.outbox.append(message)
+
+    async def body_of(self, message_id: UUID) -> bytes | None:
+        self._staged.check()
+        queued = [*self._db.outbox, *self._staged.outbox]
+        return next((m.body for m in queued if m.message_id == message_id), None)
 
 
 class FakeUnitOfWork(AbstractUnitOfWork):
@@ -345,7 +357,7 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         self._staged = _Staged()
         self.batches = FakeBatchRepository(db, self._staged)
         self.marketplace = FakeMarketplaceRepository(db, self._staged)
-        self.outbox = FakeOutboxRepository(self._staged)
+        self.outbox = FakeOutboxRepository(db, self._staged)
 
     async def __aenter__(self) -> FakeUnitOfWork:
         if self._staged.active:

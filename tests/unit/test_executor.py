@@ -150,6 +150,7 @@ def delivery(
     correlation_id: str | None = "corr-1",
     reply_to: str | None = None,
     dead_lettered: bool = False,
+    give_up: bool = False,
 ) -> Delivery:
     return Delivery(
         body=body,
@@ -159,6 +160,7 @@ def delivery(
         content_type="application/json",
         delivery_count=delivery_count,
         dead_lettered=dead_lettered,
+        give_up=give_up,
     )
 
 
@@ -800,7 +802,7 @@ class TestDeliveryLimit:
             await executor_for(db, handler).handle(delivery(body))
 
         disposition = await executor_for(db, handler).handle(
-            delivery(body, delivery_count=DELIVERY_LIMIT + 1, dead_lettered=True)
+            delivery(body, delivery_count=DELIVERY_LIMIT + 1, dead_lettered=True, give_up=True)
         )
 
         assert disposition is Disposition.ACK, "the reconcile copy is consumed"
@@ -823,7 +825,10 @@ class TestDeliveryLimit:
         handler = ScriptedHandler()
         disposition = await executor_for(db, handler).handle(
             delivery(
-                batch_body(PARTIAL_BATCH), delivery_count=DELIVERY_LIMIT + 1, dead_lettered=True
+                batch_body(PARTIAL_BATCH),
+                delivery_count=DELIVERY_LIMIT + 1,
+                dead_lettered=True,
+                give_up=True,
             )
         )
 
@@ -836,6 +841,33 @@ class TestDeliveryLimit:
         ]
         assert the_completion(db).status is BatchStatus.FAILED
         assert untouched(db, 1, 2, 3)
+
+    async def test_a_dead_lettered_bystander_runs_normally_on_its_last_chance(self, db):
+        handler = ScriptedHandler()
+        disposition = await executor_for(db, handler).handle(
+            delivery(
+                batch_body(PARTIAL_BATCH), delivery_count=DELIVERY_LIMIT + 1, dead_lettered=True
+            )
+        )
+
+        assert disposition is Disposition.ACK
+        assert handler.calls == Counter({1: 1, 2: 1, 3: 1})
+        assert the_completion(db).status is BatchStatus.PARTIAL
+
+    async def test_an_atomic_poison_batch_blames_the_operation_it_was_running(self, db):
+        handler = ScriptedHandler({2: [ConsumerCrash()]})
+        body = batch_body([ACCEPT_1, NOTES_3 | {"resource_id": 2}, NOTES_3], mode=Mode.ATOMIC)
+        with pytest.raises(ConsumerCrash):
+            await executor_for(db, handler).handle(delivery(body))
+
+        await executor_for(db, handler).handle(delivery(body, dead_lettered=True, give_up=True))
+
+        assert [(i, code) for i, _, _, code in outcomes(db)] == [
+            (0, "SKIPPED"),
+            (1, "INTERNAL_ERROR"),
+            (2, "SKIPPED"),
+        ]
+        assert untouched(db, 1)
 
     async def test_even_the_last_allowed_delivery_runs_normally(self, db):
         # Only the broker's dead letter ends a batch early: a message returned unprocessed

@@ -1,0 +1,51 @@
+"""The oracle itself: it must fail a run with a double effect, a diverging event copy, or a
+batch that never finished; otherwise a passing fault scenario would prove nothing."""
+
+from __future__ import annotations
+
+import aio_pika
+import pytest
+
+from contracts import operation_event_id
+from tests.faults.model import notes_batch
+from tests.faults.oracle import Allowances
+from tests.faults.scenario import Scenario
+
+
+class TestTheOracle:
+    async def test_it_reports_an_effect_applied_twice_and_an_event_copy_with_another_body(
+        self, scenario: Scenario
+    ) -> None:
+        await scenario.consumers.start()
+        batch = notes_batch((3, "a0"), (6, "a1"))
+        await scenario.publish(batch)
+        await scenario.db.wait_for_results(batch.batch_id, 2)
+        # Forge the two faults the scenarios hunt for: operation 0 applied a second time, and
+        # a re-publication of its event that differs from the first copy.
+        await scenario.db.execute("UPDATE orders SET notes = notes || E'\\na0' WHERE id = 3")
+        event_id = operation_event_id(batch.batch_id, 0)
+        forged = (
+            f'{{"event_id": "{event_id}", "batch_id": "{batch.batch_id}", "outcome": "failed"}}'
+        )
+        connection = await aio_pika.connect(scenario.settings.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            results = await channel.get_exchange(scenario.topology.results_exchange)
+            await results.publish(
+                aio_pika.Message(forged.encode(), message_id=str(event_id)),
+                routing_key="operation.custom.succeeded",
+            )
+
+        with pytest.raises(AssertionError) as failed:
+            await scenario.check()
+
+        assert "order 3 is" in str(failed.value), "the double append must be reported"
+        assert f"event {event_id}: 2 copies with 2 different bodies" in str(failed.value)
+
+    async def test_it_reports_a_batch_that_never_reached_a_terminal_status(
+        self, scenario: Scenario
+    ) -> None:
+        await scenario.publish(notes_batch((3, "a0")))  # no consumer runs
+
+        with pytest.raises(AssertionError, match="not every batch reached a terminal status"):
+            await scenario.check(Allowances(terminal_within=0.5))
