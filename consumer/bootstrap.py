@@ -13,7 +13,7 @@ import uvicorn
 from aio_pika.abc import AbstractRobustConnection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.adapters.database import create_engine, session_factory
+from consumer.adapters.database import create_engine
 from consumer.adapters.relay import OutboxRelay
 from consumer.adapters.unit_of_work import SqlUnitOfWork
 from consumer.config import Settings
@@ -159,10 +159,9 @@ def bootstrap(
         command_timeout=settings.db_command_timeout_seconds,
     )
     if uow_factory is None:
-        sessions = session_factory(engine)
 
         def uow_factory() -> AbstractUnitOfWork:
-            return SqlUnitOfWork(sessions)
+            return SqlUnitOfWork(engine)
 
     handlers = HANDLERS if handlers is None else handlers
     if custom_handlers is None:

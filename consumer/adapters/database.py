@@ -8,8 +8,6 @@ from pathlib import Path
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
     create_async_engine,
 )
 
@@ -25,14 +23,11 @@ def create_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs three round trips per checkout, and a dead pooled connection
+        # already fails as a transient fault that the executor retries on a fresh one.
         # asyncpg's statement cache is per connection; keep it warm for the hot path.
         connect_args={"statement_cache_size": 256, "command_timeout": command_timeout},
     )
-
-
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
 
 
 async def create_database_if_missing(database_url: str) -> bool:

@@ -22,6 +22,7 @@ from consumer.adapters.tables import outbox
 from publisher import PublishError, UnroutableError, publish_confirmed
 
 log = structlog.get_logger(__name__)
+COALESCE_SECONDS = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,9 @@ class OutboxRelay:
             if relayed < self._batch_size:
                 # Back off up to 5 s while passes keep failing; a commit still wakes us at once.
                 await self._wait(stopping, min(self._poll_seconds * 2**failures, 5.0))
+                # Let the commits of the next few milliseconds join this pass: one pass per
+                # operation would cost the batch more CPU than the events themselves.
+                await asyncio.sleep(COALESCE_SECONDS)
         await self.flush()
 
     async def flush(self) -> None:

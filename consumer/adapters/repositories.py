@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import Insert, func, insert, select, update
+from sqlalchemy import Column, Insert, Update, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer.adapters.tables import (
     batch_operations,
@@ -49,9 +49,71 @@ _COUNTER = {
 }
 _RESULTS_PK = "pk_operation_results"
 
+# The statements of the per-operation hot path, built once with bind parameters: building and
+# cache-keying a statement per call cost more CPU than the round trip it makes.
+_ACTOR = select(users.c.id, users.c.role, users.c.is_active).where(
+    users.c.id == bindparam("user_id"), users.c.deleted_at.is_(None)
+)
+_ORDER_FOR_UPDATE = (
+    select(
+        orders.c.id,
+        orders.c.client_id,
+        orders.c.professional_id,
+        orders.c.service_id,
+        orders.c.status,
+        orders.c.notes,
+        orders.c.price,
+        professionals.c.user_id.label("professional_user_id"),
+    )
+    .join(professionals, professionals.c.id == orders.c.professional_id)
+    .where(orders.c.id == bindparam("order_id"), orders.c.deleted_at.is_(None))
+    .with_for_update(of=orders)
+)
+_SAVE_ORDER = (
+    update(orders)
+    .where(orders.c.id == bindparam("order_id"))
+    .values(
+        status=bindparam("new_status"),
+        notes=bindparam("new_notes"),
+        price=bindparam("new_price"),
+        updated_at=func.now(),
+    )
+)
+
+
+def _recording(counter: Column[int]) -> Update:
+    """The result row, its event's outbox row and the batch counter in one statement."""
+    result = insert(operation_results).values(
+        batch_id=bindparam("r_batch_id"),
+        index=bindparam("r_index"),
+        resource_id=bindparam("r_resource_id"),
+        outcome=bindparam("r_outcome"),
+        status_code=bindparam("r_status"),
+        error_code=bindparam("r_error_code"),
+        event=bindparam("r_event"),
+    )
+    announcement = insert(outbox).values(
+        exchange=bindparam("o_exchange"),
+        routing_key=bindparam("o_routing_key"),
+        message_id=bindparam("o_message_id"),
+        correlation_id=bindparam("o_correlation_id"),
+        body=bindparam("o_body"),
+        mandatory=bindparam("o_mandatory"),
+        traceparent=bindparam("o_traceparent"),
+    )
+    return (
+        update(batch_operations)
+        .where(batch_operations.c.batch_id == bindparam("b_batch_id"))
+        .values({counter: counter + 1})
+        .add_cte(result.cte("result"), announcement.cte("announcement"))
+    )
+
+
+_RECORD = {outcome: _recording(column) for outcome, column in _COUNTER.items()}
+
 
 class SqlBatchRepository(BatchRepository):
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self._session = session
 
     async def claim(self, batch: StoredBatch) -> tuple[StoredBatch, bool]:
@@ -138,25 +200,25 @@ class SqlBatchRepository(BatchRepository):
         event: bytes,
         announcement: OutboxMessage,
     ) -> None:
-        # One round trip instead of three: the result row, its outbox row and the counter.
-        result = insert(operation_results).values(
-            batch_id=batch_id,
-            index=index,
-            resource_id=resource_id,
-            outcome=outcome.value,
-            status_code=status,
-            error_code=error_code,
-            event=event,
-        )
-        counter = _COUNTER[outcome]
-        statement = (
-            update(batch_operations)
-            .where(batch_operations.c.batch_id == batch_id)
-            .values({counter: counter + 1})
-            .add_cte(result.cte("result"), outbox_insert(announcement).cte("announcement"))
-        )
+        parameters = {
+            "b_batch_id": batch_id,
+            "r_batch_id": batch_id,
+            "r_index": index,
+            "r_resource_id": resource_id,
+            "r_outcome": outcome.value,
+            "r_status": status,
+            "r_error_code": error_code,
+            "r_event": event,
+            "o_exchange": announcement.exchange,
+            "o_routing_key": announcement.routing_key,
+            "o_message_id": announcement.message_id,
+            "o_correlation_id": announcement.correlation_id,
+            "o_body": announcement.body,
+            "o_mandatory": announcement.mandatory,
+            "o_traceparent": announcement.traceparent,
+        }
         try:
-            await self._session.execute(statement)
+            await self._session.execute(_RECORD[outcome], parameters)
         except IntegrityError as exc:
             if _RESULTS_PK in str(exc.orig):
                 raise DuplicateResult(f"batch {batch_id} operation {index}") from exc
@@ -182,37 +244,15 @@ class SqlBatchRepository(BatchRepository):
 
 
 class SqlMarketplaceRepository(MarketplaceRepository):
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self._session = session
 
     async def get_actor(self, user_id: int) -> Actor | None:
-        row = (
-            await self._session.execute(
-                select(users.c.id, users.c.role, users.c.is_active).where(
-                    users.c.id == user_id, users.c.deleted_at.is_(None)
-                )
-            )
-        ).one_or_none()
+        row = (await self._session.execute(_ACTOR, {"user_id": user_id})).one_or_none()
         return None if row is None else Actor(row.id, Role(row.role), row.is_active)
 
     async def get_order_for_update(self, order_id: int) -> Order | None:
-        row = (
-            await self._session.execute(
-                select(
-                    orders.c.id,
-                    orders.c.client_id,
-                    orders.c.professional_id,
-                    orders.c.service_id,
-                    orders.c.status,
-                    orders.c.notes,
-                    orders.c.price,
-                    professionals.c.user_id.label("professional_user_id"),
-                )
-                .join(professionals, professionals.c.id == orders.c.professional_id)
-                .where(orders.c.id == order_id, orders.c.deleted_at.is_(None))
-                .with_for_update(of=orders)
-            )
-        ).one_or_none()
+        row = (await self._session.execute(_ORDER_FOR_UPDATE, {"order_id": order_id})).one_or_none()
         if row is None:
             return None
         return Order(
@@ -228,14 +268,13 @@ class SqlMarketplaceRepository(MarketplaceRepository):
 
     async def save_order(self, order: Order) -> None:
         await self._session.execute(
-            update(orders)
-            .where(orders.c.id == order.id)
-            .values(
-                status=order.status.value,
-                notes=order.notes,
-                price=order.price,
-                updated_at=func.now(),
-            )
+            _SAVE_ORDER,
+            {
+                "order_id": order.id,
+                "new_status": order.status.value,
+                "new_notes": order.notes,
+                "new_price": order.price,
+            },
         )
 
     async def get_professional_for_update(self, professional_id: int) -> Professional | None:
@@ -375,7 +414,7 @@ _DELETABLE = {
 
 
 class SqlOutboxRepository(OutboxRepository):
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self._session = session
 
     async def add(self, message: OutboxMessage) -> None:

@@ -19,6 +19,7 @@ from structlog.contextvars import bound_contextvars
 from consumer import metrics, tracing
 from consumer.domain.batch import BatchState
 from consumer.domain.errors import OperationFailed
+from consumer.domain.model import Actor
 from consumer.service_layer.events import EventFactory
 from consumer.service_layer.handlers import OperationContext, OperationHandler
 from consumer.service_layer.intake import (
@@ -43,6 +44,7 @@ from contracts import (
     Mode,
     Operation,
     OperationResult,
+    OperationType,
     Outcome,
     completion_event_id,
 )
@@ -74,6 +76,23 @@ class _Run:
     # A dead-lettered request's last chance runs to the end even during shutdown: requeueing it
     # would mark it redelivered, which the reconciler reads as "it crashed us".
     interruptible: bool = True
+    # The actor as this batch last read it. Read once, not per operation (a round trip each),
+    # and again after an operation of the batch changed or deleted that very user.
+    actor: Actor | None = None
+    actor_stale: bool = True
+
+    async def actor_for(self, uow: AbstractUnitOfWork) -> Actor | None:
+        if self.actor_stale:
+            self.actor = await uow.marketplace.get_actor(self.request.actor_id)
+            self.actor_stale = False
+        return self.actor
+
+    def note_success(self, operation: Operation) -> None:
+        if operation.resource_id == self.request.actor_id and self.request.operation_type in (
+            OperationType.USER_UPDATE,
+            OperationType.BULK_DELETE,
+        ):
+            self.actor_stale = True
 
     @property
     def batch_id(self) -> UUID:
@@ -225,10 +244,10 @@ class BatchExecutor:
         async def attempt() -> Outcome:
             async with self._uow_factory() as uow:
                 now = self._clock()
-                actor = await uow.marketplace.get_actor(run.request.actor_id)
-                context = OperationContext(uow, run.request.actor_id, actor, now)
+                context = OperationContext(uow, run.request.actor_id, await run.actor_for(uow), now)
                 try:
                     data = await run.handler(context, operation)
+                    run.note_success(operation)
                     result = self._events.succeeded(
                         run.state,
                         run.stored.correlation_id,
@@ -293,14 +312,19 @@ class BatchExecutor:
             nonlocal reached
             async with self._uow_factory() as uow:
                 now = self._clock()
-                actor = await uow.marketplace.get_actor(run.request.actor_id)
-                context = OperationContext(uow, run.request.actor_id, actor, now)
+                run.actor_stale = True  # one transaction: read the actor in it
+                context = OperationContext(uow, run.request.actor_id, await run.actor_for(uow), now)
                 results: list[OperationResult] = []
                 for index, operation in enumerate(run.request.operations):
                     reached = index
                     await self._mark_in_hand(run, index)
                     try:
                         data = await run.handler(context, operation)
+                        run.note_success(operation)
+                        if run.actor_stale:
+                            context = OperationContext(
+                                uow, run.request.actor_id, await run.actor_for(uow), now
+                            )
                     except OperationFailed as failure:
                         await uow.rollback()
                         results = self._rolled_back(
