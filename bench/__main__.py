@@ -117,6 +117,13 @@ def parse_options(argv: list[str] | None = None) -> Options:
     run_group.add_argument("--database", default="batchops_bench", help="dropped and re-created")
     run_group.add_argument("--timeout", type=float, default=300.0, help="bound of every wait (s)")
     run_group.add_argument("--py-spy", dest="py_spy", metavar="DIR", help="profile the load")
+    run_group.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        metavar="N",
+        help="finished batches stored before the run (cost per operation vs history size)",
+    )
     args = parser.parse_args(argv)
 
     defaults = QUICK if args.quick else FULL
@@ -137,6 +144,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         database=args.database,
         timeout=args.timeout,
         py_spy=args.py_spy,
+        history=args.history,
     )
 
 

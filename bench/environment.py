@@ -11,6 +11,7 @@ import aio_pika
 import yarl
 from sqlalchemy import URL, make_url, text
 
+from bench.history import FILL
 from consumer.adapters.database import create_engine, upgrade
 from consumer.adapters.seed import seed
 from contracts import Topology
@@ -53,8 +54,9 @@ async def execute_admin(url: URL, statement: str) -> None:
         await engine.dispose()
 
 
-async def create_database(url: URL, order_count: int) -> str:
-    """Drop and re-create the database, migrate it, seed `order_count` orders; returns the
+async def create_database(url: URL, order_count: int, history: int = 0) -> str:
+    """Drop and re-create the database, migrate it, seed `order_count` orders and `history`
+    finished batches (to show the cost per operation does not grow with them); returns the
     server's version."""
     await drop_database(url)
     await upgrade(render(url))
@@ -62,6 +64,8 @@ async def create_database(url: URL, order_count: int) -> str:
     try:
         async with engine.begin() as conn:
             await seed(conn, order_count=order_count)
+            if history:
+                await conn.execute(text(FILL), {"actors": 1000, "batches": history})
         async with engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             # Fresh statistics so that every phase gets the same (index) plans.

@@ -23,6 +23,7 @@ class Options:
     database: str = "batchops_bench"
     timeout: float = 300.0
     py_spy: str | None = None
+    history: int = 0
 
 
 def order_count(o: Options) -> int:

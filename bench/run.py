@@ -130,7 +130,7 @@ async def _measure(
     background_percent = SystemCpu.now().busy_percent_since(quiet_since)
     loadavg = os.getloadavg()[0]
     progress(f"database {o.database}: create, migrate, seed {order_count(o)} orders")
-    postgres = await asyncio.wait_for(create_database(url, order_count(o)), o.timeout)
+    postgres = await asyncio.wait_for(create_database(url, order_count(o), o.history), o.timeout)
     progress(f"raw baseline: {o.raw_ops} operations at 1 and at {o.connections} connections")
     raw_since = SystemCpu.now()
     raw = await asyncio.wait_for(
@@ -199,6 +199,7 @@ async def _measure(
             "single_runs": o.single_runs,
             "raw_ops": o.raw_ops,
             "consumers": o.consumers,
+            "stored_batches_before": o.history,
             "command": o.command,
             "prefetch": int(
                 o.service_env.get("BATCHOPS_PREFETCH", Settings.model_fields["prefetch"].default)

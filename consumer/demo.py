@@ -35,6 +35,8 @@ def main() -> int:
         "BATCHOPS_AMQP_URL": settings.amqp_url,
         "BATCHOPS_NAMESPACE": "batchops-demo",
         "BATCHOPS_LOG_FORMAT": "json",
+        # The demo talks AMQP only; an ephemeral port keeps a busy :8000 from failing it.
+        "BATCHOPS_HTTP_PORT": "0",
     }
     _step(f"fresh demo database {demo_url.database!r}")
     asyncio.run(_drop_database(env["BATCHOPS_DATABASE_URL"]))
