@@ -67,10 +67,12 @@ class Service:
                 await self._connection.channel(), await self._connection.channel()
             )
         if self.http:
-            await self._start_http()
+            await self._start_http(self.settings.http_port)
+        elif self.consume and self.settings.metrics_port is not None:
+            await self._start_http(self.settings.metrics_port, probes_only=True)
         self.started.set()
 
-    async def _start_http(self) -> None:
+    async def _start_http(self, port: int, *, probes_only: bool = False) -> None:
         readiness = {"consumer": lambda: self.consumer.is_consuming} if self.consume else {}
         app = create_app(
             ApiContext(
@@ -82,12 +84,13 @@ class Service:
                 ),
                 max_body_bytes=self.settings.max_body_bytes,
                 readiness=readiness,
-            )
+            ),
+            probes_only=probes_only,
         )
         config = uvicorn.Config(
             app,
             host=self.settings.http_host,
-            port=self.settings.http_port,
+            port=port,
             log_config=None,
             access_log=False,
             lifespan="on",

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     namespace: str = Field(DEFAULT_NAMESPACE, pattern=r"^[A-Za-z0-9_.-]+$")
     http_host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on every interface
     http_port: int = Field(8000, ge=0, le=65535)
+    # `batchops consume` serves /healthz, /readyz and /metrics here when set (one port per
+    # process: leave unset when several consumers share a host without their own network).
+    metrics_port: int | None = Field(None, ge=0, le=65535)
 
     max_operations: int = Field(MAX_OPERATIONS, ge=1, le=MAX_OPERATIONS)
     max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024, le=MAX_BODY_BYTES)

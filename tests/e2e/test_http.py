@@ -118,3 +118,24 @@ class TestServedApi:
 
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
         assert "Tested: 8" in result.stdout, result.stdout[-3000:]
+
+
+class TestConsumerProbes:
+    async def test_consume_serves_probes_and_metrics_on_its_metrics_port_and_nothing_else(
+        self, cli_env: dict[str, str], serve: Callable[..., ServeProcess]
+    ) -> None:
+        port = free_port()
+        cli_env["BATCHOPS_METRICS_PORT"] = str(port)
+        consumer = serve("consume")
+        await consumer.wait_for_log('"http_listening"')
+
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            ready = await http.get("/readyz")
+            exposition = await http.get("/metrics")
+            api = await http.get("/api/v1/batch/stats/")
+
+        assert ready.json()["checks"] == {"database": True, "broker": True, "consumer": True}
+        assert "batchops_consumer_in_flight" in exposition.text
+        assert api.status_code == 404
+        consumer.process.terminate()
+        assert await asyncio.to_thread(consumer.process.wait, 20) == 0

@@ -58,7 +58,9 @@ class ApiContext:
     readiness: dict[str, Callable[[], bool]]
 
 
-def create_app(context: ApiContext) -> FastAPI:
+def create_app(context: ApiContext, *, probes_only: bool = False) -> FastAPI:
+    """The API; with `probes_only`, just /healthz, /readyz and /metrics (for consumers)."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with context.publisher:
@@ -73,7 +75,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.state.context = context
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=context.max_body_bytes)
-    app.include_router(Routes(context).router())
+    app.include_router(Routes(context).router(probes_only=probes_only))
     return app
 
 
@@ -167,7 +169,7 @@ class Routes:
 
     context: ApiContext
 
-    def router(self) -> APIRouter:
+    def router(self, *, probes_only: bool = False) -> APIRouter:
         router = APIRouter()
         router.add_api_route("/healthz", self.healthz, methods=["GET"], response_model=Health)
         router.add_api_route(
@@ -178,6 +180,8 @@ class Routes:
             responses={503: {"model": Health, "description": "a dependency is unreachable"}},
         )
         router.add_api_route("/metrics", self.metrics, methods=["GET"], response_class=Response)
+        if probes_only:
+            return router
         router.add_api_route(
             f"{API}/history/",
             self.history,
