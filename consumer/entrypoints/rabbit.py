@@ -69,6 +69,7 @@ class RequestConsumer:
         self._last_delivery = time.monotonic()
         # Kept by the watchdog: false once the broker cancelled our consumer.
         self._broker_knows_us = False
+        self.resubscriptions = 0
 
     @property
     def in_flight(self) -> int:
@@ -130,7 +131,11 @@ class RequestConsumer:
         self._broker_knows_us = await self._still_subscribed()
         if not self._broker_knows_us:
             log.warning("consumer_cancelled_resubscribing")
+            # The broker cancels consumers of a deleted queue too: declare it again first.
+            await declare_topology(self._channel, self._topology)
+            self._queue = await self._channel.get_queue(self._topology.requests_queue)
             await self._subscribe()
+            self.resubscriptions += 1
             return
         waiting = await self._channel.declare_queue(self._topology.requests_queue, passive=True)
         ready = waiting.declaration_result.message_count or 0
@@ -138,6 +143,7 @@ class RequestConsumer:
         if ready and not self._in_flight and idle_for > stall_seconds:
             log.warning("consumer_stalled_resubscribing", ready=ready, idle_seconds=idle_for)
             await self._resubscribe()
+            self.resubscriptions += 1
 
     async def _resubscribe(self) -> None:
         if self._queue is not None and self._consumer_tag is not None:

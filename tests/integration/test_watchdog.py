@@ -1,0 +1,57 @@
+"""The consumer's watchdog (issue 5): a subscription the broker cancelled is restored."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import aio_pika
+import pytest
+
+from consumer.bootstrap import Service, bootstrap
+from consumer.config import Settings
+from contracts import BatchStatus
+from tests.integration.helpers import batch, eventually, patch, publish_raw
+from tests.support import EventLog
+
+
+@pytest.fixture
+async def watched(settings: Settings, events: EventLog) -> AsyncIterator[Service]:
+    svc = bootstrap(settings.model_copy(update={"watchdog_interval_seconds": 0.2}))
+    task = asyncio.create_task(svc.run())
+    await asyncio.wait_for(svc.started.wait(), 20)
+    yield svc
+    svc.stop()
+    await asyncio.wait_for(task, 30)
+
+
+async def test_a_consumer_cancelled_by_the_broker_resubscribes_and_readiness_says_so_meanwhile(
+    settings: Settings, events: EventLog, watched: Service
+) -> None:
+    connection = await aio_pika.connect_robust(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        # Deleting the queue makes the broker cancel every consumer of it (basic.cancel); the
+        # watchdog declares it again and re-subscribes.
+        await channel.queue_delete(settings.topology.requests_queue, if_unused=False)
+
+        async def noticed() -> bool:
+            return not watched.consumer.is_consuming or watched.consumer.resubscriptions > 0
+
+        await eventually(noticed, what="the watchdog noticed the cancelled consumer")
+
+        async def restored() -> bool:
+            return watched.consumer.is_consuming and watched.consumer.resubscriptions > 0
+
+        await eventually(restored, what="the watchdog re-subscribed")
+    finally:
+        await connection.close()
+
+    body = batch(6, patch(3, notes="after the cancel"))
+    await publish_raw(
+        settings.amqp_url, settings.topology.requests_exchange, json.dumps(body).encode()
+    )
+    completion = await events.completion(uuid.UUID(body["batch_id"]))
+    assert completion.status is BatchStatus.COMPLETED
