@@ -1,6 +1,6 @@
 """Chaos soak: kill -9 the consumer at random while batches flow, then check the oracle.
 
-    python -m bench.chaos [--batches 500] [--ops 5] [--min-kill 0.5] [--max-kill 5] [--seed N]
+    python -m bench.chaos [--batches 500] [--ops 20] [--min-kill 0.5] [--max-kill 5] [--seed N]
 
 Creates (and drops) the database `batchops_chaos` on the server of BATCHOPS_DATABASE_URL and a
 fresh broker namespace. Every operation appends a unique token to its own order's notes through
@@ -258,7 +258,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--batches", type=int, default=500)
-    parser.add_argument("--ops", type=int, default=5)
+    parser.add_argument("--ops", type=int, default=20)
     parser.add_argument("--min-kill", type=float, default=0.5)
     parser.add_argument("--max-kill", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=600.0)
