@@ -10,7 +10,8 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from consumer import metrics
-from consumer.service_layer.executor import BatchExecutor, Disposition, Interrupted
+from consumer.service_layer.batch_run import Disposition, Interrupted
+from consumer.service_layer.executor import BatchExecutor
 from consumer.service_layer.intake import Delivery
 from contracts import Topology
 from publisher import declare_topology

@@ -7,10 +7,8 @@ so a redelivered or concurrently delivered batch resumes where the last commit l
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from uuid import UUID
 
 import structlog
@@ -19,7 +17,8 @@ from structlog.contextvars import bound_contextvars
 from consumer import metrics, tracing
 from consumer.domain.batch import BatchState
 from consumer.domain.errors import OperationFailed
-from consumer.domain.model import Actor
+from consumer.service_layer.announcer import Announcer
+from consumer.service_layer.batch_run import BatchRun, Disposition, Interrupted, utcnow
 from consumer.service_layer.events import EventFactory
 from consumer.service_layer.handlers import OperationContext, OperationHandler
 from consumer.service_layer.intake import (
@@ -44,66 +43,10 @@ from contracts import (
     Mode,
     Operation,
     OperationResult,
-    OperationType,
     Outcome,
-    completion_event_id,
 )
 
 log = structlog.get_logger(__name__)
-
-
-class Interrupted(Exception):
-    """Shutdown was requested between two operations; the rest is left to redelivery."""
-
-
-class Disposition(enum.Enum):
-    """What the entrypoint does with the message once `handle` returns."""
-
-    ACK = "ack"
-    DEAD_LETTER = "dead_letter"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(slots=True)
-class _Run:
-    request: BatchRequest
-    stored: StoredBatch
-    handler: OperationHandler
-    outcomes: dict[int, Outcome] = field(default_factory=dict)
-    # A dead-lettered request's last chance runs to the end even during shutdown: requeueing it
-    # would mark it redelivered, which the reconciler reads as "it crashed us".
-    interruptible: bool = True
-    # The actor as this batch last read it. Read once, not per operation (a round trip each),
-    # and again after an operation of the batch changed or deleted that very user.
-    actor: Actor | None = None
-    actor_stale: bool = True
-
-    async def actor_for(self, uow: AbstractUnitOfWork) -> Actor | None:
-        if self.actor_stale:
-            self.actor = await uow.marketplace.get_actor(self.request.actor_id)
-            self.actor_stale = False
-        return self.actor
-
-    def note_success(self, operation: Operation) -> None:
-        if operation.resource_id == self.request.actor_id and self.request.operation_type in (
-            OperationType.USER_UPDATE,
-            OperationType.BULK_DELETE,
-        ):
-            self.actor_stale = True
-
-    @property
-    def batch_id(self) -> UUID:
-        return self.request.batch_id
-
-    @property
-    def state(self) -> BatchState:
-        return self.stored.state
-
-    def pending(self) -> list[tuple[int, Operation]]:
-        return [(i, op) for i, op in enumerate(self.request.operations) if i not in self.outcomes]
 
 
 class BatchExecutor:
@@ -131,6 +74,7 @@ class BatchExecutor:
         self._on_outbox = on_outbox
         self._is_transient = uow_factory().is_transient
         self._stop_requested = False
+        self._announcer = Announcer(uow_factory, events, retry, clock, on_outbox)
 
     def request_stop(self) -> None:
         """Let running batches finish the operation in hand, then raise Interrupted."""
@@ -144,7 +88,7 @@ class BatchExecutor:
             if isinstance(verdict, Rejection) and delivery.dead_lettered:
                 return Disposition.ACK  # its rejection was published when it was refused
             if isinstance(verdict, Rejection):
-                await self._reject(verdict, delivery)
+                await self._announcer.reject(verdict, delivery)
                 return Disposition.DEAD_LETTER
             tracing.annotate(
                 batch_id=str(verdict.batch_id), operation_type=verdict.operation_type.value
@@ -159,15 +103,15 @@ class BatchExecutor:
     async def _handle_request(self, request: BatchRequest, delivery: Delivery) -> Disposition:
         stored, is_new = await self._claim(request, delivery)
         if stored.fingerprint != fingerprint(request):
-            await self._reject(conflict(delivery, request), delivery)
+            await self._announcer.reject(conflict(delivery, request), delivery)
             return Disposition.DEAD_LETTER
         if stored.state.is_complete and delivery.dead_lettered:
             return Disposition.ACK  # it finished on its last delivery; nothing is missing
         if stored.state.is_complete:
             log.info("duplicate_batch_completion_resent", status=stored.state.status.value)
-            await self._resend_completion(request.batch_id, delivery)
+            await self._announcer.resend_completion(request.batch_id, delivery)
             return Disposition.ACK
-        run = _Run(
+        run = BatchRun(
             request, stored, self._handler_for(request), interruptible=not delivery.dead_lettered
         )
         if not is_new:
@@ -179,13 +123,13 @@ class BatchExecutor:
             # Even its isolated run crashed: finish the batch without running the operation that
             # keeps crashing us, so that it still reaches a terminal status.
             await self._give_up(run)
-            await self._finish(run, delivery)
+            await self._announcer.finish(run.batch_id, delivery)
             return Disposition.ACK
         if request.mode is Mode.ATOMIC:
             await self._run_atomic(run)
         else:
             await self._run_in_order(run)
-        await self._finish(run, delivery)
+        await self._announcer.finish(run.batch_id, delivery)
         return Disposition.ACK
 
     def _handler_for(self, request: BatchRequest) -> OperationHandler:
@@ -229,7 +173,7 @@ class BatchExecutor:
 
     # -- continue and stop_on_error: one transaction per operation ---------------------------
 
-    async def _run_in_order(self, run: _Run) -> None:
+    async def _run_in_order(self, run: BatchRun) -> None:
         for index, operation in run.pending():
             if run.request.mode is Mode.STOP_ON_ERROR and Outcome.FAILED in run.outcomes.values():
                 first = min(i for i, o in run.outcomes.items() if o is Outcome.FAILED)
@@ -240,7 +184,7 @@ class BatchExecutor:
             with bound_contextvars(index=index):
                 run.outcomes[index] = await self._execute(run, index, operation)
 
-    async def _execute(self, run: _Run, index: int, operation: Operation) -> Outcome:
+    async def _execute(self, run: BatchRun, index: int, operation: Operation) -> Outcome:
         async def attempt() -> Outcome:
             async with self._uow_factory() as uow:
                 now = self._clock()
@@ -302,7 +246,7 @@ class BatchExecutor:
 
     # -- atomic: every operation in one transaction -----------------------------------------
 
-    async def _run_atomic(self, run: _Run) -> None:
+    async def _run_atomic(self, run: BatchRun) -> None:
         if run.outcomes:
             return  # results of an atomic batch commit all together: it already ran
 
@@ -360,7 +304,7 @@ class BatchExecutor:
             )
 
     def _rolled_back(
-        self, run: _Run, failed_index: int, code: ErrorCode, message: str, error_type: str
+        self, run: BatchRun, failed_index: int, code: ErrorCode, message: str, error_type: str
     ) -> list[OperationResult]:
         reason = f"rolled back: operation {failed_index} failed (atomic)"
         return [
@@ -374,7 +318,7 @@ class BatchExecutor:
 
     def _failure(
         self,
-        run: _Run,
+        run: BatchRun,
         index: int,
         operation: Operation,
         code: ErrorCode,
@@ -394,14 +338,14 @@ class BatchExecutor:
             self._clock(),
         )
 
-    async def _skip(self, run: _Run, reason: str) -> None:
+    async def _skip(self, run: BatchRun, reason: str) -> None:
         skipped = [
             self._failure(run, i, op, ErrorCode.SKIPPED, reason, "Skipped")
             for i, op in run.pending()
         ]
         await self._record(run, skipped)
 
-    async def _mark_in_hand(self, run: _Run, index: int) -> None:
+    async def _mark_in_hand(self, run: BatchRun, index: int) -> None:
         async def attempt() -> None:
             async with self._uow_factory() as uow:
                 await uow.batches.mark_in_hand(run.batch_id, index)
@@ -409,7 +353,7 @@ class BatchExecutor:
 
         await retrying(attempt, self._retry, self._is_transient)
 
-    async def _give_up(self, run: _Run) -> None:
+    async def _give_up(self, run: BatchRun) -> None:
         pending = run.pending()
         if not pending:
             return
@@ -443,7 +387,7 @@ class BatchExecutor:
         ]
         await self._record(run, [crashed, *rest])
 
-    async def _record(self, run: _Run, results: list[OperationResult]) -> Outcome:
+    async def _record(self, run: BatchRun, results: list[OperationResult]) -> Outcome:
         """Commit results that carry no effect (failures, skips) in a transaction of their own."""
 
         async def attempt() -> Outcome:
@@ -456,7 +400,7 @@ class BatchExecutor:
         return outcome
 
     async def _commit_results(
-        self, uow: AbstractUnitOfWork, run: _Run, results: list[OperationResult]
+        self, uow: AbstractUnitOfWork, run: BatchRun, results: list[OperationResult]
     ) -> Outcome:
         """Write result rows and their events with whatever `uow` already holds, then commit.
 
@@ -487,101 +431,3 @@ class BatchExecutor:
             code = result.error.code.value if result.error else ""
             metrics.OPERATIONS.labels(result.outcome.value, code).inc()
         return results[0].outcome
-
-    # -- finishing ---------------------------------------------------------------------------
-
-    async def _finish(self, run: _Run, delivery: Delivery) -> None:
-        async def attempt() -> None:
-            async with self._uow_factory() as uow:
-                stored = await uow.batches.get(run.batch_id, for_update=True)
-                if stored is None:
-                    raise LookupError(f"batch {run.batch_id} vanished while it ran")
-                state = stored.state
-                if not state.is_complete:
-                    state.complete(self._clock())
-                    results = [
-                        OperationResult.model_validate_json(body)
-                        for body in await uow.batches.result_events(run.batch_id)
-                    ]
-                    event = self._events.completion(state, stored.correlation_id, results)
-                    body = event.model_dump_json().encode()
-                    assert state.completed_at is not None  # noqa: S101 - set by complete()
-                    await uow.batches.complete(run.batch_id, state.status, state.completed_at, body)
-                    metrics.BATCHES_FINISHED.labels(state.status.value, state.operation_type).inc()
-                    if state.duration_seconds is not None:
-                        metrics.BATCH_DURATION.observe(state.duration_seconds)
-                    log.info(
-                        "batch_finished",
-                        status=state.status.value,
-                        completed=state.completed,
-                        failed=state.failed,
-                        skipped=state.skipped,
-                        duration_seconds=state.duration_seconds,
-                    )
-                    stored = StoredBatch(
-                        state, stored.handler, stored.fingerprint, stored.correlation_id, body
-                    )
-                await self._enqueue_completion(uow, stored, delivery)
-                await uow.commit()
-            self._on_outbox()
-
-        await retrying(attempt, self._retry, self._is_transient)
-
-    async def _resend_completion(self, batch_id: UUID, delivery: Delivery) -> None:
-        async def attempt() -> None:
-            async with self._uow_factory() as uow:
-                stored = await uow.batches.get(batch_id)
-                if stored is None:
-                    raise LookupError(f"batch {batch_id} vanished")
-                await self._enqueue_completion(uow, stored, delivery)
-                await uow.commit()
-            self._on_outbox()
-
-        await retrying(attempt, self._retry, self._is_transient)
-
-    async def _enqueue_completion(
-        self, uow: AbstractUnitOfWork, stored: StoredBatch, delivery: Delivery
-    ) -> None:
-        if stored.completion_event is None:
-            raise LookupError(f"batch {stored.state.batch_id} is terminal but has no completion")
-        state = stored.state
-        for message in self._events.batch_messages(
-            state.operation_type,
-            state.status.value,
-            completion_event_id(state.batch_id),
-            stored.completion_event,
-            stored.correlation_id,
-            delivery.reply_to,
-            delivery.correlation_id,
-        ):
-            await uow.outbox.add(message)
-
-    async def _reject(self, rejection: Rejection, delivery: Delivery) -> None:
-        log.warning(
-            "batch_rejected",
-            code=rejection.code.value,
-            batch_id=str(rejection.batch_id),
-            errors=[r.model_dump() for r in rejection.errors],
-        )
-        metrics.BATCHES_REJECTED.labels(rejection.code.value).inc()
-        event = self._events.rejected(rejection, delivery.correlation_id, self._clock())
-        fresh = event.model_dump_json().encode()
-
-        async def attempt() -> None:
-            async with self._uow_factory() as uow:
-                # A redelivered refusal re-sends the first copy: same event id, same body.
-                body = await uow.outbox.body_of(event.event_id) or fresh
-                for message in self._events.batch_messages(
-                    rejection.operation_type,
-                    BatchStatus.REJECTED.value,
-                    event.event_id,
-                    body,
-                    delivery.correlation_id,
-                    delivery.reply_to,
-                    delivery.correlation_id,
-                ):
-                    await uow.outbox.add(message)
-                await uow.commit()
-            self._on_outbox()
-
-        await retrying(attempt, self._retry, self._is_transient)

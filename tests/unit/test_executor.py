@@ -16,8 +16,9 @@ from structlog.testing import capture_logs
 from consumer.domain.batch import BatchState
 from consumer.domain.errors import PermissionDenied
 from consumer.domain.model import OrderStatus
+from consumer.service_layer.batch_run import Disposition, Interrupted
 from consumer.service_layer.events import EventFactory
-from consumer.service_layer.executor import BatchExecutor, Disposition, Interrupted
+from consumer.service_layer.executor import BatchExecutor
 from consumer.service_layer.handlers import HANDLERS, OperationContext, OperationHandler
 from consumer.service_layer.intake import Delivery, IntakePolicy, fingerprint
 from consumer.service_layer.retry import RetryPolicy

@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from consumer.domain.model import OrderStatus
+from consumer.service_layer.batch_run import Disposition
 from consumer.service_layer.events import EventFactory
-from consumer.service_layer.executor import BatchExecutor, Disposition
+from consumer.service_layer.executor import BatchExecutor
 from consumer.service_layer.handlers import HANDLERS
 from consumer.service_layer.intake import Delivery, IntakePolicy
 from consumer.service_layer.retry import RetryPolicy

@@ -19,8 +19,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from consumer.service_layer import custom_example
+from consumer.service_layer.batch_run import Disposition
 from consumer.service_layer.events import EventFactory
-from consumer.service_layer.executor import BatchExecutor, Disposition
+from consumer.service_layer.executor import BatchExecutor
 from consumer.service_layer.handlers import HANDLERS, OperationContext, OperationHandler
 from consumer.service_layer.intake import Delivery, IntakePolicy
 from consumer.service_layer.registry import ENTRY_POINT_GROUP, load_custom_handlers

@@ -1,0 +1,134 @@
+"""Completion and rejection events: written to the outbox, re-sent byte for byte."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from uuid import UUID
+
+import structlog
+
+from consumer import metrics
+from consumer.service_layer.events import EventFactory
+from consumer.service_layer.intake import Delivery, Rejection
+from consumer.service_layer.retry import RetryPolicy, retrying
+from consumer.service_layer.unit_of_work import AbstractUnitOfWork, StoredBatch
+from contracts import BatchStatus, OperationResult, completion_event_id
+
+log = structlog.get_logger(__name__)
+
+
+class Announcer:
+    def __init__(
+        self,
+        uow_factory: Callable[[], AbstractUnitOfWork],
+        events: EventFactory,
+        retry: RetryPolicy,
+        clock: Callable[[], datetime],
+        on_outbox: Callable[[], None],
+    ) -> None:
+        self._uow_factory = uow_factory
+        self._events = events
+        self._retry = retry
+        self._clock = clock
+        self._on_outbox = on_outbox
+        self._is_transient = uow_factory().is_transient
+
+    async def finish(self, batch_id: UUID, delivery: Delivery) -> None:
+        """Close the batch (if another delivery did not) and queue its completion, including
+        the copy to this delivery's `reply_to`."""
+
+        async def attempt() -> None:
+            async with self._uow_factory() as uow:
+                stored = await uow.batches.get(batch_id, for_update=True)
+                if stored is None:
+                    raise LookupError(f"batch {batch_id} vanished while it ran")
+                state = stored.state
+                if not state.is_complete:
+                    state.complete(self._clock())
+                    results = [
+                        OperationResult.model_validate_json(body)
+                        for body in await uow.batches.result_events(batch_id)
+                    ]
+                    event = self._events.completion(state, stored.correlation_id, results)
+                    body = event.model_dump_json().encode()
+                    assert state.completed_at is not None  # noqa: S101 - set by complete()
+                    await uow.batches.complete(batch_id, state.status, state.completed_at, body)
+                    metrics.BATCHES_FINISHED.labels(state.status.value, state.operation_type).inc()
+                    if state.duration_seconds is not None:
+                        metrics.BATCH_DURATION.observe(state.duration_seconds)
+                    log.info(
+                        "batch_finished",
+                        status=state.status.value,
+                        completed=state.completed,
+                        failed=state.failed,
+                        skipped=state.skipped,
+                        duration_seconds=state.duration_seconds,
+                    )
+                    stored = StoredBatch(
+                        state, stored.handler, stored.fingerprint, stored.correlation_id, body
+                    )
+                await self._enqueue_completion(uow, stored, delivery)
+                await uow.commit()
+            self._on_outbox()
+
+        await retrying(attempt, self._retry, self._is_transient)
+
+    async def resend_completion(self, batch_id: UUID, delivery: Delivery) -> None:
+        async def attempt() -> None:
+            async with self._uow_factory() as uow:
+                stored = await uow.batches.get(batch_id)
+                if stored is None:
+                    raise LookupError(f"batch {batch_id} vanished")
+                await self._enqueue_completion(uow, stored, delivery)
+                await uow.commit()
+            self._on_outbox()
+
+        await retrying(attempt, self._retry, self._is_transient)
+
+    async def _enqueue_completion(
+        self, uow: AbstractUnitOfWork, stored: StoredBatch, delivery: Delivery
+    ) -> None:
+        if stored.completion_event is None:
+            raise LookupError(f"batch {stored.state.batch_id} is terminal but has no completion")
+        state = stored.state
+        for message in self._events.batch_messages(
+            state.operation_type,
+            state.status.value,
+            completion_event_id(state.batch_id),
+            stored.completion_event,
+            stored.correlation_id,
+            delivery.reply_to,
+            delivery.correlation_id,
+        ):
+            await uow.outbox.add(message)
+
+    async def reject(self, rejection: Rejection, delivery: Delivery) -> None:
+        log.warning(
+            "batch_rejected",
+            code=rejection.code.value,
+            batch_id=str(rejection.batch_id),
+            errors=[r.model_dump() for r in rejection.errors],
+        )
+        metrics.BATCHES_REJECTED.labels(rejection.code.value).inc()
+        event = self._events.rejected(rejection, delivery.correlation_id, self._clock())
+        fresh = event.model_dump_json().encode()
+
+        async def attempt() -> None:
+            async with self._uow_factory() as uow:
+                # A redelivered refusal re-sends the first copy: same event id, same body.
+                body = await uow.outbox.body_of(event.event_id) or fresh
+                for message in self._events.batch_messages(
+                    rejection.operation_type,
+                    BatchStatus.REJECTED.value,
+                    event.event_id,
+                    body,
+                    delivery.correlation_id,
+                    delivery.reply_to,
+                    delivery.correlation_id,
+                ):
+                    await uow.outbox.add(message)
+                await uow.commit()
+            self._on_outbox()
+
+        await retrying(attempt, self._retry, self._is_transient)
