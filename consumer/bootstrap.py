@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.adapters.database import create_engine
 from consumer.adapters.relay import OutboxRelay
+from consumer.adapters.serial import SerialGate
 from consumer.adapters.unit_of_work import SqlUnitOfWork
 from consumer.config import Settings
 from consumer.entrypoints.http.app import ApiContext, create_app
@@ -199,7 +200,12 @@ def bootstrap(
         engine=engine,
         executor=executor,
         relay=relay,
-        consumer=RequestConsumer(executor, topology, settings.prefetch),
+        consumer=RequestConsumer(
+            executor,
+            topology,
+            settings.prefetch,
+            gate=SerialGate(engine) if settings.serialize_batches else None,
+        ),
         consume=consume,
         http=http,
     )

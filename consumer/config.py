@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     allowed_publishers: list[str] = Field(default_factory=list)
 
     prefetch: PositiveInt = 8
+    # Run batches one at a time across every consumer (a PostgreSQL advisory lock): for
+    # producers that need batches touching the same resources applied in queue order.
+    serialize_batches: bool = False
     delivery_limit: PositiveInt = DEFAULT_DELIVERY_LIMIT
     db_pool_size: PositiveInt = 10
     # Longest a statement (a lock wait, a COMMIT) may take before it counts as a fault.

@@ -4,7 +4,10 @@ keeps the subscription alive."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
@@ -56,8 +59,16 @@ def gave_up_on(message: AbstractIncomingMessage, requests_queue: str) -> bool:
 class RequestConsumer:
     """Feeds the requests queue to the executor, up to `prefetch` batches at a time."""
 
-    def __init__(self, executor: BatchExecutor, topology: Topology, prefetch: int) -> None:
+    def __init__(
+        self,
+        executor: BatchExecutor,
+        topology: Topology,
+        prefetch: int,
+        gate: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+    ) -> None:
         self._executor = executor
+        # Entered around every batch; BATCHOPS_SERIALIZE_BATCHES makes it one batch at a time.
+        self._gate = gate or contextlib.nullcontext
         self._topology = topology
         self._prefetch = prefetch
         self._channel: AbstractChannel | None = None
@@ -212,7 +223,8 @@ class RequestConsumer:
         async with message.process(requeue=True, ignore_processed=True):
             try:
                 with metrics.IN_FLIGHT.track_inprogress():
-                    disposition = await self._handle_holding(delivery)
+                    async with self._gate():
+                        disposition = await self._handle_holding(delivery)
             except Interrupted:
                 log.info("batch_left_for_redelivery")
                 await message.nack(requeue=True)
