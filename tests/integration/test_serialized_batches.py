@@ -54,7 +54,8 @@ async def test_batches_on_the_same_order_run_one_after_another_in_queue_order(
         await events.completion(uuid.UUID(str(body["batch_id"])))
 
     async def all_notes() -> bool:
-        return (await order(settings.database_url, 3)).notes.count("\n") == 29
+        notes: str = (await order(settings.database_url, 3)).notes
+        return notes.count("\n") == 29
 
     await eventually(all_notes, what="30 notes on order 3")
     lines = (await order(settings.database_url, 3)).notes.split("\n")
