@@ -2,7 +2,7 @@
 
     python -m bench.chaos [--batches 500] [--ops 20] [--min-kill 0.5] [--max-kill 5] [--seed N]
 
-Creates (and drops) the database `batchops_chaos` on the server of BATCHOPS_DATABASE_URL and a
+Creates (and drops) the database `batchops_bench_chaos` on the server of BATCHOPS_DATABASE_URL and a
 fresh broker namespace. Every operation appends a unique token to its own order's notes through
 the shipped `append_order_note` custom handler, so an operation applied twice shows up as the
 token twice. Prints one JSON line with lost / duplicated / stuck counts (all must be 0).
@@ -12,30 +12,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import aio_pika
-from sqlalchemy import func, make_url, select, text
+from sqlalchemy import func, select
 
-from consumer.adapters.database import create_engine, upgrade
-from consumer.adapters.seed import seed
+from bench.environment import (
+    bench_url,
+    create_database,
+    delete_namespace,
+    drop_database,
+    render,
+    require_local,
+)
+from bench.service import ServiceProcess
+from consumer.adapters.database import create_engine
 from consumer.adapters.tables import batch_operations, operation_results, orders, outbox
 from consumer.config import Settings
 from contracts import BatchRequest, Topology
 from publisher import BatchPublisher, declare_topology
 
-DATABASE = "batchops_chaos"
-BATCHOPS = str(Path(sys.executable).with_name("batchops"))
+DATABASE = "batchops_bench_chaos"
 
 
 def requests(batches: int, ops: int) -> list[BatchRequest]:
@@ -59,39 +64,6 @@ def requests(batches: int, ops: int) -> list[BatchRequest]:
     return made
 
 
-class Consumer:
-    """`batchops consume` that can be killed without warning and started again."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self._env = env
-        self._log = log.open("ab")
-        self.process: subprocess.Popen[bytes] | None = None
-        self.kills = 0
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [BATCHOPS, "consume"], env=self._env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-            self.kills += 1
-
-    def stop(self) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return None
-        finally:
-            self._log.close()
-
-
 async def collect(amqp_url: str, topology: Topology, sink: dict[str, list[bytes]]) -> Any:
     """Bind a queue to every event before anything is published; returns the connection."""
     connection = await aio_pika.connect_robust(amqp_url)
@@ -110,19 +82,14 @@ async def collect(amqp_url: str, topology: Topology, sink: dict[str, list[bytes]
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    base = make_url(Settings().database_url)
-    url = base.set(database=DATABASE).render_as_string(hide_password=False)
-    admin = create_engine(base.set(database="postgres").render_as_string(hide_password=False))
-    async with admin.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
-    await upgrade(url)
+    settings = Settings()
+    require_local(settings.database_url, settings.amqp_url)
+    database = bench_url(settings.database_url, DATABASE)
+    await create_database(database, order_count=args.batches * args.ops)
+    url = render(database)
     engine = create_engine(url, pool_size=2)
-    async with engine.begin() as conn:
-        await seed(conn, order_count=args.batches * args.ops)
 
     namespace = f"chaos-{uuid.uuid4().hex[:8]}"
-    settings = Settings()
     topology = Topology(namespace)
     env = {
         **os.environ,
@@ -133,11 +100,12 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     }
     events: dict[str, list[bytes]] = {}
     listener = await collect(settings.amqp_url, topology, events)
-    consumer = Consumer(env, Path(args.log))
+    log_dir = Path(tempfile.mkdtemp(prefix="batchops-chaos-"))
     batches = requests(args.batches, args.ops)
+    kills = 0
+    consumer = ServiceProcess("consume", env, log_dir / "consume-0.log")
     started = time.monotonic()
     try:
-        consumer.start()
         async with BatchPublisher(settings.amqp_url, namespace=namespace) as publisher:
             await asyncio.gather(*(publisher.publish(b) for b in batches))
         completion_ids = {str(_completion_id(b.batch_id)) for b in batches}
@@ -146,23 +114,19 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         while not completion_ids <= events.keys() and time.monotonic() < deadline:
             if time.monotonic() >= next_kill and time.monotonic() < deadline - 30:
                 consumer.kill()
-                consumer.start()
+                kills += 1
+                consumer = ServiceProcess("consume", env, log_dir / f"consume-{kills}.log")
                 next_kill = time.monotonic() + rng.uniform(args.min_kill, args.max_kill)
             await asyncio.sleep(0.05)  # a soak's own pacing, not a test waiting for state
-        exit_code = consumer.stop()
+        exit_code = await consumer.stop()
         elapsed = time.monotonic() - started
-        return await oracle(
-            engine, settings, topology, batches, events, consumer.kills, elapsed, exit_code
-        )
+        return await oracle(engine, settings, topology, batches, events, kills, elapsed, exit_code)
     finally:
         consumer.kill()
         await listener.close()
-        await _drop_namespace(settings.amqp_url, topology)
+        await delete_namespace(settings.amqp_url, namespace)
         await engine.dispose()
-        async with admin.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
-        await admin.dispose()
+        await drop_database(database)
 
 
 def _completion_id(batch_id: uuid.UUID) -> uuid.UUID:
@@ -236,23 +200,6 @@ async def oracle(
     }
 
 
-async def _drop_namespace(amqp_url: str, topology: Topology) -> None:
-    with contextlib.suppress(Exception):
-        connection = await aio_pika.connect_robust(amqp_url)
-        try:
-            channel = await connection.channel()
-            for queue in (topology.requests_queue, topology.dead_letter_queue):
-                await channel.queue_delete(queue, if_unused=False, if_empty=False)
-            for exchange in (
-                topology.requests_exchange,
-                topology.results_exchange,
-                topology.dead_letter_exchange,
-            ):
-                await channel.exchange_delete(exchange)
-        finally:
-            await connection.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -263,7 +210,6 @@ def main() -> None:
     parser.add_argument("--max-kill", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--log", default="/tmp/batchops-chaos.log")  # noqa: S108 - a scratch log
     args = parser.parse_args()
     report = asyncio.run(soak(args))
     print(json.dumps(report))

@@ -129,7 +129,11 @@ async def delete_namespace(amqp_url: str, namespace: str) -> None:
     topology = Topology(namespace)
     connection = await aio_pika.connect(amqp_url, timeout=10)
     try:
-        for queue in (topology.requests_queue, topology.dead_letter_queue):
+        for queue in (
+            topology.requests_queue,
+            topology.dead_letter_queue,
+            topology.dead_letter_reconcile_queue,
+        ):
             # Quorum queues refuse if_unused/if_empty deletes; a fresh channel per call because
             # the broker closes the channel on any error.
             async with connection.channel() as channel:

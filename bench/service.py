@@ -81,6 +81,13 @@ class ServiceProcess:
     def is_running(self) -> bool:
         return self.process.poll() is None
 
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up (the chaos soak's fault)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._log.close()
+
     async def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM (graceful shutdown), then SIGKILL after `timeout`; returns the exit code."""
         try:

@@ -3,18 +3,47 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from consumer.config import Settings
+from tests.integration.helpers import eventually, result_rows
 
 BATCHOPS = str(Path(sys.executable).with_name("batchops"))
+
+
+@contextlib.asynccontextmanager
+async def order_locked(database_url: str, order_id: int) -> AsyncIterator[None]:
+    """Hold an order's row lock: a consumer reaching that order waits until the block ends."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as blocker:
+            await blocker.execute(
+                text("SELECT 1 FROM orders WHERE id = :id FOR UPDATE"), {"id": order_id}
+            )
+            try:
+                yield
+            finally:
+                await blocker.rollback()
+    finally:
+        await engine.dispose()
+
+
+async def wait_for_results(database_url: str, batch_id: uuid.UUID, count: int) -> None:
+    async def committed() -> bool:
+        return len(await result_rows(database_url, batch_id)) == count
+
+    await eventually(committed, what=f"{count} operation(s) of the batch committed")
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from consumer.adapters.tables import orders, users
 from consumer.config import Settings
 from contracts import BatchStatus
-from tests.e2e.conftest import ServeProcess, run_cli
+from tests.e2e.conftest import ServeProcess, order_locked, run_cli, wait_for_results
 from tests.integration.helpers import batch, fetch, order, patch, result_rows
 from tests.support import EventLog
 
@@ -105,9 +105,6 @@ class TestCrashRecovery:
         events: EventLog,
         tmp_path: Path,
     ) -> None:
-        from sqlalchemy import text
-        from sqlalchemy.ext.asyncio import create_async_engine
-
         body = batch(
             6, patch(3, status="accepted"), patch(6, status="accepted"), patch(9, notes="n")
         )
@@ -118,23 +115,11 @@ class TestCrashRecovery:
         await first.wait_for_log('"consuming"')
 
         # Hold order 6 so that the consumer commits operation 0 and then blocks on operation 1.
-        engine = create_async_engine(settings.database_url)
-        try:
-            async with engine.connect() as blocker:
-                await blocker.execute(text("SELECT 1 FROM orders WHERE id = 6 FOR UPDATE"))
-                assert run_cli(cli_env, "publish", str(request_file)).returncode == 0
-
-                async def operation_zero_committed() -> bool:
-                    return len(await result_rows(settings.database_url, batch_id)) == 1
-
-                from tests.integration.helpers import eventually
-
-                await eventually(operation_zero_committed, what="operation 0 committed")
-                first.process.kill()  # SIGKILL: no chance to clean up
-                first.process.wait(10)
-                await blocker.rollback()
-        finally:
-            await engine.dispose()
+        async with order_locked(settings.database_url, 6):
+            assert run_cli(cli_env, "publish", str(request_file)).returncode == 0
+            await wait_for_results(settings.database_url, batch_id, 1)
+            first.process.kill()  # SIGKILL: no chance to clean up
+            first.process.wait(10)
 
         second = serve()
         completion = await events.completion(batch_id, timeout=30)

@@ -11,12 +11,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-
 from consumer.config import Settings
 from contracts import BatchStatus
-from tests.e2e.conftest import ServeProcess, run_cli
+from tests.e2e.conftest import ServeProcess, order_locked, run_cli, wait_for_results
 from tests.integration.helpers import (
     batch,
     batch_row,
@@ -52,22 +49,12 @@ class TestGracefulShutdown:
         request.write_text(json.dumps(body))
         first = serve()
         await first.wait_for_log('"consuming"')
-        engine = create_async_engine(settings.database_url)
-        try:
-            async with engine.connect() as blocker:
-                # Operation 1 waits on this lock: it is the operation in hand at SIGTERM.
-                await blocker.execute(text("SELECT 1 FROM orders WHERE id = 6 FOR UPDATE"))
-                assert run_cli(cli_env, "publish", str(request)).returncode == 0
-
-                async def operation_zero_done() -> bool:
-                    return len(await result_rows(settings.database_url, batch_id)) == 1
-
-                await eventually(operation_zero_done, what="operation 0 committed")
-                first.process.send_signal(signal.SIGTERM)
-                await first.wait_for_log('"consumer_stopping"')
-                await blocker.rollback()
-        finally:
-            await engine.dispose()
+        # Operation 1 waits on this lock: it is the operation in hand at SIGTERM.
+        async with order_locked(settings.database_url, 6):
+            assert run_cli(cli_env, "publish", str(request)).returncode == 0
+            await wait_for_results(settings.database_url, batch_id, 1)
+            first.process.send_signal(signal.SIGTERM)
+            await first.wait_for_log('"consumer_stopping"')
 
         code, _ = await exit_code_within(first, 20)
         assert code == 0, first.log()
@@ -94,23 +81,15 @@ class TestGracefulShutdown:
         cli_env["BATCHOPS_SHUTDOWN_TIMEOUT_SECONDS"] = "2"
         service = serve()
         await service.wait_for_log('"consuming"')
-        engine = create_async_engine(settings.database_url)
-        try:
-            async with engine.connect() as blocker:
-                await blocker.execute(text("SELECT 1 FROM orders WHERE id = 3 FOR UPDATE"))
-                assert run_cli(cli_env, "publish", str(request)).returncode == 0
+        async with order_locked(settings.database_url, 3):
+            assert run_cli(cli_env, "publish", str(request)).returncode == 0
 
-                async def claimed() -> bool:
-                    return await batch_row(settings.database_url, body["batch_id"]) is not None
+            async def claimed() -> bool:
+                return await batch_row(settings.database_url, body["batch_id"]) is not None
 
-                await eventually(claimed, what="the batch claimed by the consumer")
-                service.process.send_signal(signal.SIGTERM)
-
-                code, took = await exit_code_within(service, 20)
-
-                await blocker.rollback()
-        finally:
-            await engine.dispose()
+            await eventually(claimed, what="the batch claimed by the consumer")
+            service.process.send_signal(signal.SIGTERM)
+            code, took = await exit_code_within(service, 20)
         assert code == 0, service.log()
         assert took < 10, f"shutdown took {took:.1f}s with a 2s bound"
         assert (await order(settings.database_url, 3)).notes == ""
