@@ -14,6 +14,7 @@ from aio_pika.abc import AbstractRobustConnection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.adapters.database import create_engine
+from consumer.adapters.pg import ConnectionPool
 from consumer.adapters.relay import OutboxRelay
 from consumer.adapters.serial import SerialGate
 from consumer.adapters.unit_of_work import SqlUnitOfWork
@@ -47,6 +48,7 @@ class Service:
 
     settings: Settings
     engine: AsyncEngine
+    pool: ConnectionPool
     executor: BatchExecutor
     relay: OutboxRelay
     consumer: RequestConsumer
@@ -145,6 +147,7 @@ class Service:
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
+        await self.pool.close()
         await self.engine.dispose()
 
 
@@ -157,15 +160,25 @@ def bootstrap(
     consume: bool = True,
     http: bool = False,
 ) -> Service:
+    # The relay, the HTTP API and the serial gate go through SQLAlchemy's engine; batches
+    # through the pool of plain asyncpg connections that their hot path needs.
     engine = create_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
+        max_overflow=0,
+        command_timeout=settings.db_command_timeout_seconds,
+    )
+    pool = ConnectionPool(
+        settings.database_url,
+        # An atomic batch holds a second connection for a moment (to record the operation in
+        # hand): one spare beyond the batches in flight means they can never all wait.
+        size=max(settings.db_pool_size, settings.prefetch + 1),
         command_timeout=settings.db_command_timeout_seconds,
     )
     if uow_factory is None:
 
         def uow_factory() -> AbstractUnitOfWork:
-            return SqlUnitOfWork(engine)
+            return SqlUnitOfWork(pool)
 
     handlers = HANDLERS if handlers is None else handlers
     if custom_handlers is None:
@@ -198,6 +211,7 @@ def bootstrap(
     return Service(
         settings=settings,
         engine=engine,
+        pool=pool,
         executor=executor,
         relay=relay,
         consumer=RequestConsumer(

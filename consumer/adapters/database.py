@@ -15,14 +15,18 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def create_engine(
-    database_url: str, *, pool_size: int = 10, command_timeout: float | None = None
+    database_url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int | None = None,
+    command_timeout: float | None = None,
 ) -> AsyncEngine:
     """`command_timeout` bounds every statement, COMMIT included: a connection that went
     silent (a half-open TCP link) then fails like a dropped one instead of hanging forever."""
     return create_async_engine(
         database_url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         # No pre-ping: it costs three round trips per checkout, and a dead pooled connection
         # already fails as a transient fault that the executor retries on a fresh one.
         # asyncpg's statement cache is per connection; keep it warm for the hot path.

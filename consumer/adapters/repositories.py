@@ -1,15 +1,17 @@
-"""PostgreSQL implementations of the repositories, with SQLAlchemy Core statements."""
+"""PostgreSQL implementations of the repositories: SQLAlchemy Core statements, built and
+compiled once with bind parameters (see pg.py), run on the unit of work's asyncpg session."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Column, Insert, Update, bindparam, func, insert, select, update
+import asyncpg
+from sqlalchemy import Column, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from consumer.adapters.pg import Record, Session, Statement
 from consumer.adapters.tables import (
     batch_operations,
     operation_results,
@@ -42,19 +44,101 @@ from consumer.service_layer.unit_of_work import (
 )
 from contracts import BatchStatus, Mode, Outcome
 
-_COUNTER = {
-    Outcome.SUCCEEDED: batch_operations.c.completed_operations,
-    Outcome.FAILED: batch_operations.c.failed_operations,
-    Outcome.SKIPPED: batch_operations.c.skipped_operations,
-}
 _RESULTS_PK = "pk_operation_results"
+_USERS_EMAIL = "uq_users_email"
 
-# The statements of the per-operation hot path, built once with bind parameters: building and
-# cache-keying a statement per call cost more CPU than the round trip it makes.
-_ACTOR = select(users.c.id, users.c.role, users.c.is_active).where(
-    users.c.id == bindparam("user_id"), users.c.deleted_at.is_(None)
+
+def _where_id(table: Table, *, live: bool = True) -> Any:
+    condition = table.c.id == bindparam("id")
+    return condition & table.c.deleted_at.is_(None) if live else condition
+
+
+def _set(table: Table) -> Any:
+    return update(table).where(table.c.id == bindparam("id"))
+
+
+# -- batches --------------------------------------------------------------------------------
+
+_CLAIMED_COLUMNS = (
+    "batch_id",
+    "operation_type",
+    "handler",
+    "actor_id",
+    "mode",
+    "status",
+    "total_operations",
+    "fingerprint",
+    "correlation_id",
+    "created_at",
+    "started_at",
 )
-_ORDER_FOR_UPDATE = (
+_CLAIM = Statement(
+    pg_insert(batch_operations)
+    .values({name: bindparam(name) for name in _CLAIMED_COLUMNS})
+    .on_conflict_do_nothing(index_elements=[batch_operations.c.batch_id])
+    .returning(batch_operations.c.batch_id)
+)
+_BATCH = select(batch_operations).where(batch_operations.c.batch_id == bindparam("batch_id"))
+_GET_BATCH = Statement(_BATCH)
+_GET_BATCH_FOR_UPDATE = Statement(_BATCH.with_for_update())
+_RESULTS = Statement(
+    select(operation_results.c.index, operation_results.c.outcome)
+    .where(operation_results.c.batch_id == bindparam("batch_id"))
+    .order_by(operation_results.c.index)
+)
+_RESULT_EVENTS = Statement(
+    select(operation_results.c.event)
+    .where(operation_results.c.batch_id == bindparam("batch_id"))
+    .order_by(operation_results.c.index)
+)
+_UPDATE_BATCH = update(batch_operations).where(batch_operations.c.batch_id == bindparam("batch_id"))
+_MARK_IN_HAND = Statement(_UPDATE_BATCH.values(in_hand=bindparam("in_hand")))
+_COMPLETE = Statement(
+    _UPDATE_BATCH.values(
+        status=bindparam("status"),
+        completed_at=bindparam("completed_at"),
+        completion_event=bindparam("completion_event"),
+    )
+)
+
+
+def _recording(counter: Column[int]) -> Statement:
+    """The result row, its event's outbox row and the batch counter in one statement."""
+    result = insert(operation_results).values(
+        batch_id=bindparam("batch_id"),
+        index=bindparam("index"),
+        resource_id=bindparam("resource_id"),
+        outcome=bindparam("outcome"),
+        status_code=bindparam("status"),
+        error_code=bindparam("error_code"),
+        event=bindparam("event"),
+    )
+    announcement = insert(outbox).values(
+        exchange=bindparam("o_exchange"),
+        routing_key=bindparam("o_routing_key"),
+        message_id=bindparam("o_message_id"),
+        correlation_id=bindparam("o_correlation_id"),
+        body=bindparam("o_body"),
+        mandatory=bindparam("o_mandatory"),
+        traceparent=bindparam("o_traceparent"),
+    )
+    return Statement(
+        _UPDATE_BATCH.values({counter: counter + 1}).add_cte(
+            result.cte("result"), announcement.cte("announcement")
+        )
+    )
+
+
+_RECORD = {
+    Outcome.SUCCEEDED: _recording(batch_operations.c.completed_operations),
+    Outcome.FAILED: _recording(batch_operations.c.failed_operations),
+    Outcome.SKIPPED: _recording(batch_operations.c.skipped_operations),
+}
+
+# -- the marketplace -------------------------------------------------------------------------
+
+_ACTOR = Statement(select(users.c.id, users.c.role, users.c.is_active).where(_where_id(users)))
+_ORDER_FOR_UPDATE = Statement(
     select(
         orders.c.id,
         orders.c.client_id,
@@ -66,75 +150,117 @@ _ORDER_FOR_UPDATE = (
         professionals.c.user_id.label("professional_user_id"),
     )
     .join(professionals, professionals.c.id == orders.c.professional_id)
-    .where(orders.c.id == bindparam("order_id"), orders.c.deleted_at.is_(None))
+    .where(_where_id(orders))
     .with_for_update(of=orders)
 )
-_SAVE_ORDER = (
-    update(orders)
-    .where(orders.c.id == bindparam("order_id"))
-    .values(
-        status=bindparam("new_status"),
-        notes=bindparam("new_notes"),
-        price=bindparam("new_price"),
+_SAVE_ORDER = Statement(
+    _set(orders).values(
+        status=bindparam("status"),
+        notes=bindparam("notes"),
+        price=bindparam("price"),
         updated_at=func.now(),
     )
 )
-
-
-def _recording(counter: Column[int]) -> Update:
-    """The result row, its event's outbox row and the batch counter in one statement."""
-    result = insert(operation_results).values(
-        batch_id=bindparam("r_batch_id"),
-        index=bindparam("r_index"),
-        resource_id=bindparam("r_resource_id"),
-        outcome=bindparam("r_outcome"),
-        status_code=bindparam("r_status"),
-        error_code=bindparam("r_error_code"),
-        event=bindparam("r_event"),
+_PROFESSIONAL_FOR_UPDATE = Statement(
+    select(professionals).where(_where_id(professionals)).with_for_update()
+)
+_SAVE_PROFESSIONAL = Statement(
+    _set(professionals).values(
+        approved=bindparam("approved"),
+        verified=bindparam("verified"),
+        approved_by=bindparam("approved_by"),
+        approved_at=bindparam("approved_at"),
+        approval_reason=bindparam("approval_reason"),
+        updated_at=func.now(),
     )
-    announcement = insert(outbox).values(
-        exchange=bindparam("o_exchange"),
-        routing_key=bindparam("o_routing_key"),
-        message_id=bindparam("o_message_id"),
-        correlation_id=bindparam("o_correlation_id"),
-        body=bindparam("o_body"),
-        mandatory=bindparam("o_mandatory"),
-        traceparent=bindparam("o_traceparent"),
+)
+_SERVICE_FOR_UPDATE = Statement(
+    select(services, professionals.c.user_id.label("professional_user_id"))
+    .join(professionals, professionals.c.id == services.c.professional_id)
+    .where(_where_id(services))
+    .with_for_update(of=services)
+)
+_SAVE_SERVICE = Statement(
+    _set(services).values(
+        name=bindparam("name"),
+        description=bindparam("description"),
+        price=bindparam("price"),
+        category=bindparam("category"),
+        is_active=bindparam("is_active"),
+        updated_at=func.now(),
     )
-    return (
-        update(batch_operations)
-        .where(batch_operations.c.batch_id == bindparam("b_batch_id"))
-        .values({counter: counter + 1})
-        .add_cte(result.cte("result"), announcement.cte("announcement"))
+)
+_USER_FOR_UPDATE = Statement(select(users).where(_where_id(users)).with_for_update())
+_SAVE_USER = Statement(
+    _set(users).values(
+        name=bindparam("name"),
+        email=bindparam("email"),
+        phone=bindparam("phone"),
+        role=bindparam("role"),
+        is_active=bindparam("is_active"),
+        updated_at=func.now(),
     )
+)
+_EMAIL_TAKEN = Statement(
+    select(users.c.id).where(
+        func.lower(users.c.email) == bindparam("email", type_=users.c.email.type),
+        users.c.id != bindparam("id"),
+    )
+)
+_SOFT_DELETE = {
+    kind: Statement(
+        update(table)
+        .where(_where_id(table))
+        .values(deleted_at=func.now(), updated_at=func.now())
+        .returning(table.c.id)
+    )
+    for kind, table in {
+        ResourceKind.ORDER: orders,
+        ResourceKind.SERVICE: services,
+        ResourceKind.PROFESSIONAL: professionals,
+        ResourceKind.USER: users,
+    }.items()
+}
 
+# -- the outbox ------------------------------------------------------------------------------
 
-_RECORD = {outcome: _recording(column) for outcome, column in _COUNTER.items()}
+_ADD_TO_OUTBOX = Statement(
+    insert(outbox).values(
+        exchange=bindparam("exchange"),
+        routing_key=bindparam("routing_key"),
+        message_id=bindparam("message_id"),
+        correlation_id=bindparam("correlation_id"),
+        body=bindparam("body"),
+        mandatory=bindparam("mandatory"),
+        traceparent=bindparam("traceparent"),
+    )
+)
+_BODY_OF = Statement(
+    select(outbox.c.body).where(outbox.c.message_id == bindparam("message_id")).limit(1)
+)
 
 
 class SqlBatchRepository(BatchRepository):
-    def __init__(self, session: AsyncConnection) -> None:
+    def __init__(self, session: Session) -> None:
         self._session = session
 
     async def claim(self, batch: StoredBatch) -> tuple[StoredBatch, bool]:
         state = batch.state
-        inserted = await self._session.scalar(
-            pg_insert(batch_operations)
-            .values(
-                batch_id=state.batch_id,
-                operation_type=state.operation_type,
-                handler=batch.handler,
-                actor_id=state.actor_id,
-                mode=state.mode.value,
-                status=state.status.value,
-                total_operations=state.total,
-                fingerprint=batch.fingerprint,
-                correlation_id=batch.correlation_id,
-                created_at=state.created_at,
-                started_at=state.started_at,
-            )
-            .on_conflict_do_nothing(index_elements=[batch_operations.c.batch_id])
-            .returning(batch_operations.c.batch_id)
+        inserted = await self._session.fetchval(
+            _CLAIM,
+            {
+                "batch_id": state.batch_id,
+                "operation_type": state.operation_type,
+                "handler": batch.handler,
+                "actor_id": state.actor_id,
+                "mode": state.mode.value,
+                "status": state.status.value,
+                "total_operations": state.total,
+                "fingerprint": batch.fingerprint,
+                "correlation_id": batch.correlation_id,
+                "created_at": state.created_at,
+                "started_at": state.started_at,
+            },
         )
         if inserted is not None:
             return batch, True
@@ -144,50 +270,17 @@ class SqlBatchRepository(BatchRepository):
         return existing, False
 
     async def get(self, batch_id: UUID, *, for_update: bool = False) -> StoredBatch | None:
-        query = select(batch_operations).where(batch_operations.c.batch_id == batch_id)
-        if for_update:
-            query = query.with_for_update()
-        row = (await self._session.execute(query)).mappings().one_or_none()
-        if row is None:
-            return None
-        state = BatchState(
-            batch_id=row["batch_id"],
-            operation_type=row["operation_type"],
-            actor_id=row["actor_id"],
-            mode=Mode(row["mode"]),
-            total=row["total_operations"],
-            created_at=row["created_at"],
-            status=BatchStatus(row["status"]),
-            completed=row["completed_operations"],
-            failed=row["failed_operations"],
-            skipped=row["skipped_operations"],
-            started_at=row["started_at"],
-            completed_at=row["completed_at"],
-        )
-        return StoredBatch(
-            state=state,
-            handler=row["handler"],
-            fingerprint=row["fingerprint"],
-            correlation_id=row["correlation_id"],
-            completion_event=row["completion_event"],
-            in_hand=row["in_hand"],
-        )
+        query = _GET_BATCH_FOR_UPDATE if for_update else _GET_BATCH
+        row = await self._session.fetchrow(query, {"batch_id": batch_id})
+        return None if row is None else _stored_batch(row)
 
     async def results(self, batch_id: UUID) -> list[StoredResult]:
-        rows = await self._session.execute(
-            select(operation_results.c.index, operation_results.c.outcome)
-            .where(operation_results.c.batch_id == batch_id)
-            .order_by(operation_results.c.index)
-        )
+        rows = await self._session.fetch(_RESULTS, {"batch_id": batch_id})
         return [StoredResult(index, Outcome(outcome)) for index, outcome in rows]
 
     async def result_events(self, batch_id: UUID) -> list[bytes]:
-        rows = await self._session.scalars(
-            select(operation_results.c.event)
-            .where(operation_results.c.batch_id == batch_id)
-            .order_by(operation_results.c.index)
-        )
-        return list(rows)
+        rows = await self._session.fetch(_RESULT_EVENTS, {"batch_id": batch_id})
+        return [row[0] for row in rows]
 
     async def add_result(
         self,
@@ -201,14 +294,13 @@ class SqlBatchRepository(BatchRepository):
         announcement: OutboxMessage,
     ) -> None:
         parameters = {
-            "b_batch_id": batch_id,
-            "r_batch_id": batch_id,
-            "r_index": index,
-            "r_resource_id": resource_id,
-            "r_outcome": outcome.value,
-            "r_status": status,
-            "r_error_code": error_code,
-            "r_event": event,
+            "batch_id": batch_id,
+            "index": index,
+            "resource_id": resource_id,
+            "outcome": outcome.value,
+            "status": status,
+            "error_code": error_code,
+            "event": event,
             "o_exchange": announcement.exchange,
             "o_routing_key": announcement.routing_key,
             "o_message_id": announcement.message_id,
@@ -219,221 +311,201 @@ class SqlBatchRepository(BatchRepository):
         }
         try:
             await self._session.execute(_RECORD[outcome], parameters)
-        except IntegrityError as exc:
-            if _RESULTS_PK in str(exc.orig):
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == _RESULTS_PK:
                 raise DuplicateResult(f"batch {batch_id} operation {index}") from exc
             raise
 
     async def mark_in_hand(self, batch_id: UUID, index: int) -> None:
-        await self._session.execute(
-            update(batch_operations)
-            .where(batch_operations.c.batch_id == batch_id)
-            .values(in_hand=index)
-        )
+        await self._session.execute(_MARK_IN_HAND, {"batch_id": batch_id, "in_hand": index})
 
     async def complete(
         self, batch_id: UUID, status: BatchStatus, completed_at: datetime, completion_event: bytes
     ) -> None:
         await self._session.execute(
-            update(batch_operations)
-            .where(batch_operations.c.batch_id == batch_id)
-            .values(
-                status=status.value, completed_at=completed_at, completion_event=completion_event
-            )
+            _COMPLETE,
+            {
+                "batch_id": batch_id,
+                "status": status.value,
+                "completed_at": completed_at,
+                "completion_event": completion_event,
+            },
         )
 
 
+def _stored_batch(row: Record) -> StoredBatch:
+    state = BatchState(
+        batch_id=row["batch_id"],
+        operation_type=row["operation_type"],
+        actor_id=row["actor_id"],
+        mode=Mode(row["mode"]),
+        total=row["total_operations"],
+        created_at=row["created_at"],
+        status=BatchStatus(row["status"]),
+        completed=row["completed_operations"],
+        failed=row["failed_operations"],
+        skipped=row["skipped_operations"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+    )
+    return StoredBatch(
+        state=state,
+        handler=row["handler"],
+        fingerprint=row["fingerprint"],
+        correlation_id=row["correlation_id"],
+        completion_event=row["completion_event"],
+        in_hand=row["in_hand"],
+    )
+
+
 class SqlMarketplaceRepository(MarketplaceRepository):
-    def __init__(self, session: AsyncConnection) -> None:
+    def __init__(self, session: Session) -> None:
         self._session = session
 
     async def get_actor(self, user_id: int) -> Actor | None:
-        row = (await self._session.execute(_ACTOR, {"user_id": user_id})).one_or_none()
-        return None if row is None else Actor(row.id, Role(row.role), row.is_active)
+        row = await self._session.fetchrow(_ACTOR, {"id": user_id})
+        return None if row is None else Actor(row["id"], Role(row["role"]), row["is_active"])
 
     async def get_order_for_update(self, order_id: int) -> Order | None:
-        row = (await self._session.execute(_ORDER_FOR_UPDATE, {"order_id": order_id})).one_or_none()
+        row = await self._session.fetchrow(_ORDER_FOR_UPDATE, {"id": order_id})
         if row is None:
             return None
         return Order(
-            id=row.id,
-            client_id=row.client_id,
-            professional_id=row.professional_id,
-            professional_user_id=row.professional_user_id,
-            service_id=row.service_id,
-            status=OrderStatus(row.status),
-            notes=row.notes,
-            price=row.price,
+            id=row["id"],
+            client_id=row["client_id"],
+            professional_id=row["professional_id"],
+            professional_user_id=row["professional_user_id"],
+            service_id=row["service_id"],
+            status=OrderStatus(row["status"]),
+            notes=row["notes"],
+            price=row["price"],
         )
 
     async def save_order(self, order: Order) -> None:
         await self._session.execute(
             _SAVE_ORDER,
             {
-                "order_id": order.id,
-                "new_status": order.status.value,
-                "new_notes": order.notes,
-                "new_price": order.price,
+                "id": order.id,
+                "status": order.status.value,
+                "notes": order.notes,
+                "price": order.price,
             },
         )
 
     async def get_professional_for_update(self, professional_id: int) -> Professional | None:
-        row = (
-            await self._session.execute(
-                select(professionals)
-                .where(professionals.c.id == professional_id, professionals.c.deleted_at.is_(None))
-                .with_for_update()
-            )
-        ).one_or_none()
+        row = await self._session.fetchrow(_PROFESSIONAL_FOR_UPDATE, {"id": professional_id})
         if row is None:
             return None
         return Professional(
-            id=row.id,
-            user_id=row.user_id,
-            approved=row.approved,
-            verified=row.verified,
-            approved_by=row.approved_by,
-            approved_at=row.approved_at,
-            approval_reason=row.approval_reason,
+            id=row["id"],
+            user_id=row["user_id"],
+            approved=row["approved"],
+            verified=row["verified"],
+            approved_by=row["approved_by"],
+            approved_at=row["approved_at"],
+            approval_reason=row["approval_reason"],
         )
 
     async def save_professional(self, professional: Professional) -> None:
         await self._session.execute(
-            update(professionals)
-            .where(professionals.c.id == professional.id)
-            .values(
-                approved=professional.approved,
-                verified=professional.verified,
-                approved_by=professional.approved_by,
-                approved_at=professional.approved_at,
-                approval_reason=professional.approval_reason,
-                updated_at=func.now(),
-            )
+            _SAVE_PROFESSIONAL,
+            {
+                "id": professional.id,
+                "approved": professional.approved,
+                "verified": professional.verified,
+                "approved_by": professional.approved_by,
+                "approved_at": professional.approved_at,
+                "approval_reason": professional.approval_reason,
+            },
         )
 
     async def get_service_for_update(self, service_id: int) -> Service | None:
-        row = (
-            await self._session.execute(
-                select(services, professionals.c.user_id.label("professional_user_id"))
-                .join(professionals, professionals.c.id == services.c.professional_id)
-                .where(services.c.id == service_id, services.c.deleted_at.is_(None))
-                .with_for_update(of=services)
-            )
-        ).one_or_none()
+        row = await self._session.fetchrow(_SERVICE_FOR_UPDATE, {"id": service_id})
         if row is None:
             return None
         return Service(
-            id=row.id,
-            professional_id=row.professional_id,
-            professional_user_id=row.professional_user_id,
-            name=row.name,
-            description=row.description,
-            price=row.price,
-            category=row.category,
-            is_active=row.is_active,
+            id=row["id"],
+            professional_id=row["professional_id"],
+            professional_user_id=row["professional_user_id"],
+            name=row["name"],
+            description=row["description"],
+            price=row["price"],
+            category=row["category"],
+            is_active=row["is_active"],
         )
 
     async def save_service(self, service: Service) -> None:
         await self._session.execute(
-            update(services)
-            .where(services.c.id == service.id)
-            .values(
-                name=service.name,
-                description=service.description,
-                price=service.price,
-                category=service.category,
-                is_active=service.is_active,
-                updated_at=func.now(),
-            )
+            _SAVE_SERVICE,
+            {
+                "id": service.id,
+                "name": service.name,
+                "description": service.description,
+                "price": service.price,
+                "category": service.category,
+                "is_active": service.is_active,
+            },
         )
 
     async def get_user_for_update(self, user_id: int) -> User | None:
-        row = (
-            await self._session.execute(
-                select(users)
-                .where(users.c.id == user_id, users.c.deleted_at.is_(None))
-                .with_for_update()
-            )
-        ).one_or_none()
+        row = await self._session.fetchrow(_USER_FOR_UPDATE, {"id": user_id})
         if row is None:
             return None
         return User(
-            id=row.id,
-            name=row.name,
-            email=row.email,
-            phone=row.phone,
-            role=Role(row.role),
-            is_active=row.is_active,
+            id=row["id"],
+            name=row["name"],
+            email=row["email"],
+            phone=row["phone"],
+            role=Role(row["role"]),
+            is_active=row["is_active"],
         )
 
     async def save_user(self, user: User) -> None:
+        parameters = {
+            "id": user.id,
+            "name": user.name,
+            "email": user.email,
+            "phone": user.phone,
+            "role": user.role.value,
+            "is_active": user.is_active,
+        }
         try:
-            await self._session.execute(
-                update(users)
-                .where(users.c.id == user.id)
-                .values(
-                    name=user.name,
-                    email=user.email,
-                    phone=user.phone,
-                    role=user.role.value,
-                    is_active=user.is_active,
-                    updated_at=func.now(),
-                )
-            )
-        except IntegrityError as exc:
+            await self._session.execute(_SAVE_USER, parameters)
+        except asyncpg.UniqueViolationError as exc:
             # The handler's email check cannot see a concurrent, uncommitted claim.
-            if "uq_users_email" in str(exc.orig):
+            if exc.constraint_name == _USERS_EMAIL:
                 raise Conflict("email: another user already has this address") from exc
             raise
 
     async def email_taken(self, email: str, *, by_other_than: int) -> bool:
-        found = await self._session.scalar(
-            select(users.c.id).where(
-                func.lower(users.c.email) == email.lower(), users.c.id != by_other_than
-            )
+        found = await self._session.fetchval(
+            _EMAIL_TAKEN, {"email": email.lower(), "id": by_other_than}
         )
         return found is not None
 
     async def soft_delete(self, kind: ResourceKind, resource_id: int) -> bool:
-        table = _DELETABLE[kind]
-        deleted = await self._session.scalar(
-            update(table)
-            .where(table.c.id == resource_id, table.c.deleted_at.is_(None))
-            .values(deleted_at=func.now(), updated_at=func.now())
-            .returning(table.c.id)
-        )
+        deleted = await self._session.fetchval(_SOFT_DELETE[kind], {"id": resource_id})
         return deleted is not None
 
 
-_DELETABLE = {
-    ResourceKind.ORDER: orders,
-    ResourceKind.SERVICE: services,
-    ResourceKind.PROFESSIONAL: professionals,
-    ResourceKind.USER: users,
-}
-
-
 class SqlOutboxRepository(OutboxRepository):
-    def __init__(self, session: AsyncConnection) -> None:
+    def __init__(self, session: Session) -> None:
         self._session = session
 
     async def add(self, message: OutboxMessage) -> None:
-        await self._session.execute(outbox_insert(message))
+        await self._session.execute(
+            _ADD_TO_OUTBOX,
+            {
+                "exchange": message.exchange,
+                "routing_key": message.routing_key,
+                "message_id": message.message_id,
+                "correlation_id": message.correlation_id,
+                "body": message.body,
+                "mandatory": message.mandatory,
+                "traceparent": message.traceparent,
+            },
+        )
 
     async def body_of(self, message_id: UUID) -> bytes | None:
-        body: bytes | None = await self._session.scalar(
-            select(outbox.c.body).where(outbox.c.message_id == message_id).limit(1)
-        )
+        body: bytes | None = await self._session.fetchval(_BODY_OF, {"message_id": message_id})
         return body
-
-
-def outbox_insert(message: OutboxMessage) -> Insert:
-    return insert(outbox).values(
-        exchange=message.exchange,
-        routing_key=message.routing_key,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        body=message.body,
-        mandatory=message.mandatory,
-        traceparent=message.traceparent,
-    )

@@ -1,15 +1,12 @@
-"""The unit of work over one database connection, and which database errors are worth a retry.
-
-A plain AsyncConnection rather than an ORM session: the repositories issue Core statements
-only, and the session's bookkeeping was a third of the CPU spent per operation.
-"""
+"""The unit of work over one pooled asyncpg connection, and which database errors are worth a
+retry."""
 
 from __future__ import annotations
 
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import asyncpg
+from sqlalchemy import select
 
+from consumer.adapters.pg import ConnectionPool, Session, Statement
 from consumer.adapters.repositories import (
     SqlBatchRepository,
     SqlMarketplaceRepository,
@@ -17,47 +14,49 @@ from consumer.adapters.repositories import (
 )
 from consumer.service_layer.unit_of_work import AbstractUnitOfWork
 
+_PING = Statement(select(1))
+
 # serialization_failure, deadlock_detected, admin/crash shutdown, cannot connect now; and
 # class 08 (connection exceptions): the same transaction may well succeed next time.
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03"})
 
 
 class SqlUnitOfWork(AbstractUnitOfWork):
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._connection: AsyncConnection | None = None
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+        self._session: Session | None = None
 
     async def __aenter__(self) -> SqlUnitOfWork:
-        connection = await self._engine.connect()
-        self._connection = connection
-        self.batches = SqlBatchRepository(connection)
-        self.marketplace = SqlMarketplaceRepository(connection)
-        self.outbox = SqlOutboxRepository(connection)
+        session = await self._pool.acquire()
+        self._session = session
+        self.batches = SqlBatchRepository(session)
+        self.marketplace = SqlMarketplaceRepository(session)
+        self.outbox = SqlOutboxRepository(session)
         return self
 
     async def __aexit__(self, *args: object) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            try:
-                await connection.rollback()
-            finally:
-                await connection.close()
+        session, self._session = self._session, None
+        if session is not None:
+            await self._pool.release(session)
 
     async def commit(self) -> None:
-        await self._require_connection().commit()
+        await self._require_session().commit()
 
     async def rollback(self) -> None:
-        await self._require_connection().rollback()
+        await self._require_session().rollback()
 
-    def _require_connection(self) -> AsyncConnection:
-        if self._connection is None:
+    def _require_session(self) -> Session:
+        if self._session is None:
             raise RuntimeError("use the unit of work as `async with uow:`")
-        return self._connection
+        return self._session
 
     async def reachable(self) -> bool:
         try:
-            async with self._engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+            session = await self._pool.acquire()
+            try:
+                await session.fetchval(_PING)
+            finally:
+                await self._pool.release(session)
         except Exception:  # noqa: BLE001 - any failure to answer means unreachable
             return False
         return True
@@ -65,18 +64,10 @@ class SqlUnitOfWork(AbstractUnitOfWork):
     @staticmethod
     def is_transient(exc: BaseException) -> bool:
         if isinstance(exc, OSError | ConnectionError | TimeoutError):
-            return True  # asyncpg surfaces a refused or reset connection as a bare OSError
-        if not isinstance(exc, DBAPIError):
+            return True  # a refused, reset or silent connection
+        if isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, ValueError):
+            return True  # the connection closed under us; ValueErrors are bad arguments
+        sqlstate = getattr(exc, "sqlstate", None)
+        if not isinstance(exc, asyncpg.PostgresError) or not isinstance(sqlstate, str):
             return False
-        if exc.connection_invalidated or isinstance(exc, InterfaceError):
-            return True
-        sqlstate = _sqlstate(exc)
-        if sqlstate is None:
-            return isinstance(exc, OperationalError)
-        return sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith(("08",))
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    orig = getattr(exc, "orig", None)
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    return sqlstate if isinstance(sqlstate, str) else None
+        return sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith("08")
