@@ -147,7 +147,8 @@ class Service:
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
-        await self.pool.close()
+        # Batches that outlived the shutdown timeout still hold connections; do not wait on them.
+        await self.pool.close(timeout=2.0)
         await self.engine.dispose()
 
 

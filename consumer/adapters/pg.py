@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -44,44 +45,86 @@ class Statement:
         return [params[name] if name in params else defaults[name] for name in self._names]
 
 
+@dataclass(frozen=True, slots=True)
+class Deferrable:
+    """A write that may wait for the next statement of its transaction and ride along in it as
+    a CTE named `key`, saving a round trip. Only writes that no constraint can refuse qualify:
+    their errors would otherwise surface at the later statement."""
+
+    key: str
+    alone: Statement  # the write by itself, for when no statement can take it along
+
+
 class Session:
     """One pooled connection with SQLAlchemy's autobegin: the first statement opens a
     transaction, and it stays open until `commit()` or `rollback()`."""
 
-    __slots__ = ("_connection", "_open")
+    __slots__ = ("_connection", "_deferred", "_open")
 
     def __init__(self, connection: Any) -> None:
         self._connection = connection
         self._open = False
+        self._deferred: tuple[Deferrable, Mapping[str, object]] | None = None
 
     async def fetch(self, statement: Statement, params: _Params = None) -> Any:
-        await self._begin()
+        await self._prepare()
         return await self._connection.fetch(statement.sql, *statement.arguments(params))
 
     async def fetchrow(self, statement: Statement, params: _Params = None) -> Record | None:
-        await self._begin()
+        await self._prepare()
         row: Record | None = await self._connection.fetchrow(
             statement.sql, *statement.arguments(params)
         )
         return row
 
     async def fetchval(self, statement: Statement, params: _Params = None) -> Any:
-        await self._begin()
+        await self._prepare()
         return await self._connection.fetchval(statement.sql, *statement.arguments(params))
 
     async def execute(self, statement: Statement, params: _Params = None) -> None:
-        await self._begin()
+        await self._prepare()
         await self._connection.execute(statement.sql, *statement.arguments(params))
 
+    async def defer(self, write: Deferrable, params: Mapping[str, object]) -> None:
+        """Hold `write` back until the next statement (or the commit) runs."""
+        await self._prepare()
+        self._deferred = (write, params)
+
+    async def execute_with_deferred(
+        self, variants: Mapping[str | None, Statement], params: Mapping[str, object]
+    ) -> None:
+        """Run the variant of a statement that carries the deferred write (`variants[key]`),
+        or the plain one (`variants[None]`) when nothing is deferred."""
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None and deferred[0].key in variants:
+            write, write_params = deferred
+            await self._begin()
+            statement = variants[write.key]
+            arguments = statement.arguments({**params, **write_params})
+            await self._connection.execute(statement.sql, *arguments)
+            return
+        self._deferred = deferred
+        await self.execute(variants[None], params)
+
     async def commit(self) -> None:
+        if self._deferred is not None:
+            await self._prepare()
         if self._open:
             self._open = False
             await self._connection.execute("COMMIT")
 
     async def rollback(self) -> None:
+        self._deferred = None
         if self._open:
             self._open = False
             await self._connection.execute("ROLLBACK")
+
+    async def _prepare(self) -> None:
+        """Open the transaction, and run a deferred write before anything that may see it."""
+        await self._begin()
+        if self._deferred is not None:
+            (write, params), self._deferred = self._deferred, None
+            await self._connection.execute(write.alone.sql, *write.alone.arguments(params))
 
     async def _begin(self) -> None:
         if not self._open:
@@ -121,12 +164,21 @@ class ConnectionPool:
             connection.terminate()
             raise
         finally:
+            if connection.is_closed():
+                # The link broke or the server went away: after a restart every idle connection
+                # is dead too, so replace them all rather than fail on each in turn.
+                await self._pool.expire_connections()
             await self._pool.release(connection)
 
-    async def close(self) -> None:
+    async def close(self, timeout: float) -> None:
+        """Close gracefully once every connection is back; after `timeout`, close regardless."""
         pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), timeout)
+        except TimeoutError:
+            pool.terminate()
 
     async def _open(self) -> Any:
         async with self._opening:

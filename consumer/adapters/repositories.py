@@ -11,7 +11,7 @@ import asyncpg
 from sqlalchemy import Column, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from consumer.adapters.pg import Record, Session, Statement
+from consumer.adapters.pg import Deferrable, Record, Session, Statement
 from consumer.adapters.tables import (
     batch_operations,
     operation_results,
@@ -51,10 +51,6 @@ _USERS_EMAIL = "uq_users_email"
 def _where_id(table: Table, *, live: bool = True) -> Any:
     condition = table.c.id == bindparam("id")
     return condition & table.c.deleted_at.is_(None) if live else condition
-
-
-def _set(table: Table) -> Any:
-    return update(table).where(table.c.id == bindparam("id"))
 
 
 # -- batches --------------------------------------------------------------------------------
@@ -102,8 +98,41 @@ _COMPLETE = Statement(
 )
 
 
-def _recording(counter: Column[int]) -> Statement:
-    """The result row, its event's outbox row and the batch counter in one statement."""
+# The marketplace writes that ride along in the statement recording the result (see Deferrable;
+# users are not among them: their email is unique, and that refusal belongs to the handler).
+_ORDER_SAVE = update(orders).values(
+    status=bindparam("e_status"),
+    notes=bindparam("e_notes"),
+    price=bindparam("e_price"),
+    updated_at=func.now(),
+)
+_PROFESSIONAL_SAVE = update(professionals).values(
+    approved=bindparam("e_approved"),
+    verified=bindparam("e_verified"),
+    approved_by=bindparam("e_approved_by"),
+    approved_at=bindparam("e_approved_at"),
+    approval_reason=bindparam("e_approval_reason"),
+    updated_at=func.now(),
+)
+_SERVICE_SAVE = update(services).values(
+    name=bindparam("e_name"),
+    description=bindparam("e_description"),
+    price=bindparam("e_price"),
+    category=bindparam("e_category"),
+    is_active=bindparam("e_is_active"),
+    updated_at=func.now(),
+)
+_SAVES = {
+    "order": _ORDER_SAVE.where(orders.c.id == bindparam("e_id")),
+    "professional": _PROFESSIONAL_SAVE.where(professionals.c.id == bindparam("e_id")),
+    "service": _SERVICE_SAVE.where(services.c.id == bindparam("e_id")),
+}
+_SAVE = {key: Deferrable(key, Statement(save)) for key, save in _SAVES.items()}
+
+
+def _recording(counter: Column[int]) -> dict[str | None, Statement]:
+    """The result row, its event's outbox row and the batch counter in one statement; with a
+    variant per deferred write that may ride along."""
     result = insert(operation_results).values(
         batch_id=bindparam("batch_id"),
         index=bindparam("index"),
@@ -122,11 +151,13 @@ def _recording(counter: Column[int]) -> Statement:
         mandatory=bindparam("o_mandatory"),
         traceparent=bindparam("o_traceparent"),
     )
-    return Statement(
-        _UPDATE_BATCH.values({counter: counter + 1}).add_cte(
-            result.cte("result"), announcement.cte("announcement")
-        )
+    record = _UPDATE_BATCH.values({counter: counter + 1}).add_cte(
+        result.cte("result"), announcement.cte("announcement")
     )
+    variants: dict[str | None, Statement] = {None: Statement(record)}
+    for key, save in _SAVES.items():
+        variants[key] = Statement(record.add_cte(save.cte("effect")))
+    return variants
 
 
 _RECORD = {
@@ -153,26 +184,8 @@ _ORDER_FOR_UPDATE = Statement(
     .where(_where_id(orders))
     .with_for_update(of=orders)
 )
-_SAVE_ORDER = Statement(
-    _set(orders).values(
-        status=bindparam("status"),
-        notes=bindparam("notes"),
-        price=bindparam("price"),
-        updated_at=func.now(),
-    )
-)
 _PROFESSIONAL_FOR_UPDATE = Statement(
     select(professionals).where(_where_id(professionals)).with_for_update()
-)
-_SAVE_PROFESSIONAL = Statement(
-    _set(professionals).values(
-        approved=bindparam("approved"),
-        verified=bindparam("verified"),
-        approved_by=bindparam("approved_by"),
-        approved_at=bindparam("approved_at"),
-        approval_reason=bindparam("approval_reason"),
-        updated_at=func.now(),
-    )
 )
 _SERVICE_FOR_UPDATE = Statement(
     select(services, professionals.c.user_id.label("professional_user_id"))
@@ -180,19 +193,11 @@ _SERVICE_FOR_UPDATE = Statement(
     .where(_where_id(services))
     .with_for_update(of=services)
 )
-_SAVE_SERVICE = Statement(
-    _set(services).values(
-        name=bindparam("name"),
-        description=bindparam("description"),
-        price=bindparam("price"),
-        category=bindparam("category"),
-        is_active=bindparam("is_active"),
-        updated_at=func.now(),
-    )
-)
 _USER_FOR_UPDATE = Statement(select(users).where(_where_id(users)).with_for_update())
 _SAVE_USER = Statement(
-    _set(users).values(
+    update(users)
+    .where(users.c.id == bindparam("id"))
+    .values(
         name=bindparam("name"),
         email=bindparam("email"),
         phone=bindparam("phone"),
@@ -310,7 +315,7 @@ class SqlBatchRepository(BatchRepository):
             "o_traceparent": announcement.traceparent,
         }
         try:
-            await self._session.execute(_RECORD[outcome], parameters)
+            await self._session.execute_with_deferred(_RECORD[outcome], parameters)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == _RESULTS_PK:
                 raise DuplicateResult(f"batch {batch_id} operation {index}") from exc
@@ -382,13 +387,13 @@ class SqlMarketplaceRepository(MarketplaceRepository):
         )
 
     async def save_order(self, order: Order) -> None:
-        await self._session.execute(
-            _SAVE_ORDER,
+        await self._session.defer(
+            _SAVE["order"],
             {
-                "id": order.id,
-                "status": order.status.value,
-                "notes": order.notes,
-                "price": order.price,
+                "e_id": order.id,
+                "e_status": order.status.value,
+                "e_notes": order.notes,
+                "e_price": order.price,
             },
         )
 
@@ -407,15 +412,15 @@ class SqlMarketplaceRepository(MarketplaceRepository):
         )
 
     async def save_professional(self, professional: Professional) -> None:
-        await self._session.execute(
-            _SAVE_PROFESSIONAL,
+        await self._session.defer(
+            _SAVE["professional"],
             {
-                "id": professional.id,
-                "approved": professional.approved,
-                "verified": professional.verified,
-                "approved_by": professional.approved_by,
-                "approved_at": professional.approved_at,
-                "approval_reason": professional.approval_reason,
+                "e_id": professional.id,
+                "e_approved": professional.approved,
+                "e_verified": professional.verified,
+                "e_approved_by": professional.approved_by,
+                "e_approved_at": professional.approved_at,
+                "e_approval_reason": professional.approval_reason,
             },
         )
 
@@ -435,15 +440,15 @@ class SqlMarketplaceRepository(MarketplaceRepository):
         )
 
     async def save_service(self, service: Service) -> None:
-        await self._session.execute(
-            _SAVE_SERVICE,
+        await self._session.defer(
+            _SAVE["service"],
             {
-                "id": service.id,
-                "name": service.name,
-                "description": service.description,
-                "price": service.price,
-                "category": service.category,
-                "is_active": service.is_active,
+                "e_id": service.id,
+                "e_name": service.name,
+                "e_description": service.description,
+                "e_price": service.price,
+                "e_category": service.category,
+                "e_is_active": service.is_active,
             },
         )
 
