@@ -59,11 +59,13 @@ class Session:
     """One pooled connection with SQLAlchemy's autobegin: the first statement opens a
     transaction, and it stays open until `commit()` or `rollback()`."""
 
-    __slots__ = ("_connection", "_deferred", "_open")
+    __slots__ = ("_connection", "_deferred", "_open", "chained")
 
     def __init__(self, connection: Any) -> None:
         self._connection = connection
         self._open = False
+        # True from a chained commit until the next statement: the open transaction is empty.
+        self.chained = False
         self._deferred: tuple[Deferrable, Mapping[str, object]] | None = None
 
     async def fetch(self, statement: Statement, params: _Params = None) -> Any:
@@ -98,6 +100,7 @@ class Session:
         deferred, self._deferred = self._deferred, None
         if deferred is not None and deferred[0].key in variants:
             write, write_params = deferred
+            self.chained = False
             await self._begin()
             statement = variants[write.key]
             arguments = statement.arguments({**params, **write_params})
@@ -106,21 +109,27 @@ class Session:
         self._deferred = deferred
         await self.execute(variants[None], params)
 
-    async def commit(self) -> None:
+    async def commit(self, *, chain: bool = False) -> None:
+        """Commit; with `chain`, open the next transaction in the same round trip (PostgreSQL
+        runs `BEGIN` only if the `COMMIT` before it succeeded)."""
         if self._deferred is not None:
             await self._prepare()
         if self._open:
             self._open = False
-            await self._connection.execute("COMMIT")
+            await self._connection.execute("COMMIT; BEGIN" if chain else "COMMIT")
+            self._open = chain
+            self.chained = chain
 
     async def rollback(self) -> None:
         self._deferred = None
+        self.chained = False
         if self._open:
             self._open = False
             await self._connection.execute("ROLLBACK")
 
     async def _prepare(self) -> None:
         """Open the transaction, and run a deferred write before anything that may see it."""
+        self.chained = False
         await self._begin()
         if self._deferred is not None:
             (write, params), self._deferred = self._deferred, None

@@ -27,20 +27,26 @@ class SqlUnitOfWork(AbstractUnitOfWork):
         self._session: Session | None = None
 
     async def __aenter__(self) -> SqlUnitOfWork:
-        session = await self._pool.acquire()
-        self._session = session
-        self.batches = SqlBatchRepository(session)
-        self.marketplace = SqlMarketplaceRepository(session)
-        self.outbox = SqlOutboxRepository(session)
+        if self._session is None:  # else: kept by a chained commit, with a transaction open
+            session = await self._pool.acquire()
+            self._session = session
+            self.batches = SqlBatchRepository(session)
+            self.marketplace = SqlMarketplaceRepository(session)
+            self.outbox = SqlOutboxRepository(session)
         return self
 
-    async def __aexit__(self, *args: object) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, *args: object) -> None:
+        session = self._session
+        if session is not None and not (exc_type is None and session.chained):
+            await self.close()
+
+    async def close(self) -> None:
         session, self._session = self._session, None
         if session is not None:
             await self._pool.release(session)
 
-    async def commit(self) -> None:
-        await self._require_session().commit()
+    async def commit(self, *, chain: bool = False) -> None:
+        await self._require_session().commit(chain=chain)
 
     async def rollback(self) -> None:
         await self._require_session().rollback()

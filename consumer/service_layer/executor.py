@@ -174,19 +174,33 @@ class BatchExecutor:
     # -- continue and stop_on_error: one transaction per operation ---------------------------
 
     async def _run_in_order(self, run: BatchRun) -> None:
-        for index, operation in run.pending():
-            if run.request.mode is Mode.STOP_ON_ERROR and Outcome.FAILED in run.outcomes.values():
-                first = min(i for i, o in run.outcomes.items() if o is Outcome.FAILED)
-                await self._skip(run, f"not executed: operation {first} failed (stop_on_error)")
-                return
-            if self._stop_requested and run.interruptible:
-                raise Interrupted(f"stopped before operation {index}")
-            with bound_contextvars(index=index):
-                run.outcomes[index] = await self._execute(run, index, operation)
+        # One unit of work for the batch: each operation's commit opens the next one's
+        # transaction in the same round trip (except the last's: nothing follows it).
+        uow = self._uow_factory()
+        try:
+            pending = run.pending()
+            for index, operation in pending:
+                if (
+                    run.request.mode is Mode.STOP_ON_ERROR
+                    and Outcome.FAILED in run.outcomes.values()
+                ):
+                    first = min(i for i, o in run.outcomes.items() if o is Outcome.FAILED)
+                    await uow.close()
+                    await self._skip(run, f"not executed: operation {first} failed (stop_on_error)")
+                    return
+                if self._stop_requested and run.interruptible:
+                    raise Interrupted(f"stopped before operation {index}")
+                chain = index != pending[-1][0]
+                with bound_contextvars(index=index):
+                    run.outcomes[index] = await self._execute(uow, run, index, operation, chain)
+        finally:
+            await uow.close()
 
-    async def _execute(self, run: BatchRun, index: int, operation: Operation) -> Outcome:
+    async def _execute(
+        self, uow: AbstractUnitOfWork, run: BatchRun, index: int, operation: Operation, chain: bool
+    ) -> Outcome:
         async def attempt() -> Outcome:
-            async with self._uow_factory() as uow:
+            async with uow:
                 now = self._clock()
                 context = OperationContext(uow, run.request.actor_id, await run.actor_for(uow), now)
                 try:
@@ -205,7 +219,7 @@ class BatchExecutor:
                     result = self._failure(
                         run, index, operation, failure.code, failure.message, failure.public_type
                     )
-                return await self._commit_results(uow, run, [result])
+                return await self._commit_results(uow, run, [result], chain=chain)
 
         try:
             with (
@@ -400,7 +414,12 @@ class BatchExecutor:
         return outcome
 
     async def _commit_results(
-        self, uow: AbstractUnitOfWork, run: BatchRun, results: list[OperationResult]
+        self,
+        uow: AbstractUnitOfWork,
+        run: BatchRun,
+        results: list[OperationResult],
+        *,
+        chain: bool = False,
     ) -> Outcome:
         """Write result rows and their events with whatever `uow` already holds, then commit.
 
@@ -425,7 +444,7 @@ class BatchExecutor:
             await uow.rollback()
             stored = {r.index: r.outcome for r in await uow.batches.results(run.batch_id)}
             return stored[results[0].index]
-        await uow.commit()
+        await uow.commit(chain=chain)
         self._on_outbox()
         for result in results:
             code = result.error.code.value if result.error else ""

@@ -1,7 +1,8 @@
 """The ports the service layer works through: a unit of work and its repositories.
 
 `async with uow:` rolls back on exit unless `await uow.commit()` was called; repositories
-never commit. Adapters implement these for PostgreSQL, tests implement them in memory.
+never commit. A unit of work may be entered again after it exits. Adapters implement these
+for PostgreSQL, tests implement them in memory.
 """
 
 from __future__ import annotations
@@ -159,10 +160,16 @@ class AbstractUnitOfWork(abc.ABC):
         await self.rollback()
 
     @abc.abstractmethod
-    async def commit(self) -> None: ...
+    async def commit(self, *, chain: bool = False) -> None:
+        """Commit. `chain=True` also opens the next transaction, in the same round trip, for a
+        unit of work entered again right away (`async with uow:` once more); it then keeps its
+        connection between the two until `close()`."""
 
     @abc.abstractmethod
     async def rollback(self) -> None: ...
+
+    async def close(self) -> None:  # noqa: B027 - optional: only adapters that keep something
+        """Give back what a chained commit kept (nothing otherwise)."""
 
     @staticmethod
     def is_transient(exc: BaseException) -> bool:  # noqa: ARG004 - overridden by adapters

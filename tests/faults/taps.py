@@ -171,15 +171,18 @@ class _PgCommitTap:
             _, statement = _cstrings(payload, 2)
             self._note(self._statements.get(statement, ""))
         elif kind == "Q":  # simple query: how asyncpg sends BEGIN, COMMIT and ROLLBACK
+            # One message may chain several (`COMMIT; BEGIN`): a cut applies to the message.
             query = _cstrings(payload, 1)[0]
-            command = query.strip().rstrip(";").strip().upper()
-            if command in {"COMMIT", "END"}:
-                wrote, self._writes = self._writes, []
-                return self._cutter.decide(wrote) if wrote else Cut.NONE
-            if command in {"ROLLBACK", "ABORT"}:
-                self._writes = []
-            else:
-                self._note(query)
+            cut = Cut.NONE
+            for command in (part.strip().upper() for part in query.split(";")):
+                if command in {"COMMIT", "END"}:
+                    wrote, self._writes = self._writes, []
+                    cut = self._cutter.decide(wrote) if wrote else Cut.NONE
+                elif command in {"ROLLBACK", "ABORT"}:
+                    self._writes = []
+                elif command:
+                    self._note(command)
+            return cut
         return Cut.NONE
 
     def _note(self, sql: str) -> None:

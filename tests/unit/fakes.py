@@ -375,7 +375,7 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         await super().__aexit__(exc_type, exc, tb)
         self._staged.active = False
 
-    async def commit(self) -> None:
+    async def commit(self, *, chain: bool = False) -> None:
         self._staged.check()
         self.db.batches.update(self._staged.batches)
         self.db.results.update(self._staged.results)
