@@ -1,6 +1,6 @@
-"""Outbox relay: publish committed events with confirms, then mark them sent.
+"""Outbox relay: publish committed events with confirms, then settle their rows (see _SETTLE).
 
-A crash between the broker's confirm and the mark re-publishes the event (same event_id and
+A crash between the broker's confirm and the settling re-publishes the event (same event_id and
 body), so delivery is at-least-once and never lossy. Rows are picked by `sent_at IS NULL`, not
 by id ranges, so rows committed out of id order are never skipped.
 """
@@ -14,7 +14,8 @@ from uuid import UUID
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange
-from sqlalchemy import func, select, update
+from sqlalchemy import BigInteger, any_, bindparam, delete, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumer import metrics
@@ -35,6 +36,21 @@ class _Unsent:
     body: bytes
     mandatory: bool
     traceparent: str | None
+
+
+# Sent operation events leave the outbox (operation_results keeps each one's body); sent batch
+# events stay, marked, because a redelivered rejection re-sends its first body from there. A
+# delete is also the cheaper write: marking rewrites the row and its index entries.
+_SETTLE = (
+    update(outbox)
+    .where(outbox.c.id == any_(bindparam("kept", type_=ARRAY(BigInteger))))
+    .values(sent_at=func.now())
+    .add_cte(
+        delete(outbox)
+        .where(outbox.c.id == any_(bindparam("gone", type_=ARRAY(BigInteger))))
+        .cte("gone")
+    )
+)
 
 
 class OutboxRelay:
@@ -114,7 +130,7 @@ class OutboxRelay:
             ]
             if not rows:
                 return 0
-            sent = []
+            sent: list[_Unsent] = []
             for row, outcome in await self._publish_all(rows):
                 if isinstance(outcome, UnroutableError):
                     metrics.EVENTS_RELAYED.labels("unroutable").inc()
@@ -124,17 +140,23 @@ class OutboxRelay:
                         routing_key=row.routing_key,
                         event_id=str(row.message_id),
                     )
-                    sent.append(row.id)
+                    sent.append(row)
                 elif isinstance(outcome, BaseException):
                     log.warning(
                         "event_publish_failed", routing_key=row.routing_key, error=repr(outcome)
                     )
                 else:
                     metrics.EVENTS_RELAYED.labels("published").inc()
-                    sent.append(row.id)
+                    sent.append(row)
             if sent:
                 await conn.execute(
-                    update(outbox).where(outbox.c.id.in_(sent)).values(sent_at=func.now())
+                    _SETTLE,
+                    {
+                        "gone": [row.id for row in sent if _is_operation_event(row.routing_key)],
+                        "kept": [
+                            row.id for row in sent if not _is_operation_event(row.routing_key)
+                        ],
+                    },
                 )
             if len(sent) < len(rows):
                 raise PublishError(f"{len(rows) - len(sent)} events were not confirmed; will retry")
@@ -208,5 +230,9 @@ async def backlog(conn: AsyncConnection) -> tuple[int, float]:
     return int(row[0]), float(row[1])
 
 
+def _is_operation_event(routing_key: str) -> bool:
+    return routing_key.startswith("operation.")
+
+
 def _event_type(routing_key: str) -> str:
-    return "batchops.operation.v1" if routing_key.startswith("operation.") else "batchops.batch.v1"
+    return "batchops.operation.v1" if _is_operation_event(routing_key) else "batchops.batch.v1"

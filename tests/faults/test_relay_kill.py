@@ -1,7 +1,7 @@
-"""kill -9 of the relay after the broker confirmed an event but before it was marked sent.
+"""kill -9 of the relay after the broker confirmed an event but before it was settled.
 
 The relay takes unsent rows `FOR UPDATE SKIP LOCKED` (a ROW SHARE table lock), publishes them
-with confirms, then `UPDATE outbox SET sent_at` (ROW EXCLUSIVE). A `LOCK TABLE outbox IN SHARE
+with confirms, then deletes or marks them (ROW EXCLUSIVE). A `LOCK TABLE outbox IN SHARE
 MODE` held by the test lets the first through and stops the second. It stops the consumer's
 INSERT into the outbox too, so it is taken in two turns: a first SHARE lock holds operation 0's
 commit back, a second one queues behind that commit and is granted the moment it is done,
