@@ -207,7 +207,7 @@ def bootstrap(
         retry=RetryPolicy(
             settings.retry_attempts, settings.retry_base_seconds, settings.retry_max_seconds
         ),
-        on_outbox=relay.wake,
+        on_outbox=lambda urgent: relay.wake(urgent=urgent),
     )
     return Service(
         settings=settings,

@@ -8,6 +8,7 @@ by id ranges, so rows committed out of id order are never skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -66,6 +67,7 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
         self._wakeup = asyncio.Event()
+        self._hurry = asyncio.Event()
         self._exchanges: dict[str, AbstractExchange] = {}
 
     def attach(self, channel: AbstractChannel) -> None:
@@ -73,9 +75,13 @@ class OutboxRelay:
         self._channel = channel
         self._exchanges.clear()
 
-    def wake(self) -> None:
-        """Ask for a relay pass now (called after a transaction that wrote events commits)."""
+    def wake(self, *, urgent: bool = False) -> None:
+        """Ask for a relay pass (called after a transaction that wrote events commits). Passes
+        wait a few milliseconds for more commits to join them, unless `urgent`: a batch's last
+        event (its completion) is what its producer waits for, and nothing follows it."""
         self._wakeup.set()
+        if urgent:
+            self._hurry.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Relay until `stopping` is set, then flush what is committed and return."""
@@ -93,7 +99,8 @@ class OutboxRelay:
                 await self._wait(stopping, min(self._poll_seconds * 2**failures, 5.0))
                 # Let the commits of the next few milliseconds join this pass: one pass per
                 # operation would cost the batch more CPU than the events themselves.
-                await asyncio.sleep(COALESCE_SECONDS)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), COALESCE_SECONDS)
         await self.flush()
 
     async def flush(self) -> None:
@@ -107,6 +114,7 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         """Publish one batch of unsent events; returns how many rows it took."""
         self._wakeup.clear()
+        self._hurry.clear()
         async with self._engine.begin() as conn:
             rows = [
                 _Unsent(*row)

@@ -25,7 +25,7 @@ class Announcer:
         events: EventFactory,
         retry: RetryPolicy,
         clock: Callable[[], datetime],
-        on_outbox: Callable[[], None],
+        on_outbox: Callable[[bool], None],
     ) -> None:
         self._uow_factory = uow_factory
         self._events = events
@@ -70,7 +70,7 @@ class Announcer:
                     )
                 await self._enqueue_completion(uow, stored, delivery)
                 await uow.commit()
-            self._on_outbox()
+            self._on_outbox(True)
 
         await retrying(attempt, self._retry, self._is_transient)
 
@@ -82,7 +82,7 @@ class Announcer:
                     raise LookupError(f"batch {batch_id} vanished")
                 await self._enqueue_completion(uow, stored, delivery)
                 await uow.commit()
-            self._on_outbox()
+            self._on_outbox(True)
 
         await retrying(attempt, self._retry, self._is_transient)
 
@@ -129,6 +129,6 @@ class Announcer:
                 ):
                     await uow.outbox.add(message)
                 await uow.commit()
-            self._on_outbox()
+            self._on_outbox(True)
 
         await retrying(attempt, self._retry, self._is_transient)

@@ -61,7 +61,8 @@ class BatchExecutor:
         delivery_limit: int,
         retry: RetryPolicy,
         clock: Callable[[], datetime] = utcnow,
-        on_outbox: Callable[[], None] = lambda: None,
+        # Called after events commit; True for a batch's last ones (see OutboxRelay.wake).
+        on_outbox: Callable[[bool], None] = lambda _urgent: None,
     ) -> None:
         self._uow_factory = uow_factory
         self._handlers = handlers
@@ -445,7 +446,7 @@ class BatchExecutor:
             stored = {r.index: r.outcome for r in await uow.batches.results(run.batch_id)}
             return stored[results[0].index]
         await uow.commit(chain=chain)
-        self._on_outbox()
+        self._on_outbox(False)
         for result in results:
             code = result.error.code.value if result.error else ""
             metrics.OPERATIONS.labels(result.outcome.value, code).inc()
