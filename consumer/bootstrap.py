@@ -161,7 +161,7 @@ def bootstrap(
     consume: bool = True,
     http: bool = False,
 ) -> Service:
-    # The relay, the HTTP API and the serial gate go through SQLAlchemy's engine; batches
+    # The HTTP API and the serial gate go through SQLAlchemy's engine; batches and the relay
     # through the pool of plain asyncpg connections that their hot path needs.
     engine = create_engine(
         settings.database_url,
@@ -172,8 +172,9 @@ def bootstrap(
     pool = ConnectionPool(
         settings.database_url,
         # An atomic batch holds a second connection for a moment (to record the operation in
-        # hand): one spare beyond the batches in flight means they can never all wait.
-        size=max(settings.db_pool_size, settings.prefetch + 1),
+        # hand): one spare beyond the batches in flight and the relay's means they can never
+        # all wait.
+        size=max(settings.db_pool_size, settings.prefetch + 2),
         command_timeout=settings.db_command_timeout_seconds,
     )
     if uow_factory is None:
@@ -186,7 +187,7 @@ def bootstrap(
         custom_handlers = load_custom_handlers()
     topology = settings.topology
     relay = OutboxRelay(
-        engine,
+        pool,
         batch_size=settings.relay_batch_size,
         poll_seconds=settings.relay_poll_seconds,
     )

@@ -17,9 +17,10 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from sqlalchemy import BigInteger, any_, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer import metrics
+from consumer.adapters.pg import ConnectionPool, Statement
 from consumer.adapters.tables import outbox
 from publisher import PublishError, UnroutableError, publish_confirmed
 
@@ -42,7 +43,7 @@ class _Unsent:
 # Sent operation events leave the outbox (operation_results keeps each one's body); sent batch
 # events stay, marked, because a redelivered rejection re-sends its first body from there. A
 # delete is also the cheaper write: marking rewrites the row and its index entries.
-_SETTLE = (
+_SETTLE = Statement(
     update(outbox)
     .where(outbox.c.id == any_(bindparam("kept", type_=ARRAY(BigInteger))))
     .values(sent_at=func.now())
@@ -52,17 +53,35 @@ _SETTLE = (
         .cte("gone")
     )
 )
+_UNSENT = Statement(
+    select(
+        outbox.c.id,
+        outbox.c.exchange,
+        outbox.c.routing_key,
+        outbox.c.message_id,
+        outbox.c.correlation_id,
+        outbox.c.body,
+        outbox.c.mandatory,
+        outbox.c.traceparent,
+    )
+    .where(outbox.c.sent_at.is_(None))
+    .order_by(outbox.c.id)
+    .limit(bindparam("limit"))
+    # Several relays (one per consumer process) share the table without overlap.
+    .with_for_update(skip_locked=True)
+)
 
 
 class OutboxRelay:
     def __init__(
         self,
-        engine: AsyncEngine,
+        pool: ConnectionPool,
         *,
         batch_size: int,
         poll_seconds: float,
     ) -> None:
-        self._engine = engine
+        self._pool = pool
+        self._limit = {"limit": batch_size}
         self._channel: AbstractChannel | None = None
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
@@ -115,27 +134,9 @@ class OutboxRelay:
         """Publish one batch of unsent events; returns how many rows it took."""
         self._wakeup.clear()
         self._hurry.clear()
-        async with self._engine.begin() as conn:
-            rows = [
-                _Unsent(*row)
-                for row in await conn.execute(
-                    select(
-                        outbox.c.id,
-                        outbox.c.exchange,
-                        outbox.c.routing_key,
-                        outbox.c.message_id,
-                        outbox.c.correlation_id,
-                        outbox.c.body,
-                        outbox.c.mandatory,
-                        outbox.c.traceparent,
-                    )
-                    .where(outbox.c.sent_at.is_(None))
-                    .order_by(outbox.c.id)
-                    .limit(self._batch_size)
-                    # Several relays (one per consumer process) share the table without overlap.
-                    .with_for_update(skip_locked=True)
-                )
-            ]
+        session = await self._pool.acquire()
+        try:
+            rows = [_Unsent(*row) for row in await session.fetch(_UNSENT, self._limit)]
             if not rows:
                 return 0
             sent: list[_Unsent] = []
@@ -157,7 +158,7 @@ class OutboxRelay:
                     metrics.EVENTS_RELAYED.labels("published").inc()
                     sent.append(row)
             if sent:
-                await conn.execute(
+                await session.execute(
                     _SETTLE,
                     {
                         "gone": [row.id for row in sent if _is_operation_event(row.routing_key)],
@@ -166,9 +167,12 @@ class OutboxRelay:
                         ],
                     },
                 )
+                await session.commit()
             if len(sent) < len(rows):
                 raise PublishError(f"{len(rows) - len(sent)} events were not confirmed; will retry")
             return len(rows)
+        finally:
+            await self._pool.release(session)
 
     async def _publish_all(self, rows: list[_Unsent]) -> list[tuple[_Unsent, object]]:
         """Publish concurrently, in waves of distinct message ids: the AMQP client matches a
