@@ -173,7 +173,7 @@ class ConnectionPool:
             connection.terminate()
             raise
         finally:
-            if connection.is_closed():
+            if _is_closed(connection):
                 # The link broke or the server went away: after a restart every idle connection
                 # is dead too, so replace them all rather than fail on each in turn.
                 await self._pool.expire_connections()
@@ -201,6 +201,13 @@ class ConnectionPool:
                     reset=_end_stray_transaction,
                 )
             return self._pool
+
+
+def _is_closed(connection: Any) -> bool:
+    try:
+        return bool(connection.is_closed())
+    except asyncpg.InterfaceError:
+        return True  # the pool already detached it, having seen it close
 
 
 async def _end_stray_transaction(connection: Any) -> None:

@@ -1,0 +1,224 @@
+"""The PostgreSQL unit of work's round-trip savers, against the real database: deferred saves
+that ride in the next statement, chained commits that keep the connection, and the pool that
+replaces connections once one breaks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from consumer.adapters.pg import ConnectionPool
+from consumer.adapters.unit_of_work import SqlUnitOfWork
+from consumer.domain.batch import BatchState
+from consumer.domain.model import Order, OrderStatus
+from consumer.service_layer.unit_of_work import OutboxMessage, StoredBatch
+from contracts import BatchStatus, Mode, Outcome
+from tests.integration.helpers import order
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[ConnectionPool]:
+    pool = ConnectionPool(database_url, size=3, command_timeout=10)
+    yield pool
+    await pool.close(timeout=5)
+
+
+def accepted(found: Order | None, notes: str) -> Order:
+    assert found is not None
+    return Order(
+        id=found.id,
+        client_id=found.client_id,
+        professional_id=found.professional_id,
+        professional_user_id=found.professional_user_id,
+        service_id=found.service_id,
+        status=OrderStatus.ACCEPTED,
+        notes=notes,
+        price=found.price,
+    )
+
+
+async def claim_batch(uow: SqlUnitOfWork) -> uuid.UUID:
+    batch_id = uuid.uuid4()
+    now = datetime.now(UTC)
+    state = BatchState(
+        batch_id=batch_id,
+        operation_type="order_update",
+        actor_id=1,
+        mode=Mode.CONTINUE,
+        total=2,
+        created_at=now,
+        status=BatchStatus.PROCESSING,
+        started_at=now,
+    )
+    async with uow:
+        await uow.batches.claim(StoredBatch(state, None, b"f" * 32, None, None))
+        await uow.commit()
+    return batch_id
+
+
+async def record(uow: SqlUnitOfWork, batch_id: uuid.UUID, index: int, resource_id: int) -> None:
+    message = OutboxMessage("ex", f"operation.{index}", uuid.uuid4(), None, b"{}")
+    await uow.batches.add_result(
+        batch_id, index, resource_id, Outcome.SUCCEEDED, 200, None, b"{}", message
+    )
+
+
+class TestDeferredSaves:
+    async def test_a_save_rides_in_the_recording_statement_and_commits_with_it(
+        self, pool: ConnectionPool, database_url: str
+    ) -> None:
+        uow = SqlUnitOfWork(pool)
+        batch_id = await claim_batch(uow)
+        async with uow:
+            found = await uow.marketplace.get_order_for_update(3)
+            await uow.marketplace.save_order(accepted(found, "ride along"))
+            await record(uow, batch_id, 0, 3)
+            await uow.commit()
+
+        saved = await order(database_url, 3)
+        assert (saved.status, saved.notes) == ("accepted", "ride along")
+        async with uow:
+            assert [r.index for r in await uow.batches.results(batch_id)] == [0]
+
+    async def test_a_save_runs_before_any_other_statement_that_could_see_it(
+        self, pool: ConnectionPool
+    ) -> None:
+        uow = SqlUnitOfWork(pool)
+        async with uow:
+            found = await uow.marketplace.get_order_for_update(3)
+            await uow.marketplace.save_order(accepted(found, "seen by the next read"))
+            again = await uow.marketplace.get_order_for_update(3)
+            assert again is not None
+            assert again.notes == "seen by the next read"
+
+    async def test_a_save_commits_even_when_no_statement_follows_it(
+        self, pool: ConnectionPool, database_url: str
+    ) -> None:
+        uow = SqlUnitOfWork(pool)
+        async with uow:
+            found = await uow.marketplace.get_order_for_update(6)
+            await uow.marketplace.save_order(accepted(found, "alone"))
+            await uow.commit()
+
+        assert (await order(database_url, 6)).notes == "alone"
+
+    async def test_a_rollback_discards_a_deferred_save(
+        self, pool: ConnectionPool, database_url: str
+    ) -> None:
+        before = await order(database_url, 9)
+        uow = SqlUnitOfWork(pool)
+        async with uow:
+            found = await uow.marketplace.get_order_for_update(9)
+            await uow.marketplace.save_order(accepted(found, "never"))
+            await uow.rollback()
+            await uow.commit()
+
+        assert (await order(database_url, 9)).notes == before.notes
+
+
+class TestChainedCommits:
+    async def test_a_chained_commit_keeps_the_connection_for_the_next_transaction(
+        self, pool: ConnectionPool, database_url: str
+    ) -> None:
+        uow = SqlUnitOfWork(pool)
+        batch_id = await claim_batch(uow)
+        pids = []
+        for index, order_id in enumerate((3, 6)):
+            async with uow:
+                pids.append(await backend_pid(uow))
+                found = await uow.marketplace.get_order_for_update(order_id)
+                await uow.marketplace.save_order(accepted(found, f"chained {index}"))
+                await record(uow, batch_id, index, order_id)
+                await uow.commit(chain=index == 0)
+            if index == 0:
+                async with SqlUnitOfWork(pool) as other:
+                    between = await backend_state(other, pids[0])
+        await uow.close()
+
+        assert between == "idle in transaction", "the chained commit opened the next one"
+        assert pids[0] == pids[1], "the second transaction ran on the first one's connection"
+        assert (await order(database_url, 3)).notes == "chained 0"
+        assert (await order(database_url, 6)).notes == "chained 1"
+
+    async def test_a_failure_after_a_chained_commit_gives_the_connection_back(
+        self, pool: ConnectionPool, database_url: str
+    ) -> None:
+        uow = SqlUnitOfWork(pool)
+        async with uow:
+            found = await uow.marketplace.get_order_for_update(3)
+            await uow.marketplace.save_order(accepted(found, "committed"))
+            await uow.commit(chain=True)
+
+        async def fail_midway() -> None:
+            async with uow:
+                found = await uow.marketplace.get_order_for_update(3)
+                await uow.marketplace.save_order(accepted(found, "rolled back"))
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            await fail_midway()
+
+        assert (await order(database_url, 3)).notes == "committed"
+        async with uow:  # a fresh connection, usable as ever
+            assert await uow.marketplace.get_order_for_update(3) is not None
+
+
+class TestBrokenConnections:
+    async def test_after_a_connection_dies_the_next_unit_of_work_gets_a_working_one(
+        self, pool: ConnectionPool
+    ) -> None:
+        uow = SqlUnitOfWork(pool)
+        async with uow:
+            idle_pid = await backend_pid(uow)  # back in the pool afterwards, idle
+        async with uow:
+            victim = await backend_pid(uow)
+            async with SqlUnitOfWork(pool) as other:
+                await kill_backends(other, idle_pid, victim)
+            with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)) as err:
+                await uow.marketplace.get_order_for_update(3)
+            assert SqlUnitOfWork.is_transient(err.value)
+
+        async with uow:
+            assert await uow.marketplace.get_order_for_update(3) is not None
+            assert await backend_pid(uow) not in {idle_pid, victim}
+
+    async def test_bad_arguments_are_not_mistaken_for_a_transient_fault(
+        self, pool: ConnectionPool
+    ) -> None:
+        uow = SqlUnitOfWork(pool)
+        async with uow:
+            with pytest.raises(asyncpg.DataError, match="out of int32 range") as err:
+                await uow.marketplace.get_order_for_update(2**40)
+
+        assert not SqlUnitOfWork.is_transient(err.value)
+
+    async def test_an_unreachable_database_is_reported_not_raised(self) -> None:
+        nowhere = ConnectionPool(
+            "postgresql+asyncpg://postgres@127.0.0.1:1/none", size=1, command_timeout=1
+        )
+        try:
+            assert await SqlUnitOfWork(nowhere).reachable() is False
+        finally:
+            await nowhere.close(timeout=1)
+
+
+async def backend_pid(uow: SqlUnitOfWork) -> int:
+    session = uow._require_session()
+    return int(await session._connection.fetchval("SELECT pg_backend_pid()"))
+
+
+async def backend_state(uow: SqlUnitOfWork, pid: int) -> str:
+    session = uow._require_session()
+    query = "SELECT state FROM pg_stat_activity WHERE pid = $1"
+    return str(await session._connection.fetchval(query, pid))
+
+
+async def kill_backends(uow: SqlUnitOfWork, *pids: int) -> None:
+    session = uow._require_session()
+    await session._connection.execute(
+        "SELECT pg_terminate_backend(pid, 5000) FROM unnest($1::int[]) AS pid", list(pids)
+    )
