@@ -35,14 +35,19 @@ class Statement:
         assert isinstance(compiled, SQLCompiler)  # noqa: S101 - a statement, not DDL
         self.sql: str = compiled.string
         self._names: tuple[str, ...] = tuple(compiled.positiontup or ())
-        # Values fixed in the statement itself (e.g. the 1 of `counter + 1`).
-        self._defaults = {name: compiled.params[name] for name in self._names}
+        # Values fixed in the statement itself (e.g. the 1 of `counter + 1`); every other
+        # parameter must be given, so that a misspelt name fails instead of binding NULL.
+        self._defaults = {
+            name: compiled.params[name] for name in self._names if not compiled.binds[name].required
+        }
 
     def arguments(self, params: _Params) -> list[object]:
-        if params is None:
-            return [self._defaults[name] for name in self._names]
+        given = params or {}
         defaults = self._defaults
-        return [params[name] if name in params else defaults[name] for name in self._names]
+        try:
+            return [given[name] if name in given else defaults[name] for name in self._names]
+        except KeyError as missing:
+            raise KeyError(f"no value for parameter {missing} of: {self.sql}") from None
 
 
 @dataclass(frozen=True, slots=True)
