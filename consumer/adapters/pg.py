@@ -114,11 +114,14 @@ class Session:
         self._deferred = deferred
         await self.execute(variants[None], params)
 
+    async def flush(self) -> None:
+        if self._deferred is not None:
+            await self._prepare()
+
     async def commit(self, *, chain: bool = False) -> None:
         """Commit; with `chain`, open the next transaction in the same round trip (PostgreSQL
         runs `BEGIN` only if the `COMMIT` before it succeeded)."""
-        if self._deferred is not None:
-            await self._prepare()
+        await self.flush()
         if self._open:
             self._open = False
             await self._connection.execute("COMMIT; BEGIN" if chain else "COMMIT")
@@ -160,8 +163,12 @@ class ConnectionPool:
         self._command_timeout = command_timeout
         self._pool: Any = None
         self._opening = asyncio.Lock()
+        self._closed = False
 
     async def acquire(self) -> Session:
+        if self._closed:
+            # Shutting down: to whoever still asks, the database is as gone as after a failure.
+            raise ConnectionError("the connection pool is closed")
         pool = self._pool or await self._open()
         return Session(await pool.acquire())
 
@@ -170,29 +177,38 @@ class ConnectionPool:
         cannot be ended (broken, or silent past the command timeout) is closed instead, which
         rolls it back on the server just as well; the pool opens a new one when needed."""
         connection = session._connection
+        broken = _is_closed(connection)
         try:
             await session.rollback()
         except Exception:  # noqa: BLE001 - whatever went wrong, the connection is unusable
+            broken = broken or _is_closed(connection)
             connection.terminate()
         except BaseException:  # cancelled: end it the same way and let the cancellation through
             connection.terminate()
             raise
         finally:
-            if _is_closed(connection):
-                # The link broke or the server went away: after a restart every idle connection
-                # is dead too, so replace them all rather than fail on each in turn.
-                await self._pool.expire_connections()
-            await self._pool.release(connection)
+            pool = self._pool
+            if pool is None:  # closed meanwhile: nothing to return it to
+                connection.terminate()
+            else:
+                if broken:
+                    # The link broke or the server went away: after a restart every idle
+                    # connection is dead too, so replace them all rather than fail on each.
+                    await pool.expire_connections()
+                await pool.release(connection)
 
     async def close(self, timeout: float) -> None:
         """Close gracefully once every connection is back; after `timeout`, close regardless."""
-        pool, self._pool = self._pool, None
+        self._closed = True
+        pool = self._pool
         if pool is None:
             return
         try:
             await asyncio.wait_for(pool.close(), timeout)
         except TimeoutError:
             pool.terminate()
+        finally:
+            self._pool = None
 
     async def _open(self) -> Any:
         async with self._opening:

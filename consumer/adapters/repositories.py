@@ -45,6 +45,9 @@ from consumer.service_layer.unit_of_work import (
 from contracts import BatchStatus, Mode, Outcome
 
 _RESULTS_PK = "pk_operation_results"
+# The time of the write itself: `now()` is the transaction's start, which a chained commit
+# (see pg.Session.commit) moves back to the previous operation's commit.
+_NOW = func.statement_timestamp()
 _USERS_EMAIL = "uq_users_email"
 
 
@@ -104,7 +107,7 @@ _ORDER_SAVE = update(orders).values(
     status=bindparam("e_status"),
     notes=bindparam("e_notes"),
     price=bindparam("e_price"),
-    updated_at=func.now(),
+    updated_at=_NOW,
 )
 _PROFESSIONAL_SAVE = update(professionals).values(
     approved=bindparam("e_approved"),
@@ -112,7 +115,7 @@ _PROFESSIONAL_SAVE = update(professionals).values(
     approved_by=bindparam("e_approved_by"),
     approved_at=bindparam("e_approved_at"),
     approval_reason=bindparam("e_approval_reason"),
-    updated_at=func.now(),
+    updated_at=_NOW,
 )
 _SERVICE_SAVE = update(services).values(
     name=bindparam("e_name"),
@@ -120,7 +123,7 @@ _SERVICE_SAVE = update(services).values(
     price=bindparam("e_price"),
     category=bindparam("e_category"),
     is_active=bindparam("e_is_active"),
-    updated_at=func.now(),
+    updated_at=_NOW,
 )
 _SAVES = {
     "order": _ORDER_SAVE.where(orders.c.id == bindparam("e_id")),
@@ -203,7 +206,7 @@ _SAVE_USER = Statement(
         phone=bindparam("phone"),
         role=bindparam("role"),
         is_active=bindparam("is_active"),
-        updated_at=func.now(),
+        updated_at=_NOW,
     )
 )
 _EMAIL_TAKEN = Statement(
@@ -216,7 +219,7 @@ _SOFT_DELETE = {
     kind: Statement(
         update(table)
         .where(_where_id(table))
-        .values(deleted_at=func.now(), updated_at=func.now())
+        .values(deleted_at=_NOW, updated_at=_NOW)
         .returning(table.c.id)
     )
     for kind, table in {

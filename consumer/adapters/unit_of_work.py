@@ -40,6 +40,9 @@ class SqlUnitOfWork(AbstractUnitOfWork):
         if session is not None and not (exc_type is None and session.chained):
             await self.close()
 
+    async def flush(self) -> None:
+        await self._require_session().flush()
+
     async def close(self) -> None:
         session, self._session = self._session, None
         if session is not None:

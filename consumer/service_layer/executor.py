@@ -279,6 +279,7 @@ class BatchExecutor:
                     await self._mark_in_hand(run, index)
                     try:
                         data = await run.handler(context, operation)
+                        await uow.flush()  # a refused write is this operation's failure
                         run.note_success(operation)
                         if run.actor_stale:
                             context = OperationContext(

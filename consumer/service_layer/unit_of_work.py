@@ -168,6 +168,9 @@ class AbstractUnitOfWork(abc.ABC):
     @abc.abstractmethod
     async def rollback(self) -> None: ...
 
+    async def flush(self) -> None:  # noqa: B027 - optional: only adapters that hold writes back
+        """Run now any write held back to ride along with the next statement."""
+
     async def close(self) -> None:  # noqa: B027 - optional: only adapters that keep something
         """Give back what a chained commit kept (nothing otherwise)."""
 

@@ -4,6 +4,7 @@ replaces connections once one breaks."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -222,3 +223,22 @@ async def kill_backends(uow: SqlUnitOfWork, *pids: int) -> None:
     await session._connection.execute(
         "SELECT pg_terminate_backend(pid, 5000) FROM unnest($1::int[]) AS pid", list(pids)
     )
+
+
+class TestShutdown:
+    async def test_a_unit_of_work_ending_while_the_pool_closes_lets_the_close_finish(
+        self, database_url: str
+    ) -> None:
+        pool = ConnectionPool(database_url, size=2, command_timeout=10)
+        uow = SqlUnitOfWork(pool)
+        await uow.__aenter__()
+        assert await uow.marketplace.get_actor(1) is not None
+        closing = asyncio.create_task(pool.close(timeout=30))
+        await asyncio.sleep(0)  # one turn of the loop: the close is now waiting for us
+
+        await uow.__aexit__(None, None, None)
+
+        await asyncio.wait_for(closing, timeout=5)  # not the 30 s of a connection never returned
+        with pytest.raises(ConnectionError, match="closed"):
+            await pool.acquire()
+        assert SqlUnitOfWork.is_transient(ConnectionError("the connection pool is closed"))
