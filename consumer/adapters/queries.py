@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -10,7 +11,27 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer.adapters.tables import batch_operations, operation_results
-from contracts import OperationResult
+from consumer.domain.batch import BatchState
+from contracts import BatchStatus, Mode, OperationResult
+
+
+def batch_state(row: Mapping[str, Any]) -> BatchState:
+    """The domain state of a `batch_operations` row (at least the SUMMARY_COLUMNS)."""
+    return BatchState(
+        batch_id=row["batch_id"],
+        operation_type=row["operation_type"],
+        actor_id=row["actor_id"],
+        mode=Mode(row["mode"]),
+        total=row["total_operations"],
+        created_at=row["created_at"],
+        status=BatchStatus(row["status"]),
+        completed=row["completed_operations"],
+        failed=row["failed_operations"],
+        skipped=row["skipped_operations"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+    )
+
 
 SUMMARY_COLUMNS = [
     batch_operations.c.batch_id,

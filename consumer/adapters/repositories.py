@@ -12,6 +12,7 @@ from sqlalchemy import Column, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from consumer.adapters.pg import Deferrable, Record, Session, Statement
+from consumer.adapters.queries import batch_state
 from consumer.adapters.tables import (
     batch_operations,
     operation_results,
@@ -21,7 +22,6 @@ from consumer.adapters.tables import (
     services,
     users,
 )
-from consumer.domain.batch import BatchState
 from consumer.domain.errors import Conflict
 from consumer.domain.model import (
     Actor,
@@ -42,7 +42,7 @@ from consumer.service_layer.unit_of_work import (
     StoredBatch,
     StoredResult,
 )
-from contracts import BatchStatus, Mode, Outcome
+from contracts import BatchStatus, Outcome
 
 _RESULTS_PK = "pk_operation_results"
 # The time of the write itself: `now()` is the transaction's start, which a chained commit
@@ -130,7 +130,7 @@ _SAVES = {
     "professional": _PROFESSIONAL_SAVE.where(professionals.c.id == bindparam("e_id")),
     "service": _SERVICE_SAVE.where(services.c.id == bindparam("e_id")),
 }
-_SAVE = {key: Deferrable(key, Statement(save)) for key, save in _SAVES.items()}
+_DEFERRED_SAVE = {key: Deferrable(key, Statement(save)) for key, save in _SAVES.items()}
 
 
 def _recording(counter: Column[int]) -> dict[str | None, Statement]:
@@ -342,20 +342,7 @@ class SqlBatchRepository(BatchRepository):
 
 
 def _stored_batch(row: Record) -> StoredBatch:
-    state = BatchState(
-        batch_id=row["batch_id"],
-        operation_type=row["operation_type"],
-        actor_id=row["actor_id"],
-        mode=Mode(row["mode"]),
-        total=row["total_operations"],
-        created_at=row["created_at"],
-        status=BatchStatus(row["status"]),
-        completed=row["completed_operations"],
-        failed=row["failed_operations"],
-        skipped=row["skipped_operations"],
-        started_at=row["started_at"],
-        completed_at=row["completed_at"],
-    )
+    state = batch_state(row)
     return StoredBatch(
         state=state,
         handler=row["handler"],
@@ -391,7 +378,7 @@ class SqlMarketplaceRepository(MarketplaceRepository):
 
     async def save_order(self, order: Order) -> None:
         await self._session.defer(
-            _SAVE["order"],
+            _DEFERRED_SAVE["order"],
             {
                 "e_id": order.id,
                 "e_status": order.status.value,
@@ -416,7 +403,7 @@ class SqlMarketplaceRepository(MarketplaceRepository):
 
     async def save_professional(self, professional: Professional) -> None:
         await self._session.defer(
-            _SAVE["professional"],
+            _DEFERRED_SAVE["professional"],
             {
                 "e_id": professional.id,
                 "e_approved": professional.approved,
@@ -444,7 +431,7 @@ class SqlMarketplaceRepository(MarketplaceRepository):
 
     async def save_service(self, service: Service) -> None:
         await self._session.defer(
-            _SAVE["service"],
+            _DEFERRED_SAVE["service"],
             {
                 "e_id": service.id,
                 "e_name": service.name,

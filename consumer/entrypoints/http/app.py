@@ -25,7 +25,6 @@ from consumer.adapters import queries
 from consumer.adapters.maintenance import user_stats
 from consumer.adapters.relay import backlog
 from consumer.adapters.tokens import authenticate
-from consumer.domain.batch import BatchState
 from consumer.domain.model import Actor
 from consumer.entrypoints.http import labels, problems
 from consumer.entrypoints.http.schemas import (
@@ -38,7 +37,7 @@ from consumer.entrypoints.http.schemas import (
     Problem,
     Stats,
 )
-from contracts import BatchCompleted, BatchRejected, BatchRequest, BatchStatus, Mode, Outcome
+from contracts import BatchCompleted, BatchRejected, BatchRequest, BatchStatus, Outcome
 from publisher import BatchPublisher, CompletionTimeout, PublishError
 
 log = structlog.get_logger(__name__)
@@ -139,20 +138,7 @@ AcceptLanguage = Annotated[str | None, Header()]
 
 
 def summarize(row: dict[str, Any], lang: str) -> dict[str, Any]:
-    state = BatchState(
-        batch_id=row["batch_id"],
-        operation_type=row["operation_type"],
-        actor_id=row["actor_id"],
-        mode=Mode(row["mode"]),
-        total=row["total_operations"],
-        created_at=row["created_at"],
-        status=BatchStatus(row["status"]),
-        completed=row["completed_operations"],
-        failed=row["failed_operations"],
-        skipped=row["skipped_operations"],
-        started_at=row["started_at"],
-        completed_at=row["completed_at"],
-    )
+    state = queries.batch_state(row)
     return {
         **row,
         "status_display": labels.status_label(row["status"], lang),
