@@ -14,6 +14,7 @@ from aio_pika.abc import AbstractRobustConnection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.adapters.database import create_engine
+from consumer.adapters.db_faults import classify
 from consumer.adapters.pg import ConnectionPool
 from consumer.adapters.relay import OutboxRelay
 from consumer.adapters.serial import SerialGate
@@ -21,12 +22,13 @@ from consumer.adapters.unit_of_work import SqlUnitOfWork
 from consumer.config import Settings
 from consumer.entrypoints.http.app import ApiContext, create_app
 from consumer.entrypoints.rabbit import RequestConsumer
+from consumer.service_layer.availability import DatabaseAvailability
 from consumer.service_layer.events import EventFactory
 from consumer.service_layer.executor import BatchExecutor
 from consumer.service_layer.handlers import HANDLERS, OperationHandler
 from consumer.service_layer.intake import IntakePolicy
 from consumer.service_layer.registry import load_custom_handlers
-from consumer.service_layer.retry import RetryPolicy
+from consumer.service_layer.retry import RetryPolicy, Transactions, instrument_retries
 from consumer.service_layer.unit_of_work import AbstractUnitOfWork
 from publisher import BatchPublisher
 
@@ -49,6 +51,7 @@ class Service:
     settings: Settings
     engine: AsyncEngine
     pool: ConnectionPool
+    availability: DatabaseAvailability
     executor: BatchExecutor
     relay: OutboxRelay
     consumer: RequestConsumer
@@ -123,6 +126,7 @@ class Service:
                     ),
                     name="consumer-watchdog",
                 ),
+                asyncio.create_task(self.consumer.follow_database(), name="database-follower"),
             ]
             if self.consume
             else []
@@ -132,6 +136,9 @@ class Service:
         finally:
             self.stopping.set()
             if self.consume:
+                # Batches waiting out a database outage give up their wait and are left for
+                # redelivery; the rest finish the operation in hand.
+                self.availability.close()
                 await self.consumer.stop(self.settings.shutdown_timeout_seconds)
             relay_stopping.set()
             await asyncio.gather(*background)
@@ -176,11 +183,23 @@ def bootstrap(
         # all wait.
         size=max(settings.db_pool_size, settings.prefetch + 2),
         command_timeout=settings.db_command_timeout_seconds,
+        connect_timeout=settings.db_connect_timeout_seconds,
     )
     if uow_factory is None:
 
         def uow_factory() -> AbstractUnitOfWork:
             return SqlUnitOfWork(pool)
+
+    availability = DatabaseAvailability(pool.probe)
+    instrument_retries(classify)
+    transactions = Transactions(
+        uow_factory,
+        classify,
+        availability,
+        RetryPolicy(
+            settings.db_retry_seconds, settings.retry_base_seconds, settings.retry_max_seconds
+        ),
+    )
 
     handlers = HANDLERS if handlers is None else handlers
     if custom_handlers is None:
@@ -188,11 +207,12 @@ def bootstrap(
     topology = settings.topology
     relay = OutboxRelay(
         pool,
+        availability,
         batch_size=settings.relay_batch_size,
         poll_seconds=settings.relay_poll_seconds,
     )
     executor = BatchExecutor(
-        uow_factory,
+        transactions,
         handlers,
         custom_handlers,
         IntakePolicy(
@@ -205,21 +225,20 @@ def bootstrap(
         ),
         EventFactory(topology),
         delivery_limit=settings.delivery_limit,
-        retry=RetryPolicy(
-            settings.retry_attempts, settings.retry_base_seconds, settings.retry_max_seconds
-        ),
         on_outbox=lambda urgent: relay.wake(urgent=urgent),
     )
     return Service(
         settings=settings,
         engine=engine,
         pool=pool,
+        availability=availability,
         executor=executor,
         relay=relay,
         consumer=RequestConsumer(
             executor,
             topology,
             settings.prefetch,
+            availability,
             gate=SerialGate(engine) if settings.serialize_batches else None,
         ),
         consume=consume,

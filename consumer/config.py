@@ -41,11 +41,16 @@ class Settings(BaseSettings):
     db_pool_size: PositiveInt = 10
     # Longest a statement (a lock wait, a COMMIT) may take before it counts as a fault.
     db_command_timeout_seconds: PositiveFloat = 30.0
+    # Longest wait for a new connection; past it the database counts as unreachable.
+    db_connect_timeout_seconds: PositiveFloat = 10.0
 
     relay_batch_size: PositiveInt = 200
     relay_poll_seconds: PositiveFloat = 0.5
 
-    retry_attempts: PositiveInt = 5
+    # A transaction the database answers but refuses (deadlock, serialization failure, a
+    # connection cut while it still answers) is retried for this long, then reported
+    # UNAVAILABLE. While the database does not answer at all, work waits without this limit.
+    db_retry_seconds: PositiveFloat = 30.0
     retry_base_seconds: PositiveFloat = 0.05
     retry_max_seconds: PositiveFloat = 2.0
 

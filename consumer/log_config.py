@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 
 import structlog
 
@@ -32,3 +34,42 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+
+
+class LogThrottle:
+    """Repeated warnings as one line per event per `interval` seconds: the line after a quiet
+    spell says how many were suppressed in between. For faults that repeat while they last
+    (a broker away, a transaction refused again and again), where a line per occurrence would
+    bury everything else."""
+
+    def __init__(
+        self,
+        logger: structlog.typing.FilteringBoundLogger,
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._interval = interval
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, event: str, **fields: object) -> None:
+        if self._admit(event, fields):
+            self._log.warning(event, **fields)
+
+    def error(self, event: str, **fields: object) -> None:
+        if self._admit(event, fields):
+            self._log.error(event, **fields)
+
+    def _admit(self, event: str, fields: dict[str, object]) -> bool:
+        now = self._clock()
+        last = self._last.get(event)
+        if last is not None and now - last < self._interval:
+            self._suppressed[event] = self._suppressed.get(event, 0) + 1
+            return False
+        self._last[event] = now
+        suppressed = self._suppressed.pop(event, 0)
+        if suppressed:
+            fields["suppressed"] = suppressed
+        return True

@@ -8,6 +8,8 @@ __all__ = [
     "BATCHES_FINISHED",
     "BATCHES_REJECTED",
     "BATCH_DURATION",
+    "DATABASE_OUTAGES",
+    "DATABASE_REACHABLE",
     "DEAD_LETTERED",
     "EVENTS_RELAYED",
     "IN_FLIGHT",
@@ -17,6 +19,7 @@ __all__ = [
     "OUTBOX_OLDEST_AGE",
     "REDELIVERIES",
     "REGISTRY",
+    "RETRIES",
 ]
 
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -58,4 +61,16 @@ EVENTS_RELAYED = Counter(
 OUTBOX_BACKLOG = Gauge("batchops_outbox_backlog", "Events committed but not yet published")
 OUTBOX_OLDEST_AGE = Gauge(
     "batchops_outbox_oldest_unsent_age_seconds", "Age of the oldest unpublished event"
+)
+DATABASE_REACHABLE = Gauge(
+    "batchops_database_reachable", "1 while the database answers, 0 during an outage"
+)
+DATABASE_REACHABLE.set(1)
+DATABASE_OUTAGES = Counter(
+    "batchops_database_outages_total", "Times the database stopped answering (outages begun)"
+)
+RETRIES = Counter(
+    "batchops_transaction_retries_total",
+    "Transactions tried again after the database refused them or a connection broke",
+    ["fault"],
 )

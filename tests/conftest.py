@@ -108,6 +108,7 @@ def settings(service_urls: ServiceUrls, database_url: str, namespace: str) -> Se
         relay_poll_seconds=0.05,
         retry_base_seconds=0.01,
         retry_max_seconds=0.05,
+        db_retry_seconds=1,
         shutdown_timeout_seconds=10,
         db_pool_size=4,
     )

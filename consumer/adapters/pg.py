@@ -9,6 +9,7 @@ processing, result rows, the greenlet bridge); what remains per statement is asy
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,9 @@ from sqlalchemy import make_url
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+
+from consumer.adapters.db_faults import classify, connection_broken
+from consumer.service_layer.faults import DatabaseUnavailable, Fault, describe
 
 _DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
 _Params = Mapping[str, object] | None
@@ -62,9 +66,14 @@ class Deferrable:
 
 class Session:
     """One pooled connection with SQLAlchemy's autobegin: the first statement opens a
-    transaction, and it stays open until `commit()` or `rollback()`."""
+    transaction, and it stays open until `commit()` or `rollback()`.
 
-    __slots__ = ("_connection", "_deferred", "_open", "chained")
+    A statement that fails in a way that leaves the connection unusable (the link broke, the
+    server ended the session, the call was cancelled mid-way) marks the session `broken`: the
+    pool then throws the connection away instead of handing it out again half-way through a
+    protocol exchange."""
+
+    __slots__ = ("_connection", "_deferred", "_open", "broken", "chained", "server_gone")
 
     def __init__(self, connection: Any) -> None:
         self._connection = connection
@@ -72,25 +81,26 @@ class Session:
         # True from a chained commit until the next statement: the open transaction is empty.
         self.chained = False
         self._deferred: tuple[Deferrable, Mapping[str, object]] | None = None
+        self.broken = False
+        # The server itself went away (restart, terminate): its other connections are dead too.
+        self.server_gone = False
 
     async def fetch(self, statement: Statement, params: _Params = None) -> Any:
         await self._prepare()
-        return await self._connection.fetch(statement.sql, *statement.arguments(params))
+        return await self._run(self._connection.fetch, statement, params)
 
     async def fetchrow(self, statement: Statement, params: _Params = None) -> Record | None:
         await self._prepare()
-        row: Record | None = await self._connection.fetchrow(
-            statement.sql, *statement.arguments(params)
-        )
+        row: Record | None = await self._run(self._connection.fetchrow, statement, params)
         return row
 
     async def fetchval(self, statement: Statement, params: _Params = None) -> Any:
         await self._prepare()
-        return await self._connection.fetchval(statement.sql, *statement.arguments(params))
+        return await self._run(self._connection.fetchval, statement, params)
 
     async def execute(self, statement: Statement, params: _Params = None) -> None:
         await self._prepare()
-        await self._connection.execute(statement.sql, *statement.arguments(params))
+        await self._run(self._connection.execute, statement, params)
 
     async def defer(self, write: Deferrable, params: Mapping[str, object]) -> None:
         """Hold `write` back until the next statement (or the commit) runs."""
@@ -107,9 +117,9 @@ class Session:
             write, write_params = deferred
             self.chained = False
             await self._begin()
-            statement = variants[write.key]
-            arguments = statement.arguments({**params, **write_params})
-            await self._connection.execute(statement.sql, *arguments)
+            await self._run(
+                self._connection.execute, variants[write.key], {**params, **write_params}
+            )
             return
         self._deferred = deferred
         await self.execute(variants[None], params)
@@ -124,7 +134,7 @@ class Session:
         await self.flush()
         if self._open:
             self._open = False
-            await self._connection.execute("COMMIT; BEGIN" if chain else "COMMIT")
+            await self._raw("COMMIT; BEGIN" if chain else "COMMIT")
             self._open = chain
             self.chained = chain
 
@@ -133,7 +143,7 @@ class Session:
         self.chained = False
         if self._open:
             self._open = False
-            await self._connection.execute("ROLLBACK")
+            await self._raw("ROLLBACK")
 
     async def _prepare(self) -> None:
         """Open the transaction, and run a deferred write before anything that may see it."""
@@ -141,24 +151,55 @@ class Session:
         await self._begin()
         if self._deferred is not None:
             (write, params), self._deferred = self._deferred, None
-            await self._connection.execute(write.alone.sql, *write.alone.arguments(params))
+            await self._run(self._connection.execute, write.alone, params)
 
     async def _begin(self) -> None:
         if not self._open:
-            await self._connection.execute("BEGIN")
+            await self._raw("BEGIN")
             self._open = True
+
+    async def _run(self, method: Any, statement: Statement, params: _Params) -> Any:
+        arguments = statement.arguments(params)
+        try:
+            return await method(statement.sql, *arguments)
+        except BaseException as exc:
+            self._note(exc)
+            raise
+
+    async def _raw(self, sql: str) -> None:
+        try:
+            await self._connection.execute(sql)
+        except BaseException as exc:
+            self._note(exc)
+            raise
+
+    def _note(self, exc: BaseException) -> None:
+        if connection_broken(exc):
+            self.broken = True
+            self.server_gone = self.server_gone or classify(exc) is Fault.LOST
 
 
 class ConnectionPool:
     """asyncpg connections for units of work, opened on first use (so that the service starts
     while the database is still down) and returned without asyncpg's reset query: the unit of
-    work already ends its transaction, and the reset would cost a round trip per operation."""
+    work already ends its transaction, and the reset would cost a round trip per operation.
 
-    def __init__(self, database_url: str, *, size: int, command_timeout: float | None) -> None:
+    Failing to connect raises DatabaseUnavailable, whatever the reason: until a connection can
+    be made, work waits for the database instead of failing."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        size: int,
+        command_timeout: float | None,
+        connect_timeout: float = 10.0,
+    ) -> None:
         # The same URL the engines take, read the way SQLAlchemy reads it (e.g. `?ssl=`).
         _, self._connect_args = _DIALECT.create_connect_args(make_url(database_url))  # type: ignore[no-untyped-call]
         for option in _SQLALCHEMY_ONLY_OPTIONS:
             self._connect_args.pop(option, None)
+        self._connect_args["timeout"] = connect_timeout
         self._size = size
         self._command_timeout = command_timeout
         self._pool: Any = None
@@ -167,35 +208,57 @@ class ConnectionPool:
 
     async def acquire(self) -> Session:
         if self._closed:
-            # Shutting down: to whoever still asks, the database is as gone as after a failure.
-            raise ConnectionError("the connection pool is closed")
-        pool = self._pool or await self._open()
-        return Session(await pool.acquire())
+            # Shutting down: to whoever still asks, the database is as gone as in an outage.
+            raise DatabaseUnavailable("the connection pool is closed")
+        try:
+            pool = self._pool or await self._open()
+            connection = await pool.acquire()
+        except Exception as exc:
+            raise DatabaseUnavailable(f"cannot connect to the database: {describe(exc)}") from exc
+        return Session(connection)
+
+    async def probe(self) -> None:
+        """Raise DatabaseUnavailable unless a new connection can be made and answers a query
+        (a connection of its own: the pool's may all be busy, or dead since a restart)."""
+        try:
+            connection = await asyncpg.connect(**self._connect_args)
+            try:
+                await connection.fetchval("SELECT 1", timeout=self._connect_args["timeout"])
+            finally:
+                connection.terminate()
+        except Exception as exc:
+            raise DatabaseUnavailable(f"the database does not answer: {describe(exc)}") from exc
 
     async def release(self, session: Session) -> None:
-        """Roll back what was not committed and return the connection. One whose transaction
-        cannot be ended (broken, or silent past the command timeout) is closed instead, which
-        rolls it back on the server just as well; the pool opens a new one when needed."""
+        """Roll back what was not committed and return the connection. A broken one, or one
+        whose transaction cannot be ended (silent past the command timeout), is closed
+        instead, which rolls it back on the server just as well; the pool opens a new one
+        when needed."""
         connection = session._connection
-        broken = _is_closed(connection)
         try:
-            await session.rollback()
+            if not (session.broken or _is_closed(connection)):
+                await session.rollback()
         except Exception:  # noqa: BLE001 - whatever went wrong, the connection is unusable
-            broken = broken or _is_closed(connection)
-            connection.terminate()
+            session.broken = True
+            session.server_gone = session.server_gone or _is_closed(connection)
         except BaseException:  # cancelled: end it the same way and let the cancellation through
-            connection.terminate()
+            session.broken = True
             raise
         finally:
-            pool = self._pool
-            if pool is None:  # closed meanwhile: nothing to return it to
-                connection.terminate()
-            else:
-                if broken:
-                    # The link broke or the server went away: after a restart every idle
-                    # connection is dead too, so replace them all rather than fail on each.
-                    await pool.expire_connections()
-                await pool.release(connection)
+            await self._give_back(session)
+
+    async def _give_back(self, session: Session) -> None:
+        connection = session._connection
+        pool = self._pool
+        if pool is None or session.broken or _is_closed(connection):
+            _terminate(connection)
+        if pool is None:  # closed meanwhile: nothing to return it to
+            return
+        if session.server_gone or _is_closed(connection):
+            # The server went away (a restart): every idle connection is dead too, so replace
+            # them all rather than fail on each in turn.
+            await pool.expire_connections()
+        await pool.release(connection)
 
     async def close(self, timeout: float) -> None:
         """Close gracefully once every connection is back; after `timeout`, close regardless."""
@@ -222,6 +285,11 @@ class ConnectionPool:
                     reset=_end_stray_transaction,
                 )
             return self._pool
+
+
+def _terminate(connection: Any) -> None:
+    with contextlib.suppress(asyncpg.InterfaceError):  # the pool already detached it
+        connection.terminate()
 
 
 def _is_closed(connection: Any) -> bool:

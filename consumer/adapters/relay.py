@@ -20,11 +20,17 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer import metrics
+from consumer.adapters.db_faults import classify
 from consumer.adapters.pg import ConnectionPool, Statement
 from consumer.adapters.tables import outbox
+from consumer.log_config import LogThrottle
+from consumer.service_layer.availability import DatabaseAvailability
+from consumer.service_layer.batch_run import Interrupted
+from consumer.service_layer.faults import Fault, describe
 from publisher import PublishError, UnroutableError, publish_confirmed
 
 log = structlog.get_logger(__name__)
+_throttled = LogThrottle(log)
 COALESCE_SECONDS = 0.005
 
 
@@ -76,11 +82,13 @@ class OutboxRelay:
     def __init__(
         self,
         pool: ConnectionPool,
+        availability: DatabaseAvailability,
         *,
         batch_size: int,
         poll_seconds: float,
     ) -> None:
         self._pool = pool
+        self._availability = availability
         self._limit = {"limit": batch_size}
         self._channel: AbstractChannel | None = None
         self._batch_size = batch_size
@@ -110,8 +118,14 @@ class OutboxRelay:
                 relayed = await self.relay_once()
                 failures = 0
             except Exception as exc:  # noqa: BLE001 - the database or broker is away; back off
+                if classify(exc) is Fault.UNREACHABLE:
+                    try:
+                        await self._availability.wait_until_reachable(exc)
+                    except Interrupted:
+                        break  # shutting down during the outage: nothing can be flushed
+                    continue
                 failures += 1
-                log.warning("relay_pass_failed", error=repr(exc), consecutive=failures)
+                _throttled.warning("relay_pass_failed", error=describe(exc), consecutive=failures)
                 relayed = 0
             if relayed < self._batch_size:
                 # Back off up to 5 s while passes keep failing; a commit still wakes us at once.
@@ -127,8 +141,8 @@ class OutboxRelay:
         try:
             while await self.relay_once() == self._batch_size:
                 pass
-        except Exception:
-            log.exception("relay_flush_failed")
+        except Exception as exc:  # noqa: BLE001 - shutting down: report, the rows stay unsent
+            log.warning("relay_flush_failed", error=describe(exc))
 
     async def relay_once(self) -> int:
         """Publish one batch of unsent events; returns how many rows it took."""
@@ -151,8 +165,11 @@ class OutboxRelay:
                     )
                     sent.append(row)
                 elif isinstance(outcome, BaseException):
-                    log.warning(
-                        "event_publish_failed", routing_key=row.routing_key, error=repr(outcome)
+                    _throttled.warning(
+                        "event_publish_failed",
+                        routing_key=row.routing_key,
+                        event_id=str(row.message_id),
+                        error=describe(outcome),
                     )
                 else:
                     metrics.EVENTS_RELAYED.labels("published").inc()

@@ -1,24 +1,14 @@
-"""The unit of work over one pooled asyncpg connection, and which database errors are worth a
-retry."""
+"""The unit of work over one pooled asyncpg connection."""
 
 from __future__ import annotations
 
-import asyncpg
-from sqlalchemy import select
-
-from consumer.adapters.pg import ConnectionPool, Session, Statement
+from consumer.adapters.pg import ConnectionPool, Session
 from consumer.adapters.repositories import (
     SqlBatchRepository,
     SqlMarketplaceRepository,
     SqlOutboxRepository,
 )
 from consumer.service_layer.unit_of_work import AbstractUnitOfWork
-
-_PING = Statement(select(1))
-
-# serialization_failure, deadlock_detected, admin/crash shutdown, cannot connect now; and
-# class 08 (connection exceptions): the same transaction may well succeed next time.
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03"})
 
 
 class SqlUnitOfWork(AbstractUnitOfWork):
@@ -58,25 +48,3 @@ class SqlUnitOfWork(AbstractUnitOfWork):
         if self._session is None:
             raise RuntimeError("use the unit of work as `async with uow:`")
         return self._session
-
-    async def reachable(self) -> bool:
-        try:
-            session = await self._pool.acquire()
-            try:
-                await session.fetchval(_PING)
-            finally:
-                await self._pool.release(session)
-        except Exception:  # noqa: BLE001 - any failure to answer means unreachable
-            return False
-        return True
-
-    @staticmethod
-    def is_transient(exc: BaseException) -> bool:
-        if isinstance(exc, OSError | ConnectionError | TimeoutError):
-            return True  # a refused, reset or silent connection
-        if isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, ValueError):
-            return True  # the connection closed under us; ValueErrors are bad arguments
-        sqlstate = getattr(exc, "sqlstate", None)
-        if not isinstance(exc, asyncpg.PostgresError) or not isinstance(sqlstate, str):
-            return False
-        return sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith("08")

@@ -1,5 +1,5 @@
-"""RabbitMQ entrypoint: deliveries in, ack / dead-letter / requeue out, and a watchdog that
-keeps the subscription alive."""
+"""RabbitMQ entrypoint: deliveries in, ack / dead-letter / requeue out; a watchdog that keeps
+the subscription alive, and no subscription at all while the database is unreachable."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from consumer import metrics
+from consumer.log_config import LogThrottle
+from consumer.service_layer.availability import DatabaseAvailability
 from consumer.service_layer.batch_run import Disposition, Interrupted
 from consumer.service_layer.executor import BatchExecutor
 from consumer.service_layer.intake import Delivery
@@ -20,10 +22,7 @@ from contracts import Topology
 from publisher import declare_topology
 
 log = structlog.get_logger(__name__)
-
-# While the database is unreachable a batch is held (unacked) and retried with this backoff,
-# instead of being requeued: a requeue counts towards the poison-message delivery limit.
-HOLD_BACKOFF_SECONDS = (0.2, 5.0)
+_throttled = LogThrottle(log)
 
 
 def to_delivery(
@@ -57,16 +56,22 @@ def gave_up_on(message: AbstractIncomingMessage, requests_queue: str) -> bool:
 
 
 class RequestConsumer:
-    """Feeds the requests queue to the executor, up to `prefetch` batches at a time."""
+    """Feeds the requests queue to the executor, up to `prefetch` batches at a time.
+
+    While the database is unreachable it takes no deliveries (it cancels its subscriptions) and
+    the batches in hand wait, unacknowledged: a requeue would spend a delivery attempt, and
+    the delivery limit is for poison messages, not for outages."""
 
     def __init__(
         self,
         executor: BatchExecutor,
         topology: Topology,
         prefetch: int,
+        availability: DatabaseAvailability,
         gate: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
         self._executor = executor
+        self._availability = availability
         # Entered around every batch; BATCHOPS_SERIALIZE_BATCHES makes it one batch at a time.
         self._gate = gate or contextlib.nullcontext
         self._topology = topology
@@ -76,6 +81,8 @@ class RequestConsumer:
         self._consumer_tag: str | None = None
         self._reconcile: AbstractQueue | None = None
         self._reconcile_tag: str | None = None
+        # True while the database is unreachable: no subscription, on purpose.
+        self._paused = False
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._last_delivery = time.monotonic()
@@ -103,25 +110,62 @@ class RequestConsumer:
         return self._consumer_tag in consumers
 
     async def start(self, channel: AbstractChannel, reconcile_channel: AbstractChannel) -> None:
+        """Declare the topology and subscribe, unless the database does not answer: then the
+        subscription waits for it (see `follow_database`)."""
         self._channel = channel
         await channel.set_qos(prefetch_count=self._prefetch)
         await declare_topology(channel, self._topology)
         self._queue = await channel.get_queue(self._topology.requests_queue)
-        await self._subscribe()
         # Dead letters run one at a time: a poison batch must not take a bystander down again.
         await reconcile_channel.set_qos(prefetch_count=1)
         self._reconcile = await reconcile_channel.get_queue(
             self._topology.dead_letter_reconcile_queue
         )
-        self._reconcile_tag = await self._reconcile.consume(self._on_dead_letter)
+        if await self._availability.check():
+            await self._subscribe()
+        else:
+            self._paused = True
+
+    async def follow_database(self) -> None:
+        """Until stop(): unsubscribe when the database stops answering, subscribe again once
+        it answers."""
+        while not self._stopping.is_set():
+            reachable = await self._availability.changed(not self._paused)
+            if self._stopping.is_set():
+                return
+            self._paused = not reachable
+            try:
+                if reachable:
+                    await self._subscribe()
+                else:
+                    await self._unsubscribe()
+            except Exception as exc:  # noqa: BLE001 - the broker may be away: the watchdog retries
+                log.warning("subscription_change_failed", error=repr(exc), subscribe=reachable)
 
     async def _subscribe(self) -> None:
-        if self._queue is None:
+        if self._queue is None or self._reconcile is None:
             raise RuntimeError("start() the consumer first")
-        self._consumer_tag = await self._queue.consume(self._on_message)
+        if self._consumer_tag is None:
+            self._consumer_tag = await self._queue.consume(self._on_message)
+        if self._reconcile_tag is None:
+            self._reconcile_tag = await self._reconcile.consume(self._on_dead_letter)
         self._broker_knows_us = True
         self._last_delivery = time.monotonic()
         log.info("consuming", queue=self._topology.requests_queue, prefetch=self._prefetch)
+
+    async def _unsubscribe(self) -> None:
+        """Take no more deliveries; those in hand stay unacknowledged and wait."""
+        for queue, tag in (
+            (self._queue, self._consumer_tag),
+            (self._reconcile, self._reconcile_tag),
+        ):
+            if queue is not None and tag is not None:
+                try:
+                    await queue.cancel(tag)
+                except Exception as exc:  # noqa: BLE001 - a closed channel cancelled it anyway
+                    log.info("consumer_cancel_failed", error=repr(exc))
+        self._consumer_tag = self._reconcile_tag = None
+        log.info("consuming_paused", in_hand=len(self._in_flight))
 
     async def watch(self, interval: float, stall_seconds: float) -> None:
         """Until stop(): re-subscribe when the broker cancelled us, or when messages wait
@@ -135,9 +179,11 @@ class RequestConsumer:
             try:
                 await self._check_liveness(stall_seconds)
             except Exception as exc:  # noqa: BLE001 - the broker may be away; try again later
-                log.warning("watchdog_check_failed", error=repr(exc))
+                _throttled.warning("watchdog_check_failed", error=repr(exc))
 
     async def _check_liveness(self, stall_seconds: float) -> None:
+        if self._paused:
+            return  # unsubscribed on purpose until the database answers
         if self._channel is None or self._channel.is_closed or self._queue is None:
             return  # the robust connection is reconnecting; it restores the consumer itself
         self._broker_knows_us = await self._still_subscribed()
@@ -146,6 +192,7 @@ class RequestConsumer:
             # The broker cancels consumers of a deleted queue too: declare it again first.
             await declare_topology(self._channel, self._topology)
             self._queue = await self._channel.get_queue(self._topology.requests_queue)
+            self._consumer_tag = None
             await self._subscribe()
             self.resubscriptions += 1
             return
@@ -163,6 +210,7 @@ class RequestConsumer:
                 await self._queue.cancel(self._consumer_tag)
             except Exception:
                 log.info("consumer_cancel_failed", exc_info=True)
+        self._consumer_tag = None
         await self._subscribe()
 
     async def stop(self, timeout: float) -> None:
@@ -214,7 +262,7 @@ class RequestConsumer:
             metrics.DEAD_LETTERED.inc()
             delivery = to_delivery(message, dead_lettered=True, give_up=bool(message.redelivered))
             with metrics.IN_FLIGHT.track_inprogress():
-                await self._handle_holding(delivery)
+                await self._executor.handle(delivery)
 
     async def _settle(self, message: AbstractIncomingMessage) -> None:
         delivery = to_delivery(message)
@@ -224,7 +272,7 @@ class RequestConsumer:
             try:
                 with metrics.IN_FLIGHT.track_inprogress():
                     async with self._gate():
-                        disposition = await self._handle_holding(delivery)
+                        disposition = await self._executor.handle(delivery)
             except Interrupted:
                 log.info("batch_left_for_redelivery")
                 await message.nack(requeue=True)
@@ -234,17 +282,3 @@ class RequestConsumer:
                 await message.reject(requeue=False)
             else:
                 await message.ack()
-
-    async def _handle_holding(self, delivery: Delivery) -> Disposition:
-        delay, ceiling = HOLD_BACKOFF_SECONDS
-        while True:
-            try:
-                return await self._executor.handle(delivery)
-            except Exception as exc:
-                if self._stopping.is_set() or not await self._executor.database_down(exc):
-                    raise
-                log.warning("database_unreachable_holding_batch", retry_in=delay, error=repr(exc))
-            try:
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            except TimeoutError:
-                delay = min(delay * 2, ceiling)

@@ -9,9 +9,10 @@ from uuid import UUID
 import structlog
 
 from consumer import metrics
+from consumer.domain.batch import BatchState
 from consumer.service_layer.events import EventFactory
 from consumer.service_layer.intake import Delivery, Rejection
-from consumer.service_layer.retry import RetryPolicy, retrying
+from consumer.service_layer.retry import Transactions
 from consumer.service_layer.unit_of_work import AbstractUnitOfWork, StoredBatch
 from contracts import BatchStatus, OperationResult, completion_event_id
 
@@ -21,70 +22,62 @@ log = structlog.get_logger(__name__)
 class Announcer:
     def __init__(
         self,
-        uow_factory: Callable[[], AbstractUnitOfWork],
+        transactions: Transactions,
         events: EventFactory,
-        retry: RetryPolicy,
         clock: Callable[[], datetime],
         on_outbox: Callable[[bool], None],
     ) -> None:
-        self._uow_factory = uow_factory
+        self._tx = transactions
         self._events = events
-        self._retry = retry
         self._clock = clock
         self._on_outbox = on_outbox
-        self._is_transient = uow_factory().is_transient
 
     async def finish(self, batch_id: UUID, delivery: Delivery) -> None:
         """Close the batch (if another delivery did not) and queue its completion, including
         the copy to this delivery's `reply_to`."""
 
-        async def attempt() -> None:
-            async with self._uow_factory() as uow:
-                stored = await uow.batches.get(batch_id, for_update=True)
-                if stored is None:
-                    raise LookupError(f"batch {batch_id} vanished while it ran")
-                state = stored.state
-                if not state.is_complete:
-                    state.complete(self._clock())
-                    results = [
-                        OperationResult.model_validate_json(body)
-                        for body in await uow.batches.result_events(batch_id)
-                    ]
-                    event = self._events.completion(state, stored.correlation_id, results)
-                    body = event.model_dump_json().encode()
-                    assert state.completed_at is not None  # noqa: S101 - set by complete()
-                    await uow.batches.complete(batch_id, state.status, state.completed_at, body)
-                    metrics.BATCHES_FINISHED.labels(state.status.value, state.operation_type).inc()
-                    if state.duration_seconds is not None:
-                        metrics.BATCH_DURATION.observe(state.duration_seconds)
-                    log.info(
-                        "batch_finished",
-                        status=state.status.value,
-                        completed=state.completed,
-                        failed=state.failed,
-                        skipped=state.skipped,
-                        duration_seconds=state.duration_seconds,
-                    )
-                    stored = StoredBatch(
-                        state, stored.handler, stored.fingerprint, stored.correlation_id, body
-                    )
-                await self._enqueue_completion(uow, stored, delivery)
-                await uow.commit()
-            self._on_outbox(True)
+        async def close(uow: AbstractUnitOfWork) -> BatchState | None:
+            stored = await uow.batches.get(batch_id, for_update=True)
+            if stored is None:
+                raise LookupError(f"batch {batch_id} vanished while it ran")
+            finished = None
+            if not stored.state.is_complete:
+                stored = await self._complete(uow, stored)
+                finished = stored.state
+            await self._enqueue_completion(uow, stored, delivery)
+            await uow.commit()
+            return finished
 
-        await retrying(attempt, self._retry, self._is_transient)
+        finished = await self._tx.run(close)
+        self._on_outbox(True)
+        if finished is not None:
+            _report_finished(finished)
+
+    async def _complete(self, uow: AbstractUnitOfWork, stored: StoredBatch) -> StoredBatch:
+        """Give the batch its terminal status and completion event (not yet committed)."""
+        state = stored.state
+        state.complete(self._clock())
+        results = [
+            OperationResult.model_validate_json(body)
+            for body in await uow.batches.result_events(state.batch_id)
+        ]
+        body = self._events.completion(state, stored.correlation_id, results).model_dump_json()
+        assert state.completed_at is not None  # noqa: S101 - set by complete()
+        await uow.batches.complete(state.batch_id, state.status, state.completed_at, body.encode())
+        return StoredBatch(
+            state, stored.handler, stored.fingerprint, stored.correlation_id, body.encode()
+        )
 
     async def resend_completion(self, batch_id: UUID, delivery: Delivery) -> None:
-        async def attempt() -> None:
-            async with self._uow_factory() as uow:
-                stored = await uow.batches.get(batch_id)
-                if stored is None:
-                    raise LookupError(f"batch {batch_id} vanished")
-                await self._enqueue_completion(uow, stored, delivery)
-                await uow.commit()
-            self._on_outbox(True)
+        async def resend(uow: AbstractUnitOfWork) -> None:
+            stored = await uow.batches.get(batch_id)
+            if stored is None:
+                raise LookupError(f"batch {batch_id} vanished")
+            await self._enqueue_completion(uow, stored, delivery)
+            await uow.commit()
 
-        await retrying(attempt, self._retry, self._is_transient)
+        await self._tx.run(resend)
+        self._on_outbox(True)
 
     async def _enqueue_completion(
         self, uow: AbstractUnitOfWork, stored: StoredBatch, delivery: Delivery
@@ -114,21 +107,34 @@ class Announcer:
         event = self._events.rejected(rejection, delivery.correlation_id, self._clock())
         fresh = event.model_dump_json().encode()
 
-        async def attempt() -> None:
-            async with self._uow_factory() as uow:
-                # A redelivered refusal re-sends the first copy: same event id, same body.
-                body = await uow.outbox.body_of(event.event_id) or fresh
-                for message in self._events.batch_messages(
-                    rejection.operation_type,
-                    BatchStatus.REJECTED.value,
-                    event.event_id,
-                    body,
-                    delivery.correlation_id,
-                    delivery.reply_to,
-                    delivery.correlation_id,
-                ):
-                    await uow.outbox.add(message)
-                await uow.commit()
-            self._on_outbox(True)
+        async def announce(uow: AbstractUnitOfWork) -> None:
+            # A redelivered refusal re-sends the first copy: same event id, same body.
+            body = await uow.outbox.body_of(event.event_id) or fresh
+            for message in self._events.batch_messages(
+                rejection.operation_type,
+                BatchStatus.REJECTED.value,
+                event.event_id,
+                body,
+                delivery.correlation_id,
+                delivery.reply_to,
+                delivery.correlation_id,
+            ):
+                await uow.outbox.add(message)
+            await uow.commit()
 
-        await retrying(attempt, self._retry, self._is_transient)
+        await self._tx.run(announce)
+        self._on_outbox(True)
+
+
+def _report_finished(state: BatchState) -> None:
+    metrics.BATCHES_FINISHED.labels(state.status.value, state.operation_type).inc()
+    if state.duration_seconds is not None:
+        metrics.BATCH_DURATION.observe(state.duration_seconds)
+    log.info(
+        "batch_finished",
+        status=state.status.value,
+        completed=state.completed,
+        failed=state.failed,
+        skipped=state.skipped,
+        duration_seconds=state.duration_seconds,
+    )

@@ -17,9 +17,11 @@ from structlog.contextvars import bound_contextvars
 from consumer import metrics, tracing
 from consumer.domain.batch import BatchState
 from consumer.domain.errors import OperationFailed
+from consumer.log_config import LogThrottle
 from consumer.service_layer.announcer import Announcer
 from consumer.service_layer.batch_run import BatchRun, Disposition, Interrupted, utcnow
 from consumer.service_layer.events import EventFactory
+from consumer.service_layer.faults import describe
 from consumer.service_layer.handlers import OperationContext, OperationHandler
 from consumer.service_layer.intake import (
     Delivery,
@@ -29,13 +31,8 @@ from consumer.service_layer.intake import (
     conflict,
     fingerprint,
 )
-from consumer.service_layer.retry import RetryPolicy, retrying
-from consumer.service_layer.unit_of_work import (
-    AbstractUnitOfWork,
-    DatabaseUnavailable,
-    DuplicateResult,
-    StoredBatch,
-)
+from consumer.service_layer.retry import Transactions
+from consumer.service_layer.unit_of_work import AbstractUnitOfWork, DuplicateResult, StoredBatch
 from contracts import (
     BatchRequest,
     BatchStatus,
@@ -47,43 +44,44 @@ from contracts import (
 )
 
 log = structlog.get_logger(__name__)
+# A fault that outlives its retries may hit every batch in flight at once: one line per
+# interval, not a traceback per operation.
+_unavailable_log = LogThrottle(log)
 
 
 class BatchExecutor:
     def __init__(
         self,
-        uow_factory: Callable[[], AbstractUnitOfWork],
+        transactions: Transactions,
         handlers: Mapping[str, OperationHandler],
         custom_handlers: Mapping[str, OperationHandler],
         policy: IntakePolicy,
         events: EventFactory,
         *,
         delivery_limit: int,
-        retry: RetryPolicy,
         clock: Callable[[], datetime] = utcnow,
         # Called after events commit; True for a batch's last ones (see OutboxRelay.wake).
         on_outbox: Callable[[bool], None] = lambda _urgent: None,
     ) -> None:
-        self._uow_factory = uow_factory
+        self._tx = transactions
         self._handlers = handlers
         self._custom_handlers = custom_handlers
         self._policy = policy
         self._events = events
         self._delivery_limit = delivery_limit
-        self._retry = retry
         self._clock = clock
         self._on_outbox = on_outbox
-        self._is_transient = uow_factory().is_transient
         self._stop_requested = False
-        self._announcer = Announcer(uow_factory, events, retry, clock, on_outbox)
+        self._announcer = Announcer(transactions, events, clock, on_outbox)
 
     def request_stop(self) -> None:
         """Let running batches finish the operation in hand, then raise Interrupted."""
         self._stop_requested = True
 
     async def handle(self, delivery: Delivery) -> Disposition:
-        """Validate, execute and finish one batch. Raises only when the batch cannot be
-        brought forward now (e.g. the database stays down): the message must be redelivered."""
+        """Validate, execute and finish one batch. While the database is unreachable it waits
+        for it. Raises Interrupted when shutdown stops it before the end, and whatever a bug
+        raises outside an operation: the message must then be redelivered."""
         with tracing.batch_span(delivery.traceparent):
             verdict = accept(delivery, self._policy)
             if isinstance(verdict, Rejection) and delivery.dead_lettered:
@@ -157,27 +155,25 @@ class BatchExecutor:
             completion_event=None,
         )
 
-        async def attempt() -> tuple[StoredBatch, bool]:
-            async with self._uow_factory() as uow:
-                claimed = await uow.batches.claim(fresh)
-                await uow.commit()
-                return claimed
+        async def claim(uow: AbstractUnitOfWork) -> tuple[StoredBatch, bool]:
+            claimed = await uow.batches.claim(fresh)
+            await uow.commit()
+            return claimed
 
-        return await retrying(attempt, self._retry, self._is_transient)
+        return await self._tx.run(claim)
 
     async def _stored_outcomes(self, batch_id: UUID) -> dict[int, Outcome]:
-        async def attempt() -> dict[int, Outcome]:
-            async with self._uow_factory() as uow:
-                return {r.index: r.outcome for r in await uow.batches.results(batch_id)}
+        async def outcomes(uow: AbstractUnitOfWork) -> dict[int, Outcome]:
+            return {r.index: r.outcome for r in await uow.batches.results(batch_id)}
 
-        return await retrying(attempt, self._retry, self._is_transient)
+        return await self._tx.run(outcomes)
 
     # -- continue and stop_on_error: one transaction per operation ---------------------------
 
     async def _run_in_order(self, run: BatchRun) -> None:
         # One unit of work for the batch: each operation's commit opens the next one's
         # transaction in the same round trip (except the last's: nothing follows it).
-        uow = self._uow_factory()
+        uow = self._tx.unit_of_work()
         try:
             pending = run.pending()
             for index, operation in pending:
@@ -229,33 +225,20 @@ class BatchExecutor:
                     index=index, resource_id=operation.resource_id, batch_id=str(run.batch_id)
                 ),
             ):
-                return await retrying(attempt, self._retry, self._is_transient)
+                return await self._tx.retry(attempt)
+        except Interrupted:
+            raise
         except Exception as exc:  # noqa: BLE001 - any failure becomes this operation's result
-            await self._raise_if_database_down(exc)
             code, message = self._crash_report(exc)
             failure = self._failure(run, index, operation, code, message, type(exc).__name__)
             return await self._record(run, [failure])
 
-    async def database_down(self, exc: BaseException) -> bool:
-        """True when `exc` came from a database that does not answer at all (an outage), as
-        opposed to a fault of this operation that outlived its retries."""
-        if isinstance(exc, DatabaseUnavailable):
-            return True
-        if not self._is_transient(exc):
-            return False
-        async with self._uow_factory() as uow:
-            return not await uow.reachable()
-
-    async def _raise_if_database_down(self, exc: Exception) -> None:
-        if await self.database_down(exc):
-            raise DatabaseUnavailable("the database does not answer") from exc
-
     def _crash_report(self, exc: Exception) -> tuple[ErrorCode, str]:
         """Code and public message of an operation that raised something unexpected; the
         details go to the log only."""
-        if self._is_transient(exc):
-            log.error("operation_unavailable", exc_info=exc)
-            return ErrorCode.UNAVAILABLE, "a transient fault persisted after retries"
+        if self._tx.classify(exc).transient:
+            _unavailable_log.error("operation_unavailable", error=describe(exc))
+            return ErrorCode.UNAVAILABLE, "the database kept refusing it; retries ran out of time"
         log.error("operation_crashed", exc_info=exc)
         return ErrorCode.INTERNAL_ERROR, "an unexpected error occurred; it has been logged"
 
@@ -269,7 +252,7 @@ class BatchExecutor:
 
         async def attempt() -> None:
             nonlocal reached
-            async with self._uow_factory() as uow:
+            async with self._tx.unit_of_work() as uow:
                 now = self._clock()
                 run.actor_stale = True  # one transaction: read the actor in it
                 context = OperationContext(uow, run.request.actor_id, await run.actor_for(uow), now)
@@ -292,7 +275,7 @@ class BatchExecutor:
                         )
                         break
                     except Exception as exc:
-                        if self._is_transient(exc):
+                        if isinstance(exc, Interrupted) or self._tx.classify(exc).transient:
                             raise
                         await uow.rollback()
                         code, message = self._crash_report(exc)
@@ -311,9 +294,10 @@ class BatchExecutor:
                 await self._commit_results(uow, run, results)
 
         try:
-            await retrying(attempt, self._retry, self._is_transient)
+            await self._tx.retry(attempt)
+        except Interrupted:
+            raise
         except Exception as exc:  # noqa: BLE001 - transient beyond retries, or a failed commit
-            await self._raise_if_database_down(exc)
             code, message = self._crash_report(exc)
             await self._record(
                 run, self._rolled_back(run, reached, code, message, type(exc).__name__)
@@ -362,12 +346,11 @@ class BatchExecutor:
         await self._record(run, skipped)
 
     async def _mark_in_hand(self, run: BatchRun, index: int) -> None:
-        async def attempt() -> None:
-            async with self._uow_factory() as uow:
-                await uow.batches.mark_in_hand(run.batch_id, index)
-                await uow.commit()
+        async def mark(uow: AbstractUnitOfWork) -> None:
+            await uow.batches.mark_in_hand(run.batch_id, index)
+            await uow.commit()
 
-        await retrying(attempt, self._retry, self._is_transient)
+        await self._tx.run(mark)
 
     async def _give_up(self, run: BatchRun) -> None:
         pending = run.pending()
@@ -406,11 +389,10 @@ class BatchExecutor:
     async def _record(self, run: BatchRun, results: list[OperationResult]) -> Outcome:
         """Commit results that carry no effect (failures, skips) in a transaction of their own."""
 
-        async def attempt() -> Outcome:
-            async with self._uow_factory() as uow:
-                return await self._commit_results(uow, run, results)
+        async def commit(uow: AbstractUnitOfWork) -> Outcome:
+            return await self._commit_results(uow, run, results)
 
-        outcome = await retrying(attempt, self._retry, self._is_transient)
+        outcome = await self._tx.run(commit)
         for result in results:
             run.outcomes.setdefault(result.index, result.outcome)
         return outcome

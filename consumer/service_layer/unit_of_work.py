@@ -47,10 +47,6 @@ class OutboxMessage:
     traceparent: str | None = None
 
 
-class DatabaseUnavailable(Exception):
-    """The database does not answer: nothing can be recorded, so the batch has to wait."""
-
-
 class DuplicateResult(Exception):
     """The operation already has a result row (committed by a competing consumer)."""
 
@@ -173,12 +169,3 @@ class AbstractUnitOfWork(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional: only adapters that keep something
         """Give back what a chained commit kept (nothing otherwise)."""
-
-    @staticmethod
-    def is_transient(exc: BaseException) -> bool:  # noqa: ARG004 - overridden by adapters
-        """True when retrying the same transaction may succeed (disconnect, deadlock)."""
-        return False
-
-    async def reachable(self) -> bool:
-        """Whether the store answers right now (used to tell an outage from a fault)."""
-        return True

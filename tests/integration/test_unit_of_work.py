@@ -11,11 +11,14 @@ from datetime import UTC, datetime
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 
-from consumer.adapters.pg import ConnectionPool
+from consumer.adapters.db_faults import classify
+from consumer.adapters.pg import ConnectionPool, Session, Statement
 from consumer.adapters.unit_of_work import SqlUnitOfWork
 from consumer.domain.batch import BatchState
 from consumer.domain.model import Order, OrderStatus
+from consumer.service_layer.faults import DatabaseUnavailable, Fault
 from consumer.service_layer.unit_of_work import OutboxMessage, StoredBatch
 from contracts import BatchStatus, Mode, Outcome
 from tests.integration.helpers import order
@@ -181,7 +184,7 @@ class TestBrokenConnections:
                 await kill_backends(other, idle_pid, victim)
             with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)) as err:
                 await uow.marketplace.get_order_for_update(3)
-            assert SqlUnitOfWork.is_transient(err.value)
+            assert classify(err.value) is Fault.LOST
 
         async with uow:
             assert await uow.marketplace.get_order_for_update(3) is not None
@@ -195,16 +198,84 @@ class TestBrokenConnections:
             with pytest.raises(asyncpg.DataError, match="out of int32 range") as err:
                 await uow.marketplace.get_order_for_update(2**40)
 
-        assert not SqlUnitOfWork.is_transient(err.value)
+        assert classify(err.value) is Fault.BUG
 
-    async def test_an_unreachable_database_is_reported_not_raised(self) -> None:
+    async def test_a_connection_that_broke_during_its_commit_is_never_handed_out_again(
+        self, pool: ConnectionPool, database_url: str
+    ) -> None:
+        """The server ends the session while the COMMIT is in flight: the connection is left
+        half-way through the exchange, and reusing it would fail with asyncpg's 'another
+        operation is in progress' instead of working."""
+        uow = SqlUnitOfWork(pool)
+        async with uow:
+            victim = await backend_pid(uow)
+            found = await uow.marketplace.get_order_for_update(3)
+            await uow.marketplace.save_order(accepted(found, "never committed"))
+            await uow.flush()
+            async with SqlUnitOfWork(pool) as other:
+                await kill_backends(other, victim)
+            with pytest.raises(Exception) as err:  # noqa: PT011 - which one depends on timing
+                await uow.commit()
+        assert classify(err.value) is Fault.LOST
+
+        for _ in range(3):  # every connection the pool hands out now works
+            async with uow:
+                assert await backend_pid(uow) != victim
+                assert await uow.marketplace.get_order_for_update(3) is not None
+        assert (await order(database_url, 3)).notes != "never committed"
+
+    async def test_a_commit_cut_short_by_the_command_timeout_does_not_poison_the_pool(
+        self, database_url: str
+    ) -> None:
+        """A COMMIT that outlives the command timeout leaves asyncpg's protocol waiting for
+        its answer: that connection must be thrown away, or the next unit of work to get it
+        fails with 'cannot switch to state …; another operation is in progress'."""
+        async with SqlUnitOfWork(ConnectionPool(database_url, size=1, command_timeout=5)) as setup:
+            await setup_session(setup).execute(Statement(text(SLOW_COMMIT_SCHEMA)))
+            await setup.commit()
+        pool = ConnectionPool(database_url, size=1, command_timeout=0.3)
+        try:
+            session = await pool.acquire()
+            await session.execute(Statement(text("INSERT INTO slow_commit VALUES (1)")))
+            with pytest.raises(TimeoutError):
+                await session.commit()  # the deferred trigger sleeps 2 s at COMMIT
+            await pool.release(session)
+
+            again = await pool.acquire()  # the pool's only connection, or a fresh one
+            try:
+                assert await again.fetchval(Statement(text("SELECT 1"))) == 1
+            finally:
+                await pool.release(again)
+        finally:
+            await pool.close(timeout=5)
+
+    async def test_an_unreachable_database_is_unavailable_to_units_of_work_and_probes(
+        self,
+    ) -> None:
         nowhere = ConnectionPool(
             "postgresql+asyncpg://postgres@127.0.0.1:1/none", size=1, command_timeout=1
         )
         try:
-            assert await SqlUnitOfWork(nowhere).reachable() is False
+            with pytest.raises(DatabaseUnavailable, match="Connect call failed") as err:
+                await nowhere.acquire()
+            assert classify(err.value) is Fault.UNREACHABLE
+            with pytest.raises(DatabaseUnavailable, match="does not answer"):
+                await nowhere.probe()
         finally:
             await nowhere.close(timeout=1)
+
+
+SLOW_COMMIT_SCHEMA = """
+CREATE TABLE slow_commit (x int);
+CREATE FUNCTION sleep_at_commit() RETURNS trigger LANGUAGE plpgsql AS
+  'BEGIN PERFORM pg_sleep(2); RETURN NULL; END';
+CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON slow_commit
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION sleep_at_commit();
+"""
+
+
+def setup_session(uow: SqlUnitOfWork) -> Session:
+    return uow._require_session()
 
 
 async def backend_pid(uow: SqlUnitOfWork) -> int:
@@ -239,6 +310,6 @@ class TestShutdown:
         await uow.__aexit__(None, None, None)
 
         await asyncio.wait_for(closing, timeout=5)  # not the 30 s of a connection never returned
-        with pytest.raises(ConnectionError, match="closed"):
+        with pytest.raises(DatabaseUnavailable, match="closed") as err:
             await pool.acquire()
-        assert SqlUnitOfWork.is_transient(ConnectionError("the connection pool is closed"))
+        assert classify(err.value) is Fault.UNREACHABLE

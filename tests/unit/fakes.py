@@ -24,6 +24,9 @@ from consumer.domain.model import (
     Service,
     User,
 )
+from consumer.service_layer.availability import DatabaseAvailability
+from consumer.service_layer.faults import DatabaseUnavailable, Fault
+from consumer.service_layer.retry import RetryPolicy, Transactions, instrument_retries
 from consumer.service_layer.unit_of_work import (
     AbstractUnitOfWork,
     BatchRepository,
@@ -66,6 +69,8 @@ class FakeDatabase:
     results: dict[tuple[UUID, int], ResultRow] = field(default_factory=dict)
     outbox: list[OutboxMessage] = field(default_factory=list)
     commits: int = 0
+    # An outage: while True, no unit of work can connect and the probe fails.
+    down: bool = False
 
     def results_of(self, batch_id: UUID) -> list[ResultRow]:
         rows = [row for (bid, _), row in self.results.items() if bid == batch_id]
@@ -360,6 +365,8 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         self.outbox = FakeOutboxRepository(db, self._staged)
 
     async def __aenter__(self) -> FakeUnitOfWork:
+        if self.db.down:
+            raise DatabaseUnavailable("the fake database is down")
         if self._staged.active:
             raise RuntimeError("this unit of work is already in use")
         self._staged.clear()
@@ -393,6 +400,24 @@ class FakeUnitOfWork(AbstractUnitOfWork):
             raise RuntimeError("use the unit of work as `async with uow:`")
         self._staged.clear()
 
-    @staticmethod
-    def is_transient(exc: BaseException) -> bool:
-        return isinstance(exc, TransientFault)
+
+def fake_classify(exc: BaseException) -> Fault:
+    """The fake database's faults: TransientFault is a refusal, an outage is unreachable."""
+    if isinstance(exc, DatabaseUnavailable):
+        return Fault.UNREACHABLE
+    return Fault.REFUSED if isinstance(exc, TransientFault) else Fault.BUG
+
+
+QUICK_RETRY = RetryPolicy(timeout_seconds=5, base_seconds=0.0001, max_seconds=0.0005, attempts=3)
+
+
+def transactions_for(db: FakeDatabase, policy: RetryPolicy = QUICK_RETRY) -> Transactions:
+    """Units of work on `db`, retried as in production, with an outage prober that polls fast."""
+
+    async def probe() -> None:
+        if db.down:
+            raise DatabaseUnavailable("the fake database is down")
+
+    availability = DatabaseAvailability(probe, probe_initial_seconds=0.001, probe_max_seconds=0.005)
+    instrument_retries(fake_classify)
+    return Transactions(lambda: FakeUnitOfWork(db), fake_classify, availability, policy)

@@ -1,11 +1,13 @@
-"""Core statements compiled once for asyncpg (consumer/adapters/pg.py)."""
+"""Core statements compiled once for asyncpg, and the session that runs them
+(consumer/adapters/pg.py)."""
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 from sqlalchemy import bindparam, select, update
 
-from consumer.adapters.pg import Statement
+from consumer.adapters.pg import Session, Statement
 from consumer.adapters.tables import batch_operations, orders
 
 
@@ -36,3 +38,50 @@ class TestStatement:
 
         with pytest.raises(KeyError, match="no value for parameter 'id'"):
             statement.arguments({"order_id": 7})
+
+
+class HalfWayConnection:
+    """The edge of asyncpg: a connection whose protocol was left mid-exchange, so that every
+    call fails as asyncpg then fails, while it does not know it is closed."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.calls: list[str] = []
+
+    async def execute(self, sql: str, *args: object) -> None:
+        self.calls.append(sql)
+        raise self.error
+
+    def is_closed(self) -> bool:
+        return False
+
+
+class TestSessionMarksBrokenConnections:
+    @pytest.mark.parametrize(
+        "error",
+        [
+            asyncpg.exceptions.InternalClientError(
+                "cannot switch to state 15; another operation (2) is in progress"
+            ),
+            TimeoutError(),
+            ConnectionResetError(104, "Connection reset by peer"),
+        ],
+        ids=type,
+    )
+    async def test_a_failed_commit_marks_the_session_broken(self, error: Exception) -> None:
+        session = Session(HalfWayConnection(error))
+        session._open = True
+
+        with pytest.raises(type(error)):
+            await session.commit(chain=True)
+
+        assert session.broken, "the pool must throw this connection away, not reuse it"
+
+    async def test_an_ordinary_statement_error_keeps_the_connection(self) -> None:
+        duplicate = asyncpg.PostgresError.new({"S": "ERROR", "C": "23505", "M": "duplicate key"})
+        session = Session(HalfWayConnection(duplicate))
+
+        with pytest.raises(asyncpg.PostgresError):
+            await session.execute(Statement(select(orders.c.id)))
+
+        assert not session.broken

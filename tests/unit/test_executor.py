@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from tests.unit.fakes import (
     ResultRow,
     TransientFault,
     demo_marketplace,
+    transactions_for,
 )
 
 BATCH_ID = UUID("3d0f5c2e-6b8e-4f5e-9d63-2a4c7e1b9f10")
@@ -113,7 +115,7 @@ def executor_for(
     handlers = dict(HANDLERS) if handler is None else {"order_update": handler}
     custom = custom_handlers or {}
     return BatchExecutor(
-        lambda: FakeUnitOfWork(db),
+        transactions_for(db, RETRY),
         handlers,
         custom,
         IntakePolicy(
@@ -125,7 +127,6 @@ def executor_for(
         ),
         EventFactory(Topology()),
         delivery_limit=delivery_limit,
-        retry=RETRY,
         clock=Clock(),
     )
 
@@ -930,7 +931,7 @@ class TestTransientFault:
         assert outcomes(db)[0] == (0, Outcome.SUCCEEDED, 200, None)
         assert order_status(db, 1) is OrderStatus.ACCEPTED
         assert the_completion(db).status is BatchStatus.COMPLETED
-        assert [log["event"] for log in logs].count("transient_fault_retrying") == 1
+        assert [log["event"] for log in logs].count("transaction_retrying") == 1
 
     async def test_a_transient_fault_that_persists_is_unavailable(self, db):
         faults: list[BaseException] = [TransientFault("connection reset") for _ in range(10)]
@@ -975,3 +976,61 @@ class TestTransientFault:
             (1, "UNAVAILABLE"),
         ]
         assert untouched(db, 1, 3)
+
+
+class TestDatabaseOutage:
+    """While no connection can be made, batches wait; nothing fails and nothing is given up."""
+
+    async def test_a_batch_taken_during_an_outage_waits_for_the_database_then_runs_normally(
+        self, db
+    ):
+        db.down = True
+        executor = executor_for(db)
+        with capture_logs() as logs:
+            handling = asyncio.create_task(
+                executor.handle(delivery(batch_body([ACCEPT_1, NOTES_3])))
+            )
+            await outage_begun(executor)
+            assert not handling.done(), "the batch must wait, not fail"
+            db.down = False
+            disposition = await asyncio.wait_for(handling, 5)
+
+        assert disposition is Disposition.ACK
+        assert the_completion(db).status is BatchStatus.COMPLETED
+        assert [log["event"] for log in logs].count("database_unreachable") == 1
+
+    async def test_an_outage_between_two_operations_resumes_at_the_next_one(self, db):
+        executor = executor_for(db, ScriptedHandler(on_call=lambda op: outage_after(db, op)))
+        with capture_logs():
+            handling = asyncio.create_task(
+                executor.handle(delivery(batch_body([ACCEPT_1, NOTES_3])))
+            )
+            await outage_begun(executor)
+            db.down = False
+            await asyncio.wait_for(handling, 5)
+
+        assert [o for _, o, _, _ in outcomes(db)] == [Outcome.SUCCEEDED, Outcome.SUCCEEDED]
+        assert order_status(db, 1) is OrderStatus.ACCEPTED
+
+    async def test_shutdown_during_an_outage_leaves_the_batch_for_redelivery(self, db):
+        db.down = True
+        executor = executor_for(db)
+        with capture_logs():
+            handling = asyncio.create_task(executor.handle(delivery(batch_body([ACCEPT_1]))))
+            await outage_begun(executor)
+            executor._tx.availability.close()
+            with pytest.raises(Interrupted):
+                await asyncio.wait_for(handling, 5)
+
+        assert db.results_of(BATCH_ID) == []
+
+
+def outage_after(db: FakeDatabase, operation: Operation) -> None:
+    """The database goes away while operation 0 runs: its commit still lands (the unit of work
+    is already connected), the next operation finds no database."""
+    if operation.resource_id == 1:
+        db.down = True
+
+
+async def outage_begun(executor: BatchExecutor) -> None:
+    await asyncio.wait_for(executor._tx.availability.changed(True), 5)

@@ -38,7 +38,7 @@ from contracts import (
     Outcome,
     Topology,
 )
-from tests.unit.fakes import FakeDatabase, FakeUnitOfWork, demo_marketplace
+from tests.unit.fakes import FakeDatabase, demo_marketplace, transactions_for
 
 BATCH_ID = UUID("6b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d")
 ORDER_IDS = (1, 2, 3, 4)
@@ -176,7 +176,7 @@ def execute(actor: int, ops: list[Op], mode: Mode, start: Start) -> FakeDatabase
     for order_id, status in zip(ORDER_IDS, start, strict=True):
         db.orders[order_id] = replace(db.orders[order_id], status=OrderStatus(status))
     executor = BatchExecutor(
-        lambda: FakeUnitOfWork(db),
+        transactions_for(db, RetryPolicy(attempts=1)),
         HANDLERS,
         {},
         IntakePolicy(
@@ -188,7 +188,6 @@ def execute(actor: int, ops: list[Op], mode: Mode, start: Start) -> FakeDatabase
         ),
         EventFactory(Topology()),
         delivery_limit=5,
-        retry=RetryPolicy(attempts=1),
         clock=Clock(),
     )
     body = json.dumps(

@@ -35,7 +35,7 @@ from contracts import (
     OperationResult,
     Topology,
 )
-from tests.unit.fakes import FakeUnitOfWork, demo_marketplace
+from tests.unit.fakes import FakeUnitOfWork, demo_marketplace, transactions_for
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 BATCH_ID = UUID("0c9e7f4a-5d3b-4e21-9a8f-1b2c3d4e5f60")
@@ -133,7 +133,7 @@ class TestThirdPartyPackage:
         db = demo_marketplace()
         custom = load_custom_handlers()
         executor = BatchExecutor(
-            lambda: FakeUnitOfWork(db),
+            transactions_for(db, RetryPolicy(attempts=1)),
             HANDLERS,
             custom,
             IntakePolicy(
@@ -145,7 +145,6 @@ class TestThirdPartyPackage:
             ),
             EventFactory(Topology()),
             delivery_limit=5,
-            retry=RetryPolicy(attempts=1),
         )
         body = {
             "batch_id": str(BATCH_ID),
