@@ -175,6 +175,7 @@ def bootstrap(
         pool_size=settings.db_pool_size,
         max_overflow=0,
         command_timeout=settings.db_command_timeout_seconds,
+        connect_timeout=settings.db_connect_timeout_seconds,
     )
     pool = ConnectionPool(
         settings.database_url,
@@ -239,7 +240,7 @@ def bootstrap(
             topology,
             settings.prefetch,
             availability,
-            gate=SerialGate(engine) if settings.serialize_batches else None,
+            gate=SerialGate(pool, transactions) if settings.serialize_batches else None,
         ),
         consume=consume,
         http=http,

@@ -20,9 +20,11 @@ def create_engine(
     pool_size: int = 10,
     max_overflow: int | None = None,
     command_timeout: float | None = None,
+    connect_timeout: float = 10.0,
 ) -> AsyncEngine:
     """`command_timeout` bounds every statement, COMMIT included: a connection that went
-    silent (a half-open TCP link) then fails like a dropped one instead of hanging forever."""
+    silent (a half-open TCP link) then fails like a dropped one instead of hanging forever;
+    `connect_timeout` bounds the wait for a new connection (asyncpg's default is 60 s)."""
     return create_async_engine(
         database_url,
         pool_size=pool_size,
@@ -30,7 +32,11 @@ def create_engine(
         # No pre-ping: it costs three round trips per checkout, and a dead pooled connection
         # already fails as a transient fault that the executor retries on a fresh one.
         # asyncpg's statement cache is per connection; keep it warm for the hot path.
-        connect_args={"statement_cache_size": 256, "command_timeout": command_timeout},
+        connect_args={
+            "statement_cache_size": 256,
+            "command_timeout": command_timeout,
+            "timeout": connect_timeout,
+        },
     )
 
 
