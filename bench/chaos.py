@@ -1,11 +1,20 @@
-"""Chaos soak: kill -9 the consumer at random while batches flow, then check the oracle.
+"""Chaos soak: kill -9 the consumer and restart PostgreSQL at random while batches flow, then
+check the oracle.
 
-    python -m bench.chaos [--batches 500] [--ops 20] [--min-kill 0.5] [--max-kill 5] [--seed N]
+    python -m bench.chaos [--batches 500] [--ops 20] [--min-kill 0.5] [--max-kill 5]
+                          [--restart-every 3] [--seed N]
 
-Creates (and drops) the database `batchops_bench_chaos` on the server of BATCHOPS_DATABASE_URL and a
-fresh broker namespace. Every operation appends a unique token to its own order's notes through
-the shipped `append_order_note` custom handler, so an operation applied twice shows up as the
-token twice. Prints one JSON line with lost / duplicated / stuck counts (all must be 0).
+Runs a PostgreSQL server of its own (initdb into a temporary directory, a free port on
+127.0.0.1; as the `postgres` OS user when run as root), never the machine's shared one, and a
+fresh broker namespace on BATCHOPS_AMQP_URL. Every `--min-kill`..`--max-kill` seconds a fault
+strikes: the consumer is killed with SIGKILL and restarted, and every `--restart-every`-th
+fault is instead a PostgreSQL restart, in fast and in immediate mode by turns (0: no
+restarts). Every operation appends a unique token to its own order's notes through the shipped
+`append_order_note` custom handler, so an operation applied twice shows up as the token twice.
+
+Prints one JSON line with lost / duplicated / stuck / wrongly_failed counts (all must be 0:
+the exit status is 1 otherwise). Wrongly failed: an operation that ended INTERNAL_ERROR,
+UNAVAILABLE or SKIPPED, although every fault healed (each operation here succeeds when run once).
 """
 
 from __future__ import annotations
@@ -19,28 +28,33 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aio_pika
 from sqlalchemy import func, select
 
-from bench.environment import (
-    bench_url,
-    create_database,
-    delete_namespace,
-    drop_database,
-    render,
-    require_local,
-)
+from bench.environment import delete_namespace, require_local
 from bench.service import ServiceProcess
 from consumer.adapters.database import create_engine
 from consumer.adapters.tables import batch_operations, operation_results, orders, outbox
 from consumer.config import Settings
-from contracts import BatchRequest, Topology
+from contracts import BatchRequest, ErrorCode, Topology
 from publisher import BatchPublisher, declare_topology
 
-DATABASE = "batchops_bench_chaos"
+# The fault suite's private server: the soak restarts it, so it must be nobody else's.
+from tests.faults.pgserver import PostgresServer
+
+# Results that an operation must not end with when every fault healed in time.
+FAILURE_CODES = (
+    ErrorCode.INTERNAL_ERROR.value,
+    ErrorCode.UNAVAILABLE.value,
+    ErrorCode.SKIPPED.value,
+)
+TRACEBACK = "Traceback (most recent call last)"
+Fault = Literal["kill", "fast", "immediate"]
 
 
 def requests(batches: int, ops: int) -> list[BatchRequest]:
@@ -80,53 +94,91 @@ async def collect(amqp_url: str, topology: Topology, sink: dict[str, list[bytes]
     return connection
 
 
+def count_tracebacks(log_dir: Path) -> int:
+    return sum(
+        log.read_text(encoding="utf-8", errors="replace").count(TRACEBACK)
+        for log in log_dir.glob("*.log")
+    )
+
+
+def faults(restart_every: int) -> Iterator[Fault]:
+    """The faults in turn: consumer kills, with every `restart_every`-th a PostgreSQL restart
+    (fast, then immediate, then fast…)."""
+    number = restarts = 0
+    while True:
+        number += 1
+        if restart_every and number % restart_every == 0:
+            restarts += 1
+            yield "fast" if restarts % 2 else "immediate"
+        else:
+            yield "kill"
+
+
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     settings = Settings()
-    require_local(settings.database_url, settings.amqp_url)
-    database = bench_url(settings.database_url, DATABASE)
-    await create_database(database, order_count=args.batches * args.ops)
-    url = render(database)
-    engine = create_engine(url, pool_size=2)
-
     namespace = f"chaos-{uuid.uuid4().hex[:8]}"
     topology = Topology(namespace)
-    env = {
-        **os.environ,
-        "BATCHOPS_DATABASE_URL": url,
-        "BATCHOPS_NAMESPACE": namespace,
-        "BATCHOPS_LOG_FORMAT": "json",
-        "BATCHOPS_RELAY_POLL_SECONDS": "0.1",
-    }
     events: dict[str, list[bytes]] = {}
-    listener = await collect(settings.amqp_url, topology, events)
     log_dir = Path(tempfile.mkdtemp(prefix="batchops-chaos-"))
     batches = requests(args.batches, args.ops)
-    kills = 0
-    consumer = ServiceProcess("consume", env, log_dir / "consume-0.log")
-    started = time.monotonic()
-    try:
-        async with BatchPublisher(settings.amqp_url, namespace=namespace) as publisher:
-            await asyncio.gather(*(publisher.publish(b) for b in batches))
-        completion_ids = {str(_completion_id(b.batch_id)) for b in batches}
-        deadline = time.monotonic() + args.timeout
-        next_kill = time.monotonic() + rng.uniform(args.min_kill, args.max_kill)
-        while not completion_ids <= events.keys() and time.monotonic() < deadline:
-            if time.monotonic() >= next_kill and time.monotonic() < deadline - 30:
-                consumer.kill()
-                kills += 1
-                consumer = ServiceProcess("consume", env, log_dir / f"consume-{kills}.log")
-                next_kill = time.monotonic() + rng.uniform(args.min_kill, args.max_kill)
-            await asyncio.sleep(0.05)  # a soak's own pacing, not a test waiting for state
-        exit_code = await consumer.stop()
-        elapsed = time.monotonic() - started
-        return await oracle(engine, settings, topology, batches, events, kills, elapsed, exit_code)
-    finally:
-        consumer.kill()
-        await listener.close()
-        await delete_namespace(settings.amqp_url, namespace)
-        await engine.dispose()
-        await drop_database(database)
+    async with PostgresServer() as server:
+        url = await server.create_service_database(orders=args.batches * args.ops)
+        require_local(url, settings.amqp_url)  # the broker: the soak floods a namespace
+        env = {
+            **os.environ,
+            "BATCHOPS_DATABASE_URL": url,
+            "BATCHOPS_NAMESPACE": namespace,
+            "BATCHOPS_LOG_FORMAT": "json",
+            "BATCHOPS_RELAY_POLL_SECONDS": "0.1",
+        }
+        listener = await collect(settings.amqp_url, topology, events)
+        done: Counter[Fault] = Counter()
+        consumer = ServiceProcess("consume", env, log_dir / "consume-0.log")
+        started = time.monotonic()
+        try:
+            async with BatchPublisher(settings.amqp_url, namespace=namespace) as publisher:
+                await asyncio.gather(*(publisher.publish(b) for b in batches))
+            completion_ids = {str(_completion_id(b.batch_id)) for b in batches}
+            deadline = time.monotonic() + args.timeout
+            schedule = faults(args.restart_every)
+            next_fault = time.monotonic() + rng.uniform(args.min_kill, args.max_kill)
+            while not completion_ids <= events.keys() and time.monotonic() < deadline:
+                if time.monotonic() >= next_fault and time.monotonic() < deadline - 30:
+                    fault: Fault = next(schedule)
+                    done[fault] += 1
+                    if fault == "kill":
+                        consumer.kill()
+                        consumer = ServiceProcess(
+                            "consume", env, log_dir / f"consume-{done['kill']}.log"
+                        )
+                    else:
+                        await server.restart(fault)
+                    next_fault = time.monotonic() + rng.uniform(args.min_kill, args.max_kill)
+                await asyncio.sleep(0.05)  # a soak's own pacing, not a test waiting for state
+            exit_code = await consumer.stop()
+            elapsed = time.monotonic() - started
+            report = await oracle(url, settings, topology, batches, events)
+        finally:
+            consumer.kill()
+            await listener.close()
+            await delete_namespace(settings.amqp_url, namespace)
+    tracebacks = count_tracebacks(log_dir)
+    return {
+        "batches": len(batches),
+        "operations": sum(len(b.operations) for b in batches),
+        "kills": done["kill"],
+        "restarts_fast": done["fast"],
+        "restarts_immediate": done["immediate"],
+        "seconds": round(elapsed, 1),
+        **report,
+        "detail": {
+            **report["detail"],
+            "last_consumer_exit_code": exit_code,
+            "log_tracebacks": tracebacks,
+            "logs": str(log_dir),
+        },
+    }
 
 
 def _completion_id(batch_id: uuid.UUID) -> uuid.UUID:
@@ -136,33 +188,52 @@ def _completion_id(batch_id: uuid.UUID) -> uuid.UUID:
 
 
 async def oracle(
-    engine: Any,
+    url: str,
     settings: Settings,
     topology: Topology,
     batches: list[BatchRequest],
     events: dict[str, list[bytes]],
-    kills: int,
-    elapsed: float,
-    exit_code: int | None,
 ) -> dict[str, Any]:
     from contracts import operation_event_id  # noqa: PLC0415
 
-    async with engine.connect() as conn:
-        notes = dict((await conn.execute(select(orders.c.id, orders.c.notes))).all())
-        statuses = dict(
-            (
-                await conn.execute(select(batch_operations.c.batch_id, batch_operations.c.status))
-            ).all()
-        )
-        results = await conn.scalar(select(func.count()).select_from(operation_results))
-        unsent = await conn.scalar(
-            select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
-        )
-    lost_effects = duplicated_effects = 0
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            notes = dict((await conn.execute(select(orders.c.id, orders.c.notes))).all())
+            statuses = dict(
+                (
+                    await conn.execute(
+                        select(batch_operations.c.batch_id, batch_operations.c.status)
+                    )
+                ).all()
+            )
+            results = {
+                (batch_id, index): (outcome, code)
+                for batch_id, index, outcome, code in (
+                    await conn.execute(
+                        select(
+                            operation_results.c.batch_id,
+                            operation_results.c.index,
+                            operation_results.c.outcome,
+                            operation_results.c.error_code,
+                        )
+                    )
+                ).all()
+            }
+            unsent = await conn.scalar(
+                select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
+            )
+    finally:
+        await engine.dispose()
+    lost_effects = duplicated_effects = failed_with_effect = wrongly_failed = 0
     for request in batches:
-        for op in request.operations:
+        for index, op in enumerate(request.operations):
             count = notes.get(op.resource_id, "").split("\n").count(op.data["text"])
-            lost_effects += count == 0
+            outcome, code = results.get((request.batch_id, index), (None, None))
+            # Every operation succeeds when run once: any other result is a fault's doing.
+            wrongly_failed += code in FAILURE_CODES
+            lost_effects += count == 0 and outcome in ("succeeded", None)
+            failed_with_effect += count > 0 and outcome not in ("succeeded", None)
             duplicated_effects += count > 1
     stuck = sum(statuses.get(b.batch_id) not in ("completed", "partial", "failed") for b in batches)
     expected_events = [str(_completion_id(b.batch_id)) for b in batches] + [
@@ -178,24 +249,21 @@ async def oracle(
     finally:
         await connection.close()
     return {
-        "batches": len(batches),
-        "operations": sum(len(b.operations) for b in batches),
-        "kills": kills,
-        "seconds": round(elapsed, 1),
         "lost": lost_effects + lost_events,
-        "duplicated": duplicated_effects + differing_copies,
+        "duplicated": duplicated_effects + differing_copies + failed_with_effect,
         "stuck": stuck + (waiting or 0) + (unsent or 0),
+        "wrongly_failed": wrongly_failed,
         "detail": {
             "lost_effects": lost_effects,
             "lost_events": lost_events,
             "duplicated_effects": duplicated_effects,
+            "failed_with_effect": failed_with_effect,
             "event_copies_differing": differing_copies,
             "non_terminal_batches": stuck,
             "requests_waiting": waiting,
             "unsent_outbox": unsent,
-            "result_rows": results,
+            "result_rows": len(results),
             "events_with_redelivered_copies": sum(len(v) > 1 for v in events.values()),
-            "last_consumer_exit_code": exit_code,
         },
     }
 
@@ -209,11 +277,19 @@ def main() -> None:
     parser.add_argument("--min-kill", type=float, default=0.5)
     parser.add_argument("--max-kill", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--restart-every",
+        type=int,
+        default=3,
+        metavar="N",
+        help="every N-th fault restarts PostgreSQL instead of killing the consumer (0: never)",
+    )
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()
     report = asyncio.run(soak(args))
     print(json.dumps(report))
-    sys.exit(0 if report["lost"] == report["duplicated"] == report["stuck"] == 0 else 1)
+    counts = ("lost", "duplicated", "stuck", "wrongly_failed")
+    sys.exit(0 if all(report[name] == 0 for name in counts) else 1)
 
 
 if __name__ == "__main__":

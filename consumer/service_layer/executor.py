@@ -346,11 +346,12 @@ class BatchExecutor:
         await self._record(run, skipped)
 
     async def _mark_in_hand(self, run: BatchRun, index: int) -> None:
-        async def mark(uow: AbstractUnitOfWork) -> None:
+        """Note the operation in hand, beside the atomic transaction. Not retried on its own:
+        it runs inside that transaction's attempt, whose retry (or wait for the end of an
+        outage) covers it; a wait of its own would spend the attempt's retry time."""
+        async with self._tx.unit_of_work() as uow:
             await uow.batches.mark_in_hand(run.batch_id, index)
             await uow.commit()
-
-        await self._tx.run(mark)
 
     async def _give_up(self, run: BatchRun) -> None:
         pending = run.pending()

@@ -15,7 +15,9 @@ from typing import Any
 from contracts import BatchRequest, ErrorCode, Mode, Outcome
 
 ADMIN = 1
-SEEDED_ORDERS = range(1, 31)  # the test database's marketplace (tests/conftest.py)
+# The orders of the shared server's test database (tests/conftest.py); a scenario on a server
+# of its own seeds more (tests/faults/load.py) and tells the oracle.
+SEEDED_ORDERS = range(1, 31)
 NOTES_LIMIT = 2000
 
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -41,6 +43,15 @@ class Expected:
     outcome: Outcome
     code: ErrorCode | None = None
     after: OrderState | None = None
+
+    @property
+    def result(self) -> tuple[Outcome, str | None]:
+        """As a result row says it: (outcome, error code)."""
+        return self.outcome, self.code.value if self.code else None
+
+    @property
+    def shown(self) -> str:
+        return self.code.value if self.code else self.outcome.value
 
 
 def predict(state: OrderState, request: BatchRequest, index: int) -> tuple[Expected, OrderState]:

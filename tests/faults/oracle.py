@@ -9,6 +9,12 @@
    database recorded; no other event was published (rolled-back work left no event).
 4. Nothing is left pending: the requests queue has no ready or unacknowledged message, the
    outbox has no unsent row, and the dead-letter queue holds exactly the expected messages.
+5. Nothing was wrongly failed: no operation ended INTERNAL_ERROR (500), UNAVAILABLE
+   (503) or SKIPPED (424) where the model, run as if there had been no fault, predicts anything
+   else. A fault that healed in time may cost latency, never a result.
+
+Batches may not share orders, except pairs declared to commute (`expect_commuting`): two notes
+batches whose lines may land on their shared orders in either order, each exactly once.
 
 Problems are collected and reported together, each saying what it means.
 """
@@ -36,10 +42,22 @@ from contracts import (
 )
 from tests.faults.broker import EventRecorder, QueueProbe, Received
 from tests.faults.database import ScenarioDatabase
-from tests.faults.model import SEEDED_ORDERS, OrderState, orders_of, run_batch
+from tests.faults.model import (
+    NOTE_HANDLERS,
+    SEEDED_ORDERS,
+    OrderState,
+    orders_of,
+    run_batch,
+)
 from tests.integration.helpers import eventually
 
 TERMINAL = frozenset({"completed", "partial", "failed"})
+# What a healthy operation must never end with because of a fault that healed in time.
+FAILURE_CODES = frozenset(
+    {ErrorCode.INTERNAL_ERROR.value, ErrorCode.UNAVAILABLE.value, ErrorCode.SKIPPED.value}
+)
+MAX_LISTED = 40  # problems (and wrongly failed batches) spelt out; the rest are counted
+SETTLED_AFTER_TIMEOUT = 5.0  # further waits once the batches already failed to settle
 
 
 @dataclass(frozen=True)
@@ -66,6 +84,7 @@ class Report:
     """What the oracle saw, for scenario-specific assertions."""
 
     copies: Counter[uuid.UUID]  # event id -> how many copies arrived
+    wrongly_failed: int = 0  # operations that ended 500/503/424 against the model: 0 to pass
 
     def republished(self) -> list[uuid.UUID]:
         return [event_id for event_id, n in self.copies.items() if n > 1]
@@ -78,21 +97,42 @@ class Oracle:
         probe: QueueProbe,
         recorder: EventRecorder,
         topology: Topology,
+        seeded_orders: range = SEEDED_ORDERS,
     ) -> None:
         self._db = db
         self._probe = probe
         self._recorder = recorder
         self._topology = topology
+        self._seeded = seeded_orders
         self.published: dict[uuid.UUID, BatchRequest] = {}
+        self._orders_taken: dict[int, uuid.UUID] = {}  # order -> the batch that changes it
+        self._partner: dict[uuid.UUID, uuid.UUID] = {}  # batch -> the batch it commutes with
+        self.commuting_orders: set[int] = set()
 
     def expect(self, request: BatchRequest) -> None:
         """Judge `request` at the end; batches may not share orders (their interleaving would
-        make the model ambiguous), except copies of the same batch."""
-        mine = orders_of(request)
-        for other in self.published.values():
-            if other.batch_id != request.batch_id and mine & orders_of(other):
-                raise ValueError(f"batches {other.batch_id} and {request.batch_id} share orders")
+        make the model ambiguous), except copies of the same batch and declared pairs."""
+        partner = self._partner.get(request.batch_id)
+        for order_id in orders_of(request):
+            owner = self._orders_taken.setdefault(order_id, request.batch_id)
+            if owner not in {request.batch_id, partner}:
+                raise ValueError(f"batches {owner} and {request.batch_id} share orders")
         self.published[request.batch_id] = request
+
+    def expect_commuting(self, first: BatchRequest, second: BatchRequest) -> None:
+        """Judge two notes batches that share orders and may run in either order, or
+        interleaved: each shared order must end with each batch's lines exactly once."""
+        for request in (first, second):
+            if request.operation_type.value != "custom" or request.handler not in NOTE_HANDLERS:
+                raise ValueError(f"only notes batches commute, not {request.batch_id}")
+            lines = [str(op.data["text"]) for op in request.operations]
+            if len(set(lines)) != len(lines):
+                raise ValueError(f"the lines of {request.batch_id} must be unique")
+        self._partner[first.batch_id] = second.batch_id
+        self._partner[second.batch_id] = first.batch_id
+        self.commuting_orders |= orders_of(first) & orders_of(second)
+        self.expect(first)
+        self.expect(second)
 
     async def check(
         self, stop_consumers: Callable[[], None], allow: Allowances | None = None
@@ -100,9 +140,9 @@ class Oracle:
         """Wait until everything settled, then judge; `stop_consumers` ends every consumer
         process (to count what they held unacknowledged)."""
         allow = allow or Allowances()
-        await self._wait_until_settled(allow)
+        problems = await self._wait_until_settled(allow)
         received = await self._recorder.drain()
-        problems = await self._left_pending(stop_consumers, allow)
+        problems += await self._left_pending(stop_consumers, allow)
         batches = {
             row.batch_id: row
             for row in await self._db.rows(
@@ -116,18 +156,28 @@ class Oracle:
             ' ORDER BY batch_id, "index"'
         ):
             results[row.batch_id].append(row)
-        expected_events, model = self._judge_batches(batches, results, allow, problems)
+        wrongly_failed: dict[uuid.UUID, list[str]] = {}
+        expected_events, model = self._judge_batches(
+            batches, results, allow, problems, wrongly_failed
+        )
+        if wrongly_failed:
+            problems.insert(0, _wrongly_failed_problem(wrongly_failed))
         await self._judge_orders(model, problems)
         copies = self._judge_events(received, expected_events, allow, problems)
         if problems:
-            listed = "\n- ".join(problems)
-            raise AssertionError(f"the oracle found {len(problems)} problem(s):\n- {listed}")
-        return Report(copies)
+            listed = "\n- ".join(problems[:MAX_LISTED])
+            more = len(problems) - MAX_LISTED
+            tail = f"\n- … and {more} more problem(s)" if more > 0 else ""
+            raise AssertionError(f"the oracle found {len(problems)} problem(s):\n- {listed}{tail}")
+        return Report(copies, sum(len(ops) for ops in wrongly_failed.values()))
 
     # -- 1 and 4: terminal within the bound, nothing pending -------------------------------
 
-    async def _wait_until_settled(self, allow: Allowances) -> None:
+    async def _wait_until_settled(self, allow: Allowances) -> list[str]:
+        """Wait for every batch to be terminal and for the outbox and the requests queue to
+        empty; what did not happen within the bound is a problem (judged with the rest)."""
         ids = list(self.published)
+        problems: list[str] = []
 
         async def all_terminal() -> bool:
             rows = await self._db.rows(
@@ -137,18 +187,27 @@ class Oracle:
             )
             return int(rows[0][0]) == len(ids)
 
+        then = allow.terminal_within
         try:
             await eventually(
                 all_terminal, what="every batch terminal", timeout=allow.terminal_within
             )
         except AssertionError:
-            stuck = await self._db.rows(
-                "SELECT batch_id, status FROM batch_operations WHERE batch_id = ANY(:ids)", ids=ids
+            found = dict(
+                await self._db.rows(
+                    "SELECT batch_id, status FROM batch_operations WHERE batch_id = ANY(:ids)",
+                    ids=ids,
+                )
             )
-            raise AssertionError(
+            stuck = [(str(b), found.get(b, "never recorded")) for b in ids]
+            stuck = [(b, s) for b, s in stuck if s not in TERMINAL]
+            statuses = Counter(s for _, s in stuck)
+            problems.append(
                 f"not every batch reached a terminal status within {allow.terminal_within}s: "
-                f"{[(str(b), s) for b, s in stuck]} of {len(ids)} published"
-            ) from None
+                f"{len(stuck)} of {len(ids)} published are not ({dict(statuses)}), e.g. "
+                f"{stuck[:5]}"
+            )
+            then = SETTLED_AFTER_TIMEOUT
 
         async def outbox_empty() -> bool:
             return await self._db.unsent_events() == 0
@@ -158,8 +217,12 @@ class Oracle:
         async def nothing_ready() -> bool:
             return (await self._probe.depth(requests)).ready == 0
 
-        await eventually(outbox_empty, what="every outbox row sent", timeout=allow.terminal_within)
-        await eventually(nothing_ready, what=f"{requests} empty", timeout=allow.terminal_within)
+        for probe, what in ((outbox_empty, "every outbox row sent"), (nothing_ready, "")):
+            try:
+                await eventually(probe, what=what or f"{requests} empty", timeout=then)
+            except AssertionError as exc:
+                problems.append(str(exc))
+        return problems
 
     async def _left_pending(
         self, stop_consumers: Callable[[], None], allow: Allowances
@@ -192,6 +255,7 @@ class Oracle:
         results: dict[uuid.UUID, list[Any]],
         allow: Allowances,
         problems: list[str],
+        wrongly_failed: dict[uuid.UUID, list[str]],
     ) -> tuple[dict[uuid.UUID, tuple[str, bytes]], dict[int, OrderState]]:
         """The events the results call for, and the orders as the model leaves them."""
         model: dict[int, OrderState] = {}
@@ -209,7 +273,9 @@ class Oracle:
                     f"0..{len(request.operations) - 1}"
                 )
                 continue
-            self._judge_results(request, rows, model, allow, problems)
+            failed = self._judge_results(request, rows, model, allow, problems)
+            if failed:
+                wrongly_failed[batch_id] = failed
             self._judge_counters(request, row, rows, problems)
             for r in rows:
                 key = operation_routing_key(request.operation_type.value, r.outcome)
@@ -226,36 +292,58 @@ class Oracle:
         model: dict[int, OrderState],
         allow: Allowances,
         problems: list[str],
-    ) -> None:
+    ) -> list[str]:
+        """Judge one batch's results against the model (which it advances); returns the
+        operations that were wrongly failed, as `index CODE (the model: …)`."""
         where = f"batch {request.batch_id}"
         actual = [(Outcome(r.outcome), r.error_code) for r in rows]
         unavailable = [i for i, (_, code) in enumerate(actual) if code == ErrorCode.UNAVAILABLE]
-        if unavailable and not allow.unavailable:
-            problems.append(f"{where}: operations {unavailable} UNAVAILABLE in a healed scenario")
+        allowed = set(unavailable) if allow.unavailable else set()
+        poisoned = allow.poisoned.get(request.batch_id)
+        # Unless the scenario allows UNAVAILABLE, this is the model of a run with no fault.
+        healthy = run_batch(request, dict(model), unavailable=allowed, poisoned=poisoned)
+        wrongly_failed = []
+        for index, (want, row) in enumerate(zip(healthy, rows, strict=True)):
+            got = (Outcome(row.outcome), row.error_code)
+            if want is not None and row.error_code in FAILURE_CODES and got != want.result:
+                wrongly_failed.append(f"{index} {row.error_code} (the model: {want.shown})")
+        # The rest is judged as if the wrongly failed operations had failed for a reason: no
+        # effect, and the batch went on or stopped as its mode says. They are reported once,
+        # above, and what follows from them is no further problem; a double effect still is.
+        crashed = {
+            i
+            for i, (_, code) in enumerate(actual)
+            if code in {ErrorCode.INTERNAL_ERROR, ErrorCode.UNAVAILABLE} and i != poisoned
+        }
         expected = run_batch(
             request,
             model,
-            unavailable=set(unavailable) if allow.unavailable else set(),
-            poisoned=allow.poisoned.get(request.batch_id),
+            unavailable=allowed | crashed if wrongly_failed else allowed,
+            poisoned=poisoned,
         )
         for index, (want, row) in enumerate(zip(expected, rows, strict=True)):
             got = (Outcome(row.outcome), row.error_code)
-            if want is None:
-                continue
-            wanted = (want.outcome, want.code.value if want.code else None)
-            if got != wanted:
+            if want is None or (got != want.result and row.error_code in FAILURE_CODES):
+                continue  # allowed UNAVAILABLE, or wrongly failed: judged above
+            if got != want.result:
                 problems.append(
-                    f"{where} operation {index}: result {got}, the model expects {wanted} "
+                    f"{where} operation {index}: result {got}, the model expects {want.result} "
                     "(an operation ran twice, ran on a wrong state, or never ran)"
                 )
             elif want.after is not None:
                 data = json.loads(row.event).get("data") or {}
                 shown = OrderState(str(data.get("status")), str(data.get("notes")))
-                if shown != want.after:
+                resource = request.operations[index].resource_id
+                if resource in self.commuting_orders:
+                    problem = _commuted_event_problem(request, index, shown, want.after)
+                    if problem:
+                        problems.append(f"{where} operation {index}: {problem}")
+                elif shown != want.after:
                     problems.append(
                         f"{where} operation {index}: the event shows the order as {shown}, the "
                         f"model has {want.after} (an earlier effect was applied twice or lost)"
                     )
+        return wrongly_failed
 
     @staticmethod
     def _judge_counters(
@@ -290,8 +378,17 @@ class Oracle:
     async def _judge_orders(self, model: dict[int, OrderState], problems: list[str]) -> None:
         rows = await self._db.rows("SELECT id, status, notes FROM orders ORDER BY id")
         for order_id, status, notes in rows:
-            want = model.get(order_id, OrderState()) if order_id in SEEDED_ORDERS else None
-            if want is not None and OrderState(status, notes) != want:
+            want = model.get(order_id, OrderState()) if order_id in self._seeded else None
+            if want is not None and order_id in self.commuting_orders:
+                # Declared commuting batches append in either order: compare the lines.
+                if status != want.status or sorted(notes.split("\n")) != sorted(
+                    want.notes.split("\n")
+                ):
+                    problems.append(
+                        f"order {order_id} is {OrderState(status, notes)}, the model has "
+                        f"{want} in some order (a line was applied twice or lost)"
+                    )
+            elif want is not None and OrderState(status, notes) != want:
                 problems.append(
                     f"order {order_id} is {OrderState(status, notes)}, the model has {want} "
                     "(an effect was applied twice, lost, or survived a rollback)"
@@ -370,3 +467,38 @@ def _difference(bodies: list[bytes]) -> str:
     first, second = (json.loads(b) for b in bodies[:2])
     keys = sorted(k for k in set(first) | set(second) if first.get(k) != second.get(k))
     return ", ".join(f"{k}: {first.get(k)!r} vs {second.get(k)!r}" for k in keys)
+
+
+def _commuted_event_problem(
+    request: BatchRequest, index: int, shown: OrderState, want: OrderState
+) -> str:
+    """An event of a commuting batch shows the order after its own line: whatever the other
+    batch added may or may not be there yet, but its own lines so far are there exactly once."""
+    operation = request.operations[index]
+    mine = [
+        str(op.data["text"])
+        for op in request.operations[: index + 1]
+        if op.resource_id == operation.resource_id
+    ]
+    lines = shown.notes.split("\n")
+    if shown.status != want.status or any(lines.count(line) != 1 for line in mine):
+        return (
+            f"the event shows the order as {shown}; its own lines {mine} must each be there "
+            "exactly once (an effect was applied twice or lost)"
+        )
+    return ""
+
+
+def _wrongly_failed_problem(wrongly_failed: dict[uuid.UUID, list[str]]) -> str:
+    count = sum(len(ops) for ops in wrongly_failed.values())
+    listed = "; ".join(
+        f"batch {batch_id}: [{', '.join(ops)}]"
+        for batch_id, ops in list(wrongly_failed.items())[:MAX_LISTED]
+    )
+    more = len(wrongly_failed) - MAX_LISTED
+    tail = f"; … and {more} more batch(es)" if more > 0 else ""
+    return (
+        f"wrongly failed: {count} operation(s) of {len(wrongly_failed)} batch(es) ended "
+        f"INTERNAL_ERROR, UNAVAILABLE or SKIPPED where the model without the fault predicts "
+        f"otherwise: {listed}{tail}"
+    )

@@ -3,9 +3,10 @@ processes and proxies, all torn down together."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from contracts import BatchRequest, Topology
 from publisher import BatchPublisher
 from tests.faults.broker import EventRecorder, QueueProbe
 from tests.faults.database import ScenarioDatabase
-from tests.faults.oracle import Allowances, Oracle, Report
+from tests.faults.model import SEEDED_ORDERS
+from tests.faults.oracle import TERMINAL, Allowances, Oracle, Report
 from tests.faults.processes import Consumers
 from tests.faults.proxy import Tap, TcpProxy
 
@@ -41,6 +43,42 @@ class Scenario:
         self.oracle.expect(request)
         for _ in range(times):
             await self.publisher.publish(request)
+
+    async def publish_all(self, requests: Sequence[BatchRequest], concurrency: int = 32) -> None:
+        """Publish a load, a few dozen requests at a time, each confirmed by the broker."""
+        for request in requests:
+            self.oracle.expect(request)
+        for start in range(0, len(requests), concurrency):
+            chunk = requests[start : start + concurrency]
+            await asyncio.gather(*(self.publisher.publish(r) for r in chunk))
+
+    async def publish_commuting(self, pairs: Sequence[tuple[BatchRequest, BatchRequest]]) -> None:
+        """Publish pairs of notes batches that share orders (see the oracle): every pair's
+        first batch, in order, then every second one."""
+        for first, second in pairs:
+            self.oracle.expect_commuting(first, second)
+        for request in [first for first, _ in pairs] + [second for _, second in pairs]:
+            await self.publisher.publish(request)
+
+    async def not_terminal(self, requests: Sequence[BatchRequest]) -> int:
+        """How many of `requests` are not terminal yet (not even recorded, or running)."""
+        terminal = await self.db.scalar(
+            "SELECT count(*) FROM batch_operations WHERE batch_id = ANY(:ids)"
+            " AND status = ANY(:terminal)",
+            ids=[r.batch_id for r in requests],
+            terminal=sorted(TERMINAL),
+        )
+        return len(requests) - int(terminal)
+
+    async def require_in_flight(self, requests: Sequence[BatchRequest], at_least: int) -> int:
+        """The scenario's premise, checked as the fault strikes: at least `at_least` of
+        `requests` are not terminal yet. Returns how many are not."""
+        waiting = await self.not_terminal(requests)
+        assert waiting >= at_least, (
+            f"only {waiting} of {len(requests)} batches were still in flight when the fault "
+            f"struck, fewer than {at_least}: the scenario did not test a fault under load"
+        )
+        return waiting
 
     async def check(self, allow: Allowances | None = None) -> Report:
         """The oracle, once everything settled; it ends the consumer processes."""
@@ -87,9 +125,16 @@ def consumer_env(settings: Settings) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def open_scenario(settings: Settings, directory: Path) -> AsyncIterator[Scenario]:
-    """The scenario of one test; consumer processes are killed first on the way out."""
-    db = ScenarioDatabase(settings.database_url)
+async def open_scenario(
+    settings: Settings,
+    directory: Path,
+    *,
+    observer_url: str | None = None,
+    seeded_orders: range = SEEDED_ORDERS,
+) -> AsyncIterator[Scenario]:
+    """The scenario of one test; consumer processes are killed first on the way out. The
+    test's own view of the database connects to `observer_url` (by default the service's)."""
+    db = ScenarioDatabase(observer_url or settings.database_url)
     probe = QueueProbe(settings.amqp_url)
     consumers = Consumers(consumer_env(settings), directory)
     try:
@@ -101,7 +146,7 @@ async def open_scenario(settings: Settings, directory: Path) -> AsyncIterator[Sc
             ) as publisher,  # declares the topology: the results exchange exists from here on
             EventRecorder(settings.amqp_url, settings.topology.results_exchange) as recorder,
         ):
-            oracle = Oracle(db, probe, recorder, settings.topology)
+            oracle = Oracle(db, probe, recorder, settings.topology, seeded_orders)
             scenario = Scenario(settings, db, probe, oracle, publisher, consumers)
             async with scenario.proxies:
                 try:

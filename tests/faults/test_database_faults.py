@@ -7,11 +7,9 @@ operation takes effect twice and none is lost.
 
 from __future__ import annotations
 
-import pytest
-
-from tests.faults import postgres
 from tests.faults.model import companions, notes_batch
 from tests.faults.oracle import Allowances
+from tests.faults.pgserver import PostgresServer
 from tests.faults.scenario import Scenario
 from tests.faults.taps import CommitCutter, Cut
 
@@ -54,26 +52,22 @@ class TestConnectionSilentDuringCommit:
 
 class TestDatabaseRestarted:
     async def test_a_postgresql_restart_mid_batch_is_waited_out_without_double_effects(
-        self, scenario: Scenario
+        self, private_scenario: Scenario, pg_server: PostgresServer
     ) -> None:
-        if not postgres.restartable(scenario.settings.database_url):
-            pytest.skip("the scenario database is not on a local cluster this test may restart")
-        major = int(await scenario.db.scalar("SHOW server_version_num")) // 10000
-        await scenario.consumers.start()
+        # The test's own server: restarting the machine's shared one would disrupt every
+        # other test run using it.
+        await private_scenario.consumers.start()
         target = notes_batch((3, "a0"), (6, "a1"), (3, "a2"))
-        try:
-            async with scenario.db.holding(
-                "SELECT 1 FROM orders WHERE id = 6 FOR UPDATE"
-            ) as order_6:  # the restart ends this transaction too
-                await scenario.publish(target)
-                for companion in companions():
-                    await scenario.publish(companion)
-                await scenario.db.wait_for_results(target.batch_id, 1)
-                await scenario.db.wait_until_blocked(order_6)
-                await postgres.restart(major)
-        finally:
-            await postgres.ensure_up(major)
+        async with private_scenario.db.holding(
+            "SELECT 1 FROM orders WHERE id = 6 FOR UPDATE"
+        ) as order_6:  # the restart ends this transaction too
+            await private_scenario.publish(target)
+            for companion in companions():
+                await private_scenario.publish(companion)
+            await private_scenario.db.wait_for_results(target.batch_id, 1)
+            await private_scenario.db.wait_until_blocked(order_6)
+            await pg_server.restart("fast")
 
         # An operation whose retries ran out while the server was down may say UNAVAILABLE;
         # it must then have had no effect, and nothing may have run twice.
-        await scenario.check(Allowances(unavailable=True))
+        await private_scenario.check(Allowances(unavailable=True))

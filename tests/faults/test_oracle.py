@@ -6,7 +6,7 @@ from __future__ import annotations
 import aio_pika
 import pytest
 
-from contracts import operation_event_id
+from contracts import Mode, operation_event_id
 from tests.faults.model import notes_batch
 from tests.faults.oracle import Allowances
 from tests.faults.scenario import Scenario
@@ -49,3 +49,49 @@ class TestTheOracle:
 
         with pytest.raises(AssertionError, match="not every batch reached a terminal status"):
             await scenario.check(Allowances(terminal_within=0.5))
+
+    async def test_it_reports_an_operation_wrongly_failed_with_its_batch_and_index(
+        self, scenario: Scenario
+    ) -> None:
+        await scenario.consumers.start()
+        batch = notes_batch((3, "a0"), (6, "a1"), (9, "a2"))
+        await scenario.publish(batch)
+        await scenario.db.wait_for_results(batch.batch_id, 3)
+        # Forge what a fault must never cause: a healthy operation reported as a crash, with
+        # its effect undone.
+        await scenario.db.execute(
+            "UPDATE operation_results SET outcome = 'failed', error_code = 'INTERNAL_ERROR'"
+            ' WHERE batch_id = :b AND "index" = 1',
+            b=batch.batch_id,
+        )
+        await scenario.db.execute("UPDATE orders SET notes = '' WHERE id = 6")
+
+        with pytest.raises(AssertionError) as failed:
+            await scenario.check()
+
+        assert (
+            f"wrongly failed: 1 operation(s) of 1 batch(es) ended INTERNAL_ERROR, UNAVAILABLE or "
+            f"SKIPPED where the model without the fault predicts otherwise: batch "
+            f"{batch.batch_id}: [1 INTERNAL_ERROR (the model: succeeded)]"
+        ) in str(failed.value)
+
+    async def test_it_lets_commuting_batches_land_in_either_order_but_not_a_line_twice(
+        self, scenario: Scenario
+    ) -> None:
+        await scenario.consumers.start()
+        ab = notes_batch((3, "x-3"), (6, "x-6"), mode=Mode.ATOMIC)
+        ba = notes_batch((6, "y-6"), (3, "y-3"), mode=Mode.ATOMIC)
+        await scenario.publish_commuting([(ab, ba)])
+        for request in (ab, ba):
+            await scenario.db.wait_for_results(request.batch_id, 2)
+        # Whichever ran first, order 3 holds both lines once; add one of them again.
+        await scenario.db.execute("UPDATE orders SET notes = notes || E'\\ny-3' WHERE id = 3")
+        notes_6 = await scenario.db.scalar("SELECT notes FROM orders WHERE id = 6")
+
+        with pytest.raises(AssertionError) as failed:
+            await scenario.check()
+
+        assert "order 3 is" in str(failed.value), "the repeated line must be reported"
+        assert "order 6" not in str(failed.value), (
+            f"order 6 ({notes_6!r}) holds each line once, in some order: that is no problem"
+        )

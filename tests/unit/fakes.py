@@ -44,6 +44,10 @@ class TransientFault(Exception):
     """What the fake database raises for a fault worth retrying (a deadlock, a disconnect)."""
 
 
+class ConnectionLost(Exception):
+    """What a unit of work connected before an outage raises when it commits after it."""
+
+
 @dataclass(frozen=True, slots=True)
 class ResultRow:
     batch_id: UUID
@@ -71,6 +75,12 @@ class FakeDatabase:
     commits: int = 0
     # An outage: while True, no unit of work can connect and the probe fails.
     down: bool = False
+    # Outages so far: a unit of work connected before one finds its connection dead.
+    outages: int = 0
+
+    def go_down(self) -> None:
+        self.down = True
+        self.outages += 1
 
     def results_of(self, batch_id: UUID) -> list[ResultRow]:
         rows = [row for (bid, _), row in self.results.items() if bid == batch_id]
@@ -363,6 +373,7 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         self.batches = FakeBatchRepository(db, self._staged)
         self.marketplace = FakeMarketplaceRepository(db, self._staged)
         self.outbox = FakeOutboxRepository(db, self._staged)
+        self._connected_since = db.outages
 
     async def __aenter__(self) -> FakeUnitOfWork:
         if self.db.down:
@@ -371,6 +382,7 @@ class FakeUnitOfWork(AbstractUnitOfWork):
             raise RuntimeError("this unit of work is already in use")
         self._staged.clear()
         self._staged.active = True
+        self._connected_since = self.db.outages
         return self
 
     async def __aexit__(
@@ -383,6 +395,8 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         self._staged.active = False
 
     async def commit(self, *, chain: bool = False) -> None:
+        if self._connected_since != self.db.outages:
+            raise ConnectionLost("the connection died in an outage")
         self._staged.check()
         self.db.batches.update(self._staged.batches)
         self.db.results.update(self._staged.results)
@@ -402,9 +416,12 @@ class FakeUnitOfWork(AbstractUnitOfWork):
 
 
 def fake_classify(exc: BaseException) -> Fault:
-    """The fake database's faults: TransientFault is a refusal, an outage is unreachable."""
+    """The fake database's faults: TransientFault is a refusal, a connection that outlived an
+    outage is lost, an outage is unreachable."""
     if isinstance(exc, DatabaseUnavailable):
         return Fault.UNREACHABLE
+    if isinstance(exc, ConnectionLost):
+        return Fault.LOST
     return Fault.REFUSED if isinstance(exc, TransientFault) else Fault.BUG
 
 

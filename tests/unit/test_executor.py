@@ -111,11 +111,12 @@ def executor_for(
     *,
     custom_handlers: dict[str, OperationHandler] | None = None,
     delivery_limit: int = DELIVERY_LIMIT,
+    retry: RetryPolicy = RETRY,
 ) -> BatchExecutor:
     handlers = dict(HANDLERS) if handler is None else {"order_update": handler}
     custom = custom_handlers or {}
     return BatchExecutor(
-        transactions_for(db, RETRY),
+        transactions_for(db, retry),
         handlers,
         custom,
         IntakePolicy(
@@ -1012,6 +1013,26 @@ class TestDatabaseOutage:
         assert [o for _, o, _, _ in outcomes(db)] == [Outcome.SUCCEEDED, Outcome.SUCCEEDED]
         assert order_status(db, 1) is OrderStatus.ACCEPTED
 
+    async def test_an_outage_longer_than_the_retry_time_mid_atomic_batch_fails_nothing(self, db):
+        """The atomic transaction's connection dies in the outage; the whole transaction runs
+        again afterwards, with the full retry time: waiting out the outage spent none of it."""
+        tight = RetryPolicy(timeout_seconds=0.05, base_seconds=0.001, max_seconds=0.002)
+        handler = ScriptedHandler(on_call=lambda op: outage_after(db, op))
+        executor = executor_for(db, handler, retry=tight)
+        body = batch_body([ACCEPT_1, NOTES_3], mode=Mode.ATOMIC)
+        with capture_logs():
+            handling = asyncio.create_task(executor.handle(delivery(body)))
+            await outage_begun(executor)
+            await asyncio.sleep(0.2)  # four times the retry time
+            db.down = False
+            await asyncio.wait_for(handling, 5)
+
+        assert [(o, code) for _, o, _, code in outcomes(db)] == [
+            (Outcome.SUCCEEDED, None),
+            (Outcome.SUCCEEDED, None),
+        ]
+        assert order_status(db, 1) is OrderStatus.ACCEPTED
+
     async def test_shutdown_during_an_outage_leaves_the_batch_for_redelivery(self, db):
         db.down = True
         executor = executor_for(db)
@@ -1028,8 +1049,8 @@ class TestDatabaseOutage:
 def outage_after(db: FakeDatabase, operation: Operation) -> None:
     """The database goes away while operation 0 runs: its commit still lands (the unit of work
     is already connected), the next operation finds no database."""
-    if operation.resource_id == 1:
-        db.down = True
+    if operation.resource_id == 1 and db.outages == 0:
+        db.go_down()
 
 
 async def outage_begun(executor: BatchExecutor) -> None:
