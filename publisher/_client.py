@@ -52,7 +52,7 @@ def _trace_headers() -> dict[str, Any] | None:
 
 
 class BatchPublisher:
-    """Publishes batch requests to `{namespace}.requests` (DESIGN §3).
+    """Publishes batch requests to `{namespace}.requests` (docs/contract.md, "Batch request").
 
     Use as `async with BatchPublisher(url) as publisher:`; the topology is declared on entry.
     """
@@ -150,9 +150,10 @@ class BatchPublisher:
         future.add_done_callback(lambda _: self._waiting.pop(correlation_id, None))
         try:
             await self.publish(request, correlation_id=correlation_id, reply_to=reply_queue.name)
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError as exc:
-            raise CompletionTimeout(request.batch_id, timeout) from exc
+            try:
+                return await asyncio.wait_for(future, timeout)
+            except TimeoutError as exc:
+                raise CompletionTimeout(request.batch_id, timeout) from exc
         finally:
             future.cancel()
 

@@ -3,7 +3,8 @@
 BatchopsError
 ├── PublishError             the broker did not take the message
 │   ├── UnroutableError      returned as unroutable (no queue bound: is the topology declared?)
-│   └── NackedError          negatively confirmed by the broker
+│   ├── NackedError          negatively confirmed by the broker
+│   └── NotConfirmedError    no confirm in time, or the connection was lost before it came
 └── CompletionTimeout        no completion event arrived in time
 """
 
@@ -31,6 +32,16 @@ class UnroutableError(PublishError):
 class NackedError(PublishError):
     def __init__(self, exchange: str, routing_key: str) -> None:
         super().__init__(f"the broker refused (nack) the message to {exchange!r} / {routing_key!r}")
+        self.exchange = exchange
+        self.routing_key = routing_key
+
+
+class NotConfirmedError(PublishError):
+    def __init__(self, exchange: str, routing_key: str, cause: BaseException) -> None:
+        super().__init__(
+            f"the broker did not confirm the message to {exchange!r} / {routing_key!r} "
+            f"({type(cause).__name__}): it may or may not have been taken"
+        )
         self.exchange = exchange
         self.routing_key = routing_key
 

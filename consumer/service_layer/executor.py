@@ -342,7 +342,10 @@ class BatchExecutor:
         error_type: str,
     ) -> OperationResult:
         if code is not ErrorCode.SKIPPED:
-            log.info("operation_failed", index=index, code=code.value, error=message)
+            # The event's error.type is the code's fixed word; the internal one is logged only.
+            log.info(
+                "operation_failed", index=index, code=code.value, error=message, kind=error_type
+            )
         return self._events.failed(
             run.state,
             run.stored.correlation_id,
@@ -350,7 +353,6 @@ class BatchExecutor:
             operation.resource_id,
             code,
             message,
-            error_type,
             self._clock(),
         )
 
