@@ -31,10 +31,11 @@ types: install
 unit: install
 	$(BIN)/python -m pytest tests/unit
 
-## Rewrite the committed JSON Schemas after a contract change.
+## Rewrite the committed JSON Schemas, AsyncAPI and OpenAPI documents after a contract change.
 schema: install
 	$(BIN)/batchops schema --output contracts/schemas
 	$(BIN)/batchops schema --asyncapi --output contracts/schemas
+	$(BIN)/batchops schema --openapi --output contracts/schemas
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
