@@ -164,7 +164,7 @@ class Routes:
             "/readyz",
             self.readyz,
             response_model=Health,
-            responses={503: {"model": Health, "description": "a dependency is unreachable"}},
+            responses={503: {"model": Problem, "description": "a dependency is unreachable"}},
         )
         _route(router, "/metrics", self.metrics, response_class=Response)
         if probes_only:
@@ -209,12 +209,13 @@ class Routes:
     async def healthz(self) -> Health:
         return Health(status="ok")
 
-    async def readyz(self) -> JSONResponse:
+    async def readyz(self, request: Request) -> JSONResponse:
         checks = {"database": await self._database_ok(), "broker": self.context.publisher.is_open}
         checks |= {name: probe() for name, probe in self.context.readiness.items()}
-        ready = all(checks.values())
-        body = Health(status="ok" if ready else "unavailable", checks=checks)
-        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+        if all(checks.values()):
+            return JSONResponse(Health(status="ok", checks=checks).model_dump())
+        down = ", ".join(name for name, ok in checks.items() if not ok)
+        return problems.problem_response(request, 503, f"not ready: {down}", checks=checks)
 
     async def _database_ok(self) -> bool:
         try:

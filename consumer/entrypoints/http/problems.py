@@ -52,6 +52,7 @@ def problem_response(
     *,
     errors: list[dict[str, Any]] | None = None,
     headers: Mapping[str, str] | None = None,
+    checks: Mapping[str, bool] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": "about:blank",
@@ -62,6 +63,8 @@ def problem_response(
     }
     if errors is not None:
         body["errors"] = errors
+    if checks is not None:
+        body["checks"] = dict(checks)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

@@ -94,6 +94,7 @@ class Problem(BaseModel):
     detail: str | None = None
     instance: str | None = None
     errors: list[dict[str, Any]] | None = None
+    checks: dict[str, bool] | None = Field(None, description="/readyz: what answers, what not")
 
 
 class Health(BaseModel):
