@@ -1,4 +1,4 @@
-"""Names of the exchanges and queues (DESIGN §2) and the routing keys of every event."""
+"""Names of the exchanges and queues (docs/contract.md, Topology) and the routing keys of every event."""
 
 from __future__ import annotations
 

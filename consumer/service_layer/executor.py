@@ -1,4 +1,4 @@
-"""Run one delivered batch to a terminal status, exactly once per operation (DESIGN §3–§6).
+"""Run one delivered batch to a terminal status, exactly once per operation (docs/contract.md).
 
 Every operation commits its effect, its result row and its outbox event in one transaction;
 the result row's key (batch_id, index) makes a second commit of the same operation impossible,

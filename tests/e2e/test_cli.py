@@ -40,7 +40,7 @@ class TestDatabaseCommands:
         assert result.returncode == 1
         assert "already has users" in result.stderr
 
-    async def test_the_seeded_marketplace_is_exactly_the_one_of_the_design(
+    async def test_the_seeded_marketplace_is_exactly_the_one_documented(
         self, settings: Settings
     ) -> None:
         roles = await fetch(

@@ -1,5 +1,5 @@
 """Every operation type through a real batch: who may do what, each type's own rules, custom
-handlers, every error code and the three modes (DESIGN §3–§5)."""
+handlers, every error code and the three modes (docs/contract.md)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from tests.integration.helpers import (
 )
 from tests.support import EventLog
 
-# Seeded marketplace (DESIGN §5): order i has client 3 + i % 3 and professional 1 + i % 3,
+# Seeded marketplace (docs/contract.md, Demo data): order i has client 3 + i % 3 and professional 1 + i % 3,
 # whose user is 6 + i % 3; services 2k-1 and 2k belong to professional k (user 5 + k).
 ADMIN, STAFF, CLIENT, PROFESSIONAL = 1, 2, 3, 6
 INACTIVE = 5  # a client, deactivated by the tests that use it
@@ -673,7 +673,7 @@ class TestCustomHandlers:
         await eventually(dead_lettered, what="the rejected request in the dead-letter queue")
 
 
-# -- 4. every error code of DESIGN §4 ------------------------------------------------------
+# -- 4. every error code of docs/contract.md ------------------------------------------------------
 
 INTERNALS = "db.internal:5432 role batchops_rw"
 

@@ -1,4 +1,4 @@
-"""A batch published to RabbitMQ is executed, persisted and reported (DESIGN §2–§4, §6)."""
+"""A batch published to RabbitMQ is executed, persisted and reported (docs/contract.md)."""
 
 from __future__ import annotations
 

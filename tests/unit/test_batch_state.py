@@ -1,4 +1,4 @@
-"""BatchState (consumer/domain/batch.py): counters, percentages, terminal status (DESIGN §4)."""
+"""BatchState (consumer/domain/batch.py): counters, percentages, terminal status (docs/contract.md, Events)."""
 
 from __future__ import annotations
 

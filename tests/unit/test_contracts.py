@@ -42,7 +42,7 @@ BATCH_ID = uuid.UUID("3d0f5c2e-6b8e-4f5e-9d63-2a4c7e1b9f10")
 OTHER_BATCH_ID = uuid.UUID("9a1b7c3d-0e2f-4a5b-8c6d-7e8f9a0b1c2d")
 NOW = datetime(2026, 11, 26, 10, 0, 0, 123456, tzinfo=UTC)
 
-# The example of DESIGN §3, verbatim.
+# A request as docs/contract.md shows one.
 DESIGN_EXAMPLE = """
 {
   "batch_id": "3d0f5c2e-6b8e-4f5e-9d63-2a4c7e1b9f10",
@@ -283,7 +283,7 @@ class TestOperationResultSerialisation:
         assert "error" not in results[0]
         assert "data" not in results[1]
 
-    def test_an_operation_event_has_the_fields_of_the_design(self):
+    def test_an_operation_event_has_the_documented_fields(self):
         body = json.loads(succeeded_result().model_dump_json())
         assert set(body) == {
             "event_id",
@@ -304,7 +304,7 @@ class TestOperationResultSerialisation:
 
 
 class TestErrorCodes:
-    def test_every_code_has_the_status_of_the_design(self):
+    def test_every_code_has_its_documented_status(self):
         assert {code.value: code.status for code in ErrorCode} == {
             "VALIDATION_ERROR": 400,
             "PERMISSION_DENIED": 403,
