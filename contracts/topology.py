@@ -1,4 +1,5 @@
-"""Names of the exchanges and queues (docs/contract.md, Topology) and the routing keys of every event."""
+"""Names of the exchanges and queues (docs/contract.md, Topology) and the routing keys of
+every event."""
 
 from __future__ import annotations
 

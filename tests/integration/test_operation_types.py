@@ -34,8 +34,9 @@ from tests.integration.helpers import (
 )
 from tests.support import EventLog
 
-# Seeded marketplace (docs/contract.md, Demo data): order i has client 3 + i % 3 and professional 1 + i % 3,
-# whose user is 6 + i % 3; services 2k-1 and 2k belong to professional k (user 5 + k).
+# Seeded marketplace (docs/contract.md, Demo data): order i has client 3 + i % 3 and
+# professional 1 + i % 3, whose user is 6 + i % 3; services 2k-1 and 2k belong to
+# professional k (user 5 + k).
 ADMIN, STAFF, CLIENT, PROFESSIONAL = 1, 2, 3, 6
 INACTIVE = 5  # a client, deactivated by the tests that use it
 UNKNOWN = 999

@@ -397,7 +397,7 @@ class TestStaff:
 
     @pytest.mark.parametrize("data", SELF_EDITS, ids=SELF_EDIT_IDS)
     def test_may_change_name_email_and_phone_of_another_user(self, data):
-        # docs/contract.md (Domain rules): admin and staff may do everything unless a rule says admin only.
+        # docs/contract.md: admin and staff may do everything unless a rule says admin only.
         assert_applied(STAFF, a_user(CLIENT), data)
 
 
@@ -578,10 +578,10 @@ class TestRequireBackOffice:
 
 
 class TestInactiveActorsInTheCatalogRules:
-    """docs/contract.md (Domain rules): an inactive actor gets 403 on every operation. The handlers guarantee it with
-    require_actor before any rule runs; orders.update_order checks it again itself, the catalog
-    rules below do not. Not reachable through HANDLERS today, but a custom handler that calls
-    these rules without require_actor would let a deactivated user act."""
+    """docs/contract.md: an inactive actor gets 403 on every operation. The handlers guarantee
+    it with require_actor before any rule runs; orders.update_order checks it again itself,
+    the catalog rules below do not. Not reachable through HANDLERS today, but a custom handler
+    that calls these rules without require_actor would let a deactivated user act."""
 
     def test_an_inactive_professional_may_not_change_their_own_service(self):
         with pytest.raises(PermissionDenied):

@@ -1,8 +1,10 @@
-"""Property: any batch of order updates ends exactly as a small model of docs/contract.md (Domain rules) predicts.
+"""Property: any batch of order updates ends exactly as a small model of docs/contract.md
+(Domain rules) predicts.
 
-The model below is written from the text of docs/contract.md, not from consumer.domain.orders, so the two
-are checked against each other: random batches of 1–20 `order_update` operations on orders
-1–4 of the demo marketplace, run by BatchExecutor on the in-memory unit of work in each mode.
+The model below is written from the text of docs/contract.md, not from
+consumer.domain.orders, so the two are checked against each other: random batches of 1–20
+`order_update` operations on orders 1–4 of the demo marketplace, run by BatchExecutor on the
+in-memory unit of work in each mode.
 The actor is random per batch (users 1–8 or the unknown 999): `actor_id` belongs to the batch,
 not to an operation (docs/contract.md, Batch request).
 """
@@ -44,7 +46,7 @@ BATCH_ID = UUID("6b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d")
 ORDER_IDS = (1, 2, 3, 4)
 ACTORS = (1, 2, 3, 4, 5, 6, 7, 8, 999)
 
-# -- the model: docs/contract.md for order_update, nothing imported from consumer.domain -------------
+# -- the model: docs/contract.md for order_update, nothing imported from consumer.domain ----
 
 STATUSES = ("pending", "accepted", "in_progress", "completed", "cancelled")
 NEXT = {
@@ -77,8 +79,9 @@ CLIENT_CASE: Start = ("in_progress", "pending", "pending", "accepted")  # client
 
 
 def seeded_orders(start: Start = SEEDED) -> dict[int, ModelOrder]:
-    """The demo data of docs/contract.md: order i has client 3 + (i mod 3) and professional 1 + (i mod 3), and
-    professional k is user 5 + k; `start` moves them on as earlier batches could have."""
+    """The demo data of docs/contract.md: order i has client 3 + (i mod 3) and professional
+    1 + (i mod 3), and professional k is user 5 + k; `start` moves them on as earlier batches
+    could have."""
     return {
         i: ModelOrder(client=3 + i % 3, professional_user=6 + i % 3, status=status)
         for i, status in zip(ORDER_IDS, start, strict=True)
