@@ -49,9 +49,10 @@ class NotConfirmedError(PublishError):
 class TopologyMismatchError(BatchopsError):
     def __init__(self, queue: str, delivery_limit: int) -> None:
         super().__init__(
-            f"queue {queue!r} already exists with other arguments than x-queue-type=quorum, "
-            f"x-delivery-limit={delivery_limit}: give every publisher and consumer the same "
-            "delivery limit (BATCHOPS_DELIVERY_LIMIT), or delete the queue once it is empty"
+            f"queue {queue!r} already exists with other arguments than this version's "
+            f"(quorum, x-delivery-limit={delivery_limit}, at-least-once dead-lettering): if an "
+            "earlier batchops declared it, run `batchops queues migrate` once; otherwise give "
+            "every publisher and consumer the same BATCHOPS_DELIVERY_LIMIT"
         )
         self.queue = queue
         self.delivery_limit = delivery_limit

@@ -145,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schema.set_defaults(command=_schema)
 
+    queues = _group(commands, "queues", "broker queues")
+    queues.add_parser(
+        "migrate",
+        help="move the work queue of an earlier version to this version's arguments, keeping "
+        "its messages (stop every consumer first; docs/operations.md)",
+    ).set_defaults(command=_lazy("consumer.entrypoints.operator", "migrate_queues"))
+
     cleanup = commands.add_parser("cleanup", help="delete finished batches older than DAYS")
     cleanup.add_argument("--older-than", type=float, required=True, metavar="DAYS")
     cleanup.add_argument("--dry-run", action="store_true", help="only count what would go")

@@ -380,11 +380,13 @@ class TestTopology:
         assert topology.dead_letter_queue == "test-1a2b.dead"
         assert topology.results_exchange == "test-1a2b.results"
 
-    def test_the_work_queue_is_a_quorum_queue_that_dead_letters_after_the_limit(self):
+    def test_the_work_queue_is_a_quorum_queue_that_dead_letters_at_least_once(self):
         assert Topology("ns", delivery_limit=3).requests_queue_arguments() == {
             "x-queue-type": "quorum",
             "x-delivery-limit": 3,
             "x-dead-letter-exchange": "ns.dlx",
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
         }
 
 
