@@ -72,11 +72,14 @@ def channels_on(exchange: str) -> list[dict[str, Any]]:
 
 
 class TestTheCommittedDocument:
+    @pytest.mark.generated
     def test_the_committed_document_is_what_the_contracts_generate(self) -> None:
         assert COMMITTED_ASYNCAPI.exists(), "run `batchops schema --asyncapi`"
-        assert COMMITTED_ASYNCAPI.read_text(encoding="utf-8") == render(
-            asyncapi_document(data_schemas())
-        ), f"{COMMITTED_ASYNCAPI.name} is out of date: run `batchops schema --asyncapi`"
+        # Compared as JSON: pydantic releases within our floor spell 0 and 0.0 differently.
+        committed = json.loads(COMMITTED_ASYNCAPI.read_text(encoding="utf-8"))
+        assert committed == json.loads(render(asyncapi_document(data_schemas()))), (
+            f"{COMMITTED_ASYNCAPI.name} is out of date: run `make schema`"
+        )
 
     def test_generating_twice_gives_the_same_document(self) -> None:
         assert render(asyncapi_document(data_schemas())) == render(

@@ -425,12 +425,14 @@ class TestParseEvent:
 
 class TestSchemas:
     @pytest.mark.parametrize("name", sorted(SCHEMA_MODELS))
+    @pytest.mark.generated
     def test_the_committed_schema_matches_the_models(self, name):
         committed = COMMITTED_SCHEMA_DIR / f"{name}.schema.json"
         assert committed.exists(), f"{committed} is missing: run `batchops schema`"
-        assert committed.read_text(encoding="utf-8") == render(
-            json_schemas(data_schemas())[name]
-        ), f"{committed.name} is out of date: run `batchops schema --output contracts/schemas`"
+        # Compared as JSON: pydantic releases within our floor spell 0 and 0.0 differently.
+        assert json.loads(committed.read_text(encoding="utf-8")) == json.loads(
+            render(json_schemas(data_schemas())[name])
+        ), f"{committed.name} is out of date: run `make schema`"
 
     def test_every_committed_schema_file_belongs_to_a_model(self):
         committed = {p.name for p in COMMITTED_SCHEMA_DIR.glob("*")}

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from consumer.entrypoints.http.app import openapi_document
 from contracts.schema import COMMITTED_SCHEMA_DIR, render
 
 COMMITTED_OPENAPI = COMMITTED_SCHEMA_DIR / "openapi.json"
 
 
+@pytest.mark.generated
 def test_the_committed_openapi_document_is_what_the_api_serves() -> None:
-    assert COMMITTED_OPENAPI.read_text(encoding="utf-8") == render(openapi_document()), (
+    # Compared as JSON: pydantic releases within our floor spell 0 and 0.0 differently.
+    committed = json.loads(COMMITTED_OPENAPI.read_text(encoding="utf-8"))
+    assert committed == json.loads(render(openapi_document())), (
         "openapi.json is out of date: run `make schema`"
     )
 
