@@ -461,7 +461,8 @@ def asyncapi_document(
             "description": "Batches of up to 50 operations against a services marketplace, "
             "submitted as RabbitMQ messages; one event per operation and one completion per "
             "batch on the results exchange. Every name is prefixed with the namespace "
-            f"(BATCHOPS_NAMESPACE, default `{DEFAULT_NAMESPACE}`).",
+            f"(BATCHOPS_NAMESPACE, default `{DEFAULT_NAMESPACE}`). The whole contract, in words, "
+            "is docs/contract.md in the batchops repository.",
         },
         "defaultContentType": _JSON,
         "servers": {

@@ -88,9 +88,14 @@ class BatchPublisher:
 
     async def __aenter__(self) -> Self:
         self._connection = await aio_pika.connect_robust(self._url)
-        self._channel = await self._connection.channel(publisher_confirms=True)
-        await declare_topology(self._channel, self._topology)
-        self._requests = await self._channel.get_exchange(self._topology.requests_exchange)
+        try:
+            self._channel = await self._connection.channel(publisher_confirms=True)
+            await declare_topology(self._channel, self._topology)
+            self._requests = await self._channel.get_exchange(self._topology.requests_exchange)
+        except BaseException:
+            # `async with` runs no __aexit__ for a failed __aenter__: close what was opened.
+            await self.__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(

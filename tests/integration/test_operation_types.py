@@ -25,7 +25,7 @@ from contracts import BatchCompleted, BatchRequest, BatchStatus, ErrorCode, Oper
 from publisher import BatchPublisher
 from tests.integration.helpers import (
     batch,
-    count_batches,
+    batch_row,
     dead_letters,
     eventually,
     fetch,
@@ -663,7 +663,14 @@ class TestCustomHandlers:
         assert rejection.batch_id == request.batch_id
         assert rejection.status is BatchStatus.REJECTED
         assert [(e.type, e.loc) for e in rejection.errors] == [("unknown_handler", ["handler"])]
-        assert await count_batches(settings.database_url) == 0
+        # Nothing ran; the refused batch is on record as rejected, under its own type.
+        stored = await batch_row(settings.database_url, request.batch_id)
+        assert stored is not None, "a refused request with a valid batch_id is on record"
+        assert (stored.status, stored.code, stored.handler) == (
+            "rejected",
+            "VALIDATION_ERROR",
+            "no_such_handler",
+        )
         assert (await row(settings.database_url, orders, 3)).notes == ""
 
         async def dead_lettered() -> bool:
