@@ -78,15 +78,27 @@ _CLAIM = Statement(
     .on_conflict_do_nothing(index_elements=[batch_operations.c.batch_id])
     .returning(batch_operations.c.batch_id)
 )
-# A batch the HTTP API stored as `pending` before publishing it is taken over by its consumer.
-_TAKE_PENDING = Statement(
+# Taken over by the consumer of the same request: a batch the HTTP API stored as `pending`
+# before publishing it, or one refused earlier for a reason fixed since (never executed).
+_TAKE_OVER = Statement(
     update(batch_operations)
     .where(
         (batch_operations.c.batch_id == bindparam("batch_id"))
-        & (batch_operations.c.status == BatchStatus.PENDING.value)
+        & (
+            (batch_operations.c.status == BatchStatus.PENDING.value)
+            | (batch_operations.c.status == BatchStatus.REJECTED.value)
+        )
         & (batch_operations.c.fingerprint == bindparam("fingerprint"))
     )
-    .values(status=BatchStatus.PROCESSING.value, started_at=bindparam("started_at"))
+    .values(
+        status=BatchStatus.PROCESSING.value,
+        started_at=bindparam("started_at"),
+        total_operations=bindparam("total_operations"),  # a rejected batch counted none
+        completed_at=None,
+        completion_event=None,
+        code=None,
+        errors=None,
+    )
     .returning(batch_operations.c.batch_id)
 )
 _REJECTED_COLUMNS = (*_CLAIMED_COLUMNS, "completed_at", "completion_event", "code", "errors")
@@ -285,11 +297,12 @@ class SqlBatchRepository(BatchRepository):
         if inserted is not None:
             return batch, True
         taken_over = await self._session.fetchval(
-            _TAKE_PENDING,
+            _TAKE_OVER,
             {
                 "batch_id": state.batch_id,
                 "fingerprint": batch.fingerprint,
                 "started_at": state.started_at,
+                "total_operations": state.total,
             },
         )
         existing = await self.get(state.batch_id)

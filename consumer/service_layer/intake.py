@@ -57,8 +57,8 @@ class Rejection:
     operation_type: str
     # Derived from the refused message: a redelivered copy re-uses it, another message cannot.
     event_id: UUID
-    # The request's fingerprint when it parsed, else a digest of its bytes: a later message
-    # with the same batch_id and another body is then a CONFLICT.
+    # The request's fingerprint when the body is a valid request, else a digest of its bytes:
+    # a later message with the same batch_id and another body is then a CONFLICT.
     fingerprint: bytes
     # What the record of the rejected batch holds (see `recordable`), as far as the body says.
     actor_id: int | None = None
@@ -205,8 +205,19 @@ def _reject(
         actor_id=_as_id(raw.get("actor_id")),
         mode=Mode(mode) if mode in Mode.__members__.values() else Mode.CONTINUE,
         handler=handler if is_handler_name(handler) else None,
-        fingerprint=request_fingerprint or hashlib.sha256(delivery.body).digest(),
+        fingerprint=request_fingerprint or _body_fingerprint(delivery.body, parse=parse),
     )
+
+
+def _body_fingerprint(body: bytes, *, parse: bool) -> bytes:
+    """The request's fingerprint when the body is a valid request refused for another reason
+    (so that the same request sent again once that is fixed is recognised), else the body's."""
+    if parse:
+        try:
+            return fingerprint(BatchRequest.model_validate_json(body))
+        except ValidationError:
+            pass
+    return hashlib.sha256(body).digest()
 
 
 def _named_fields(body: bytes) -> dict[str, Any]:

@@ -63,8 +63,9 @@ class BatchRepository(abc.ABC):
     @abc.abstractmethod
     async def claim(self, batch: StoredBatch) -> tuple[StoredBatch, bool]:
         """Insert `batch` unless its id exists; returns the stored batch and whether it is new
-        work. A `pending` batch with the same fingerprint (stored by the HTTP API before it
-        published the request) is new work too: it becomes `processing` with this start."""
+        work. A `pending` batch (stored by the HTTP API before it published the request) or a
+        `rejected` one (refused for a reason fixed since), with the same fingerprint, is new
+        work too: it becomes `processing` with this start."""
 
     @abc.abstractmethod
     async def record_rejection(self, batch: StoredBatch) -> bool:

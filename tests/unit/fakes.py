@@ -184,13 +184,15 @@ class FakeBatchRepository(BatchRepository):
             self._staged.batches[batch.state.batch_id] = copy_batch(batch)
             return batch, True
         if (
-            existing.state.status is not BatchStatus.PENDING
+            existing.state.status not in (BatchStatus.PENDING, BatchStatus.REJECTED)
             or existing.fingerprint != batch.fingerprint
         ):
             return copy_batch(existing), False
-        taken = copy_batch(existing)
+        taken = replace(copy_batch(existing), completion_event=None, code=None, errors=None)
         taken.state.status = BatchStatus.PROCESSING
         taken.state.started_at = batch.state.started_at
+        taken.state.total = batch.state.total  # a rejected batch counted none
+        taken.state.completed_at = None
         self._staged.batches[batch.state.batch_id] = taken
         return copy_batch(taken), True
 

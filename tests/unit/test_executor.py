@@ -865,6 +865,18 @@ class TestInvalidRequest:
         assert stored_state(db).status is BatchStatus.REJECTED
         assert untouched(db, 1)
 
+    async def test_the_same_request_sent_again_after_its_refusal_was_fixed_runs(self, db):
+        body = batch_body([ACCEPT_1, NOTES_3])
+        await executor_for(db, max_operations=1).handle(delivery(body))
+        assert stored_state(db).status is BatchStatus.REJECTED
+
+        disposition = await executor_for(db).handle(delivery(body))
+
+        assert disposition is Disposition.ACK
+        assert stored_state(db).status is BatchStatus.COMPLETED
+        assert db.batches[BATCH_ID].code is None
+        assert order_status(db, 1) is OrderStatus.ACCEPTED
+
     async def test_a_redelivered_rejection_keeps_its_event_id(self, db):
         await executor_for(db).handle(delivery(b"not json"))
         await executor_for(db).handle(delivery(b"not json", delivery_count=1))
