@@ -13,7 +13,15 @@ from pathlib import Path
 
 # The `dev` extras the unit and integration tests import (linters, schemathesis and
 # testcontainers serve other targets).
-TEST_TOOLS = {"httpx", "hypothesis", "jsonschema-rs", "pytest", "pytest-asyncio", "pytest-timeout"}
+TEST_TOOLS = {
+    "httpx",
+    "hypothesis",
+    "jsonschema-rs",
+    "pytest",
+    "pytest-asyncio",
+    "pytest-timeout",
+    "pyyaml",
+}
 FLOOR = re.compile(r"^([A-Za-z0-9_.-]+(?:\[[^\]]+\])?)\s*>=\s*([^,;\s]+)$")
 
 
