@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint types unit schema clean
+.PHONY: install demo test lint types unit schema asyncapi interop floors clean
 
 $(BIN)/batchops: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,35 @@ install: $(BIN)/batchops
 demo: install
 	$(BIN)/python -m consumer.demo
 
-## Lint, type-check and run every test against the real services.
-test: lint types
+## Lint, type-check, validate the AsyncAPI document and run every test against the real
+## services; then the Node.js interop example when node is on PATH.
+test: lint types asyncapi
 	$(BIN)/python -m pytest
+	@if command -v node >/dev/null 2>&1; then $(MAKE) --no-print-directory interop; \
+	else echo "make test: node is not on PATH, the Node.js interop example did not run"; fi
+
+## The AsyncAPI document through the official parser (@asyncapi/parser, installed here).
+asyncapi:
+	cd tools/asyncapi && npm ci --no-audit --no-fund --silent
+	node tools/asyncapi/validate.mjs contracts/schemas/asyncapi.json
+
+## examples/node against the real broker and `batchops consume` (needs node and npm).
+interop: install
+	$(BIN)/python -m pytest -m interop tests/e2e/test_node_interop.py
+
+## The unit and integration tests on the lowest versions pyproject.toml allows (a venv of its
+## own, made once and kept while pyproject.toml does not change).
+FLOORS := .venv-floors
+$(FLOORS)/.installed: pyproject.toml tools/floors.py
+	test -x $(FLOORS)/bin/python || $(PYTHON) -m venv $(FLOORS)
+	$(FLOORS)/bin/pip install --quiet --upgrade pip
+	$(PYTHON) tools/floors.py pyproject.toml > $(FLOORS)/requirements.txt
+	$(FLOORS)/bin/pip install --quiet -r $(FLOORS)/requirements.txt
+	$(FLOORS)/bin/pip install --quiet --no-deps -e .
+	touch $@
+
+floors: $(FLOORS)/.installed
+	$(FLOORS)/bin/python -m pytest -m "not interop and not generated" tests/unit tests/integration
 
 lint: install
 	$(BIN)/ruff check .
@@ -31,10 +57,11 @@ types: install
 unit: install
 	$(BIN)/python -m pytest tests/unit
 
-## Rewrite the committed JSON Schemas after a contract change.
+## Rewrite the committed JSON Schemas, AsyncAPI and OpenAPI documents after a contract change.
 schema: install
 	$(BIN)/batchops schema --output contracts/schemas
 	$(BIN)/batchops schema --asyncapi --output contracts/schemas
+	$(BIN)/batchops schema --openapi --output contracts/schemas
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) $(FLOORS) tools/asyncapi/node_modules examples/node/node_modules .mypy_cache .ruff_cache .pytest_cache *.egg-info

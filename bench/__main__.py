@@ -1,4 +1,4 @@
-"""batchops throughput and latency against the raw database limit, in one run (issue 6).
+"""batchops throughput and latency against the raw database limit, in one run.
 
     python -m bench [--batches 100] [--ops-per-batch 50] [--connections 4] [--single-runs 20]
                     [--consumers 1] [--command consume|serve] [--prefetch N] [--pool-size N]

@@ -125,7 +125,7 @@ def new_namespace() -> str:
 
 
 async def delete_namespace(amqp_url: str, namespace: str) -> None:
-    """Remove every queue and exchange of DESIGN §2 for `namespace` (those that exist)."""
+    """Remove every queue and exchange of docs/contract.md for `namespace` (those that exist)."""
     topology = Topology(namespace)
     connection = await aio_pika.connect(amqp_url, timeout=10)
     try:

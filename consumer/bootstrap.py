@@ -113,7 +113,11 @@ class Service:
 
     async def run(self) -> None:
         """Start, relay, consume and serve until `stop()`; then shut down gracefully."""
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()  # a start cut short (e.g. a work queue to migrate) leaks nothing
+            raise
         # The relay outlives the consumer: events of the operation finished during shutdown
         # must still be published before the process exits.
         relay_stopping = asyncio.Event()

@@ -1,4 +1,4 @@
-"""AsyncAPI 3.0 document of the broker contract (DESIGN §2–§4), generated from the models.
+"""AsyncAPI 3.0 document of the broker contract (docs/contract.md), generated from the models.
 
 `batchops schema --asyncapi` writes it to `contracts/schemas/asyncapi.json`; a test fails when
 the committed file drifts from what `asyncapi_document()` returns. Broker names come from
@@ -8,6 +8,7 @@ the committed file drifts from what `asyncapi_document()` returns. Broker names 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +45,17 @@ def _ref(*path: str) -> dict[str, str]:
     return {"$ref": "#/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in path)}
 
 
-def _component_schemas() -> dict[str, Any]:
+def _component_schemas(data_schemas: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
     """The JSON Schema of every model (`contracts.schema`) with their `$defs` hoisted beside them.
 
     Raises ValueError when two models define different schemas under one name.
     """
     hoisted: dict[str, Any] = {}
-    for model_schema in json_schemas().values():
+    for model_schema in json_schemas(data_schemas).values():
         schema = copy.deepcopy(model_schema)
+        # A component is no document of its own: an $id would move the base of its $refs.
+        for keyword in ("$schema", "$id"):
+            schema.pop(keyword)
         definitions = schema.pop("$defs", {})
         for name, definition in [*definitions.items(), (schema["title"], schema)]:
             rewritten = _point_refs_at_components(definition)
@@ -84,8 +88,10 @@ def _property_schemas() -> dict[str, Any]:
             "title": "RequestProperties",
             "type": "object",
             "description": "AMQP basic properties of a batch request (sent as properties, not in "
-            "the headers table). The consumer rejects a request without `user_id`.",
-            "required": ["content_type", "delivery_mode", "message_id", "type", "user_id"],
+            "the headers table). Only `user_id` is required: the consumer rejects a request "
+            "without it. The others are recommended and not checked (docs/contract.md, AMQP "
+            "properties).",
+            "required": ["user_id"],
             "properties": {
                 "content_type": content_type,
                 "delivery_mode": persistent,
@@ -142,19 +148,21 @@ def _property_schemas() -> dict[str, Any]:
 # name: (summary, payload schema, headers schema, AMQP `type` property)
 _MESSAGES: dict[str, tuple[str, str | None, str, str | None]] = {
     "BatchRequest": (
-        "1 to 50 operations of one type, run in order on behalf of actor_id (DESIGN §3).",
+        "1 to 50 operations of one type, run in order on behalf of actor_id "
+        "(docs/contract.md, Batch request).",
         "BatchRequest",
         "RequestProperties",
         REQUEST_TYPE,
     ),
     "OperationResult": (
-        "The outcome of one operation (DESIGN §4).",
+        "The outcome of one operation (docs/contract.md, Operation event).",
         "OperationResult",
         "EventProperties",
         OPERATION_EVENT_TYPE,
     ),
     "BatchCompleted": (
-        "A batch finished: completed, partial or failed, with every result (DESIGN §4).",
+        "A batch finished: completed, partial or failed, with every result "
+        "(docs/contract.md, Completion event).",
         "BatchCompleted",
         "EventProperties",
         BATCH_EVENT_TYPE,
@@ -440,8 +448,11 @@ def _operations() -> dict[str, Any]:
     return operations
 
 
-def asyncapi_document() -> dict[str, Any]:
-    """The AsyncAPI 3.0 document of every channel, operation and message."""
+def asyncapi_document(
+    data_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The AsyncAPI 3.0 document of every channel, operation and message; `data_schemas` as
+    for `contracts.schema.json_schemas`."""
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
@@ -450,7 +461,8 @@ def asyncapi_document() -> dict[str, Any]:
             "description": "Batches of up to 50 operations against a services marketplace, "
             "submitted as RabbitMQ messages; one event per operation and one completion per "
             "batch on the results exchange. Every name is prefixed with the namespace "
-            f"(BATCHOPS_NAMESPACE, default `{DEFAULT_NAMESPACE}`).",
+            f"(BATCHOPS_NAMESPACE, default `{DEFAULT_NAMESPACE}`). The whole contract, in words, "
+            "is docs/contract.md in the batchops repository.",
         },
         "defaultContentType": _JSON,
         "servers": {
@@ -465,7 +477,7 @@ def asyncapi_document() -> dict[str, Any]:
         "channels": _channels(),
         "operations": _operations(),
         "components": {
-            "schemas": _component_schemas(),
+            "schemas": _component_schemas(data_schemas),
             "messages": _messages(),
             "parameters": _parameters(),
             "correlationIds": {
@@ -478,8 +490,11 @@ def asyncapi_document() -> dict[str, Any]:
     }
 
 
-def write_asyncapi(path: Path = COMMITTED_ASYNCAPI) -> Path:
+def write_asyncapi(
+    path: Path = COMMITTED_ASYNCAPI,
+    data_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Path:
     """Write the document as sorted, indented JSON (the committed form); returns `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(asyncapi_document()), encoding="utf-8")
+    path.write_text(render(asyncapi_document(data_schemas)), encoding="utf-8")
     return path

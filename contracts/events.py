@@ -1,28 +1,32 @@
-"""Events published to the results exchange (DESIGN §4) and their stable ids.
+"""Events published to the results exchange (docs/contract.md, "Events") and their stable ids.
 
 Event models ignore unknown fields so that subscribers keep working when the contract grows.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from contracts.errors import ErrorCode
+from contracts.requests import MAX_OPERATIONS
 
 OPERATION_EVENT_TYPE: Final = "batchops.operation.v1"
 BATCH_EVENT_TYPE: Final = "batchops.batch.v1"
 
 # uuid5 namespace of every event id: re-publishing an event always gives it the same id.
 _EVENT_NAMESPACE = uuid.UUID("6f1d8f6e-3c1a-5e8b-9a51-0b7c2f4d9e21")
-
-
-def _is_none(value: object) -> bool:
-    return value is None
 
 
 class Outcome(StrEnum):
@@ -44,12 +48,28 @@ class BatchStatus(StrEnum):
         return self not in (BatchStatus.PENDING, BatchStatus.PROCESSING)
 
 
+EventId = Annotated[
+    uuid.UUID,
+    Field(
+        description="Stable id of this event: the same on every re-publication (de-duplicate "
+        "on it); also the AMQP message_id."
+    ),
+]
+CorrelationId = Annotated[
+    str | None, Field(description="The request's AMQP correlation_id, or null when it had none.")
+]
+Percent = Annotated[float, Field(ge=0, le=100)]
+Count = Annotated[int, Field(ge=0, le=MAX_OPERATIONS)]
+
+
 class OperationError(BaseModel):
+    """Why an operation did not succeed; `type` is the fixed word of `code` (its error_type)."""
+
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     code: ErrorCode
-    message: str
-    type: str
+    message: str = Field(description="Human-readable; never holds internal details.")
+    type: str = Field(description="One fixed word per code, e.g. PermissionError.")
 
 
 class OperationResult(BaseModel):
@@ -57,20 +77,32 @@ class OperationResult(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    event_id: uuid.UUID
+    event_id: EventId
     event_type: Literal["batchops.operation.v1"] = OPERATION_EVENT_TYPE
     batch_id: uuid.UUID
-    correlation_id: str | None = None
-    operation_type: str
-    index: int
-    resource_id: int
-    status: int
+    correlation_id: CorrelationId = None
+    operation_type: str = Field(description="The batch's operation_type.")
+    index: int = Field(ge=0, lt=MAX_OPERATIONS, description="Position in the request, from 0.")
+    resource_id: int = Field(gt=0, description="The operation's resource_id.")
+    status: int = Field(ge=200, le=599, description="200 on success, else the code's status.")
     success: bool
     outcome: Outcome
-    # DESIGN §4: on failure `data` is absent (not null); on success there is no `error`.
-    data: dict[str, Any] | None = Field(default=None, exclude_if=_is_none)
-    error: OperationError | None = Field(default=None, exclude_if=_is_none)
+    # On failure `data` is absent (never null); on success there is no `error` at all.
+    data: dict[str, Any] | None = Field(
+        None, description="Success only: the resource as it is after the operation."
+    )
+    error: OperationError | None = Field(None, description="Failure or skip only.")
     occurred_at: datetime
+
+    @model_serializer(mode="wrap")
+    def _leave_out_the_absent(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A serializer rather than Field(exclude_if=...), which older pydantic releases ignore.
+        dumped = handler(self)
+        if isinstance(dumped, dict):
+            for name in ("data", "error"):
+                if getattr(self, name) is None:
+                    dumped.pop(name, None)
+        return dumped
 
 
 class BatchCompleted(BaseModel):
@@ -78,23 +110,25 @@ class BatchCompleted(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    event_id: uuid.UUID
+    event_id: EventId
     event_type: Literal["batchops.batch.v1"] = BATCH_EVENT_TYPE
     batch_id: uuid.UUID
-    correlation_id: str | None = None
+    correlation_id: CorrelationId = None
     operation_type: str
-    status: Literal[BatchStatus.COMPLETED, BatchStatus.PARTIAL, BatchStatus.FAILED]
-    total_operations: int
-    completed_operations: int
-    failed_operations: int
-    skipped_operations: int
-    success_rate: float
-    progress: float
+    status: Literal[BatchStatus.COMPLETED, BatchStatus.PARTIAL, BatchStatus.FAILED] = Field(
+        description="completed: every operation succeeded; failed: none did; else partial."
+    )
+    total_operations: int = Field(ge=1, le=MAX_OPERATIONS)
+    completed_operations: Count = Field(description="Operations that succeeded.")
+    failed_operations: Count
+    skipped_operations: Count
+    success_rate: Percent = Field(description="completed / total x 100, 2 places.")
+    progress: Percent = Field(description="(completed + failed + skipped) / total x 100.")
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime
-    duration_seconds: float | None
-    results: list[OperationResult]
+    duration_seconds: float | None = Field(ge=0, description="completed_at - started_at.")
+    results: list[OperationResult] = Field(description="Every operation's result, by index.")
 
 
 class RejectionReason(BaseModel):
@@ -102,9 +136,9 @@ class RejectionReason(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    loc: list[str | int]
+    loc: list[str | int] = Field(description="Path to the offending part of the request.")
     msg: str
-    type: str
+    type: str = Field(description="Machine-readable kind, e.g. missing or body_too_large.")
 
 
 class BatchRejected(BaseModel):
@@ -112,14 +146,18 @@ class BatchRejected(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    event_id: uuid.UUID
+    event_id: EventId
     event_type: Literal["batchops.batch.v1"] = BATCH_EVENT_TYPE
-    batch_id: uuid.UUID | None
-    correlation_id: str | None = None
-    operation_type: str
+    batch_id: uuid.UUID | None = Field(
+        description="The request's batch_id when its body named a valid one, else null."
+    )
+    correlation_id: CorrelationId = None
+    operation_type: str = Field(
+        description="The request's operation_type when valid, else `unknown`."
+    )
     status: Literal[BatchStatus.REJECTED] = BatchStatus.REJECTED
-    code: ErrorCode
-    errors: list[RejectionReason]
+    code: ErrorCode = Field(description="VALIDATION_ERROR, or CONFLICT for a re-used batch_id.")
+    errors: list[RejectionReason] = Field(min_length=1)
     rejected_at: datetime
 
 
@@ -151,6 +189,9 @@ def completion_event_id(batch_id: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(_EVENT_NAMESPACE, f"{batch_id}:completion")
 
 
-def rejection_event_id(request_key: str) -> uuid.UUID:
-    """`request_key` identifies the refused message (its batch id and a digest of its body)."""
-    return uuid.uuid5(_EVENT_NAMESPACE, f"{request_key}:rejection")
+def rejection_event_id(body: bytes, message_id: str | None) -> uuid.UUID:
+    """The id of the rejection of one message, from its bytes and its AMQP `message_id`: a
+    redelivery repeats it, any other message gets another (only identical bytes published
+    twice without a `message_id` cannot be told apart)."""
+    digest = hashlib.sha256(body).hexdigest()
+    return uuid.uuid5(_EVENT_NAMESPACE, f"{message_id or ''}:{digest}:rejection")

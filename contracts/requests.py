@@ -1,7 +1,9 @@
-"""The batch request a producer publishes (DESIGN §3), validated strictly at the edge."""
+"""The batch request a producer publishes (docs/contract.md, "Batch request"), validated
+strictly at the edge."""
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Self
 from uuid import UUID
@@ -41,7 +43,20 @@ MAX_ID = 2**31 - 1
 # Strict: "3" is not an id. Other fields are lax so that Python callers may pass strings
 # for UUIDs and enums, exactly as they appear in JSON.
 Id = Annotated[int, Strict(), Field(gt=0, le=MAX_ID)]
-HandlerName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
+HANDLER_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+MAX_HANDLER_LENGTH = 100
+HandlerName = Annotated[
+    str, Field(min_length=1, max_length=MAX_HANDLER_LENGTH, pattern=HANDLER_PATTERN)
+]
+
+
+def is_handler_name(value: object) -> bool:
+    """True for a string that `HandlerName` accepts."""
+    return (
+        isinstance(value, str)
+        and len(value) <= MAX_HANDLER_LENGTH
+        and re.fullmatch(HANDLER_PATTERN, value) is not None
+    )
 
 
 def _depth(value: object) -> int:
@@ -63,9 +78,13 @@ class Operation(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: Method
-    resource_id: Id
-    data: Annotated[dict[str, Any], AfterValidator(_shallow)] = Field(default_factory=dict)
+    method: Method = Field(description="PATCH, POST or DELETE, as the operation type needs.")
+    resource_id: Id = Field(description="Id of the order, professional, service or user.")
+    data: Annotated[dict[str, Any], AfterValidator(_shallow)] = Field(
+        default_factory=dict,
+        description="The change; each operation type has its own fields (checked per operation: "
+        "a mismatch fails that operation with VALIDATION_ERROR, not the request).",
+    )
 
 
 class BatchRequest(BaseModel):
@@ -73,12 +92,20 @@ class BatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    batch_id: UUID
-    operation_type: OperationType
-    handler: HandlerName | None = None
-    actor_id: Id
-    mode: Mode = Mode.CONTINUE
-    operations: list[Operation] = Field(min_length=1, max_length=MAX_OPERATIONS)
+    batch_id: UUID = Field(description="The idempotency key; also the AMQP message_id.")
+    operation_type: OperationType = Field(description="Also the routing key.")
+    handler: HandlerName | None = Field(
+        None, description="Required with operation_type custom, and allowed only there."
+    )
+    actor_id: Id = Field(description="The marketplace user every operation is authorised for.")
+    mode: Mode = Field(
+        Mode.CONTINUE,
+        description="continue: run every operation; stop_on_error: skip the rest after the "
+        "first failure; atomic: one transaction, any failure rolls everything back.",
+    )
+    operations: list[Operation] = Field(
+        min_length=1, max_length=MAX_OPERATIONS, description="Executed in list order."
+    )
 
     @model_validator(mode="after")
     def _handler_only_for_custom(self) -> Self:

@@ -1,4 +1,5 @@
-"""Names of the exchanges and queues (DESIGN §2) and the routing keys of every event."""
+"""Names of the exchanges and queues (docs/contract.md, Topology) and the routing keys of
+every event."""
 
 from __future__ import annotations
 
@@ -49,6 +50,10 @@ class Topology:
             "x-queue-type": "quorum",
             "x-delivery-limit": self.delivery_limit,
             "x-dead-letter-exchange": self.dead_letter_exchange,
+            # A dead letter is kept by the work queue until the dead-letter queues confirm it,
+            # so a broker node failure cannot drop it; RabbitMQ needs reject-publish for that.
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
         }
 
 

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractMessage
-from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError
+from aio_pika.exceptions import ChannelInvalidStateError
+from aiormq.exceptions import AMQPError, ChannelPreconditionFailed, DeliveryError
 from pamqp.commands import Basic
 
 from contracts import Topology
-from publisher._exceptions import NackedError, TopologyMismatchError, UnroutableError
+from publisher._exceptions import (
+    NackedError,
+    NotConfirmedError,
+    TopologyMismatchError,
+    UnroutableError,
+)
 
 
 async def declare_topology(channel: AbstractChannel, topology: Topology) -> None:
-    """Declare every exchange and queue of DESIGN §2; safe to repeat.
+    """Declare every exchange and queue (docs/contract.md, "Topology"); safe to repeat.
 
     Raises TopologyMismatchError when the work queue exists with other arguments.
     """
@@ -48,8 +54,8 @@ async def publish_confirmed(
     """Publish and wait for the broker's confirm.
 
     Raises UnroutableError when a `mandatory` message is returned, NackedError on a nack,
-    `asyncio.TimeoutError` when no confirm arrives within `timeout`.
-    The channel must have publisher confirms on.
+    NotConfirmedError when no confirm arrives within `timeout` or the connection is lost
+    first. The channel must have publisher confirms on.
     """
     try:
         confirmation = await exchange.publish(
@@ -57,5 +63,7 @@ async def publish_confirmed(
         )
     except DeliveryError as exc:
         raise NackedError(exchange.name, routing_key) from exc
+    except (TimeoutError, AMQPError, ChannelInvalidStateError, ConnectionError) as exc:
+        raise NotConfirmedError(exchange.name, routing_key, exc) from exc
     if not isinstance(confirmation, Basic.Ack):
         raise UnroutableError(exchange.name, routing_key)

@@ -52,7 +52,7 @@ def _trace_headers() -> dict[str, Any] | None:
 
 
 class BatchPublisher:
-    """Publishes batch requests to `{namespace}.requests` (DESIGN §3).
+    """Publishes batch requests to `{namespace}.requests` (docs/contract.md, "Batch request").
 
     Use as `async with BatchPublisher(url) as publisher:`; the topology is declared on entry.
     """
@@ -88,9 +88,14 @@ class BatchPublisher:
 
     async def __aenter__(self) -> Self:
         self._connection = await aio_pika.connect_robust(self._url)
-        self._channel = await self._connection.channel(publisher_confirms=True)
-        await declare_topology(self._channel, self._topology)
-        self._requests = await self._channel.get_exchange(self._topology.requests_exchange)
+        try:
+            self._channel = await self._connection.channel(publisher_confirms=True)
+            await declare_topology(self._channel, self._topology)
+            self._requests = await self._channel.get_exchange(self._topology.requests_exchange)
+        except BaseException:
+            # `async with` runs no __aexit__ for a failed __aenter__: close what was opened.
+            await self.__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(
@@ -150,9 +155,10 @@ class BatchPublisher:
         future.add_done_callback(lambda _: self._waiting.pop(correlation_id, None))
         try:
             await self.publish(request, correlation_id=correlation_id, reply_to=reply_queue.name)
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError as exc:
-            raise CompletionTimeout(request.batch_id, timeout) from exc
+            try:
+                return await asyncio.wait_for(future, timeout)
+            except TimeoutError as exc:
+                raise CompletionTimeout(request.batch_id, timeout) from exc
         finally:
             future.cancel()
 

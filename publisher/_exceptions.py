@@ -3,7 +3,8 @@
 BatchopsError
 ├── PublishError             the broker did not take the message
 │   ├── UnroutableError      returned as unroutable (no queue bound: is the topology declared?)
-│   └── NackedError          negatively confirmed by the broker
+│   ├── NackedError          negatively confirmed by the broker
+│   └── NotConfirmedError    no confirm in time, or the connection was lost before it came
 └── CompletionTimeout        no completion event arrived in time
 """
 
@@ -35,12 +36,23 @@ class NackedError(PublishError):
         self.routing_key = routing_key
 
 
+class NotConfirmedError(PublishError):
+    def __init__(self, exchange: str, routing_key: str, cause: BaseException) -> None:
+        super().__init__(
+            f"the broker did not confirm the message to {exchange!r} / {routing_key!r} "
+            f"({type(cause).__name__}): it may or may not have been taken"
+        )
+        self.exchange = exchange
+        self.routing_key = routing_key
+
+
 class TopologyMismatchError(BatchopsError):
     def __init__(self, queue: str, delivery_limit: int) -> None:
         super().__init__(
-            f"queue {queue!r} already exists with other arguments than x-queue-type=quorum, "
-            f"x-delivery-limit={delivery_limit}: give every publisher and consumer the same "
-            "delivery limit (BATCHOPS_DELIVERY_LIMIT), or delete the queue once it is empty"
+            f"queue {queue!r} already exists with other arguments than this version's "
+            f"(quorum, x-delivery-limit={delivery_limit}, at-least-once dead-lettering): if an "
+            "earlier batchops declared it, run `batchops queues migrate` once; otherwise give "
+            "every publisher and consumer the same BATCHOPS_DELIVERY_LIMIT"
         )
         self.queue = queue
         self.delivery_limit = delivery_limit

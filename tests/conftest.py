@@ -69,7 +69,7 @@ def template_database(service_urls: ServiceUrls) -> Iterator[str]:
 
 @pytest.fixture
 async def database_url(service_urls: ServiceUrls, template_database: str) -> AsyncIterator[str]:
-    """A fresh database holding the demo marketplace (DESIGN §5) with 30 orders."""
+    """A fresh database holding the demo marketplace (docs/contract.md) with 30 orders."""
     name = f"batchops_test_{uuid.uuid4().hex[:12]}"
     server = service_urls.database_server
     await run_admin_sql(server, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')

@@ -48,6 +48,8 @@ SUMMARY_COLUMNS = [
     batch_operations.c.created_at,
     batch_operations.c.started_at,
     batch_operations.c.completed_at,
+    batch_operations.c.code,
+    batch_operations.c.errors,
 ]
 
 

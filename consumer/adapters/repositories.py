@@ -3,6 +3,7 @@ compiled once with bind parameters (see pg.py), run on the unit of work's asyncp
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -76,6 +77,44 @@ _CLAIM = Statement(
     .values({name: bindparam(name) for name in _CLAIMED_COLUMNS})
     .on_conflict_do_nothing(index_elements=[batch_operations.c.batch_id])
     .returning(batch_operations.c.batch_id)
+)
+# Taken over by the consumer of the same request: a batch the HTTP API stored as `pending`
+# before publishing it, or one refused earlier for a reason fixed since (never executed).
+_TAKE_OVER = Statement(
+    update(batch_operations)
+    .where(
+        (batch_operations.c.batch_id == bindparam("batch_id"))
+        & (
+            (batch_operations.c.status == BatchStatus.PENDING.value)
+            | (batch_operations.c.status == BatchStatus.REJECTED.value)
+        )
+        & (batch_operations.c.fingerprint == bindparam("fingerprint"))
+    )
+    .values(
+        status=BatchStatus.PROCESSING.value,
+        started_at=bindparam("started_at"),
+        total_operations=bindparam("total_operations"),  # a rejected batch counted none
+        completed_at=None,
+        completion_event=None,
+        code=None,
+        errors=None,
+    )
+    .returning(batch_operations.c.batch_id)
+)
+_REJECTED_COLUMNS = (*_CLAIMED_COLUMNS, "completed_at", "completion_event", "code", "errors")
+_rejected = pg_insert(batch_operations).values(
+    {name: bindparam(name) for name in _REJECTED_COLUMNS}
+)
+_RECORD_REJECTION = Statement(
+    _rejected.on_conflict_do_update(
+        index_elements=[batch_operations.c.batch_id],
+        set_={
+            name: _rejected.excluded[name]
+            for name in ("status", "completed_at", "completion_event", "code", "errors")
+        },
+        where=(batch_operations.c.status == BatchStatus.PENDING.value)
+        & (batch_operations.c.fingerprint == _rejected.excluded.fingerprint),
+    ).returning(batch_operations.c.batch_id)
 )
 _BATCH = select(batch_operations).where(batch_operations.c.batch_id == bindparam("batch_id"))
 _GET_BATCH = Statement(_BATCH)
@@ -254,28 +293,36 @@ class SqlBatchRepository(BatchRepository):
 
     async def claim(self, batch: StoredBatch) -> tuple[StoredBatch, bool]:
         state = batch.state
-        inserted = await self._session.fetchval(
-            _CLAIM,
-            {
-                "batch_id": state.batch_id,
-                "operation_type": state.operation_type,
-                "handler": batch.handler,
-                "actor_id": state.actor_id,
-                "mode": state.mode.value,
-                "status": state.status.value,
-                "total_operations": state.total,
-                "fingerprint": batch.fingerprint,
-                "correlation_id": batch.correlation_id,
-                "created_at": state.created_at,
-                "started_at": state.started_at,
-            },
-        )
+        inserted = await self._session.fetchval(_CLAIM, _claimed_columns(batch))
         if inserted is not None:
             return batch, True
+        taken_over = await self._session.fetchval(
+            _TAKE_OVER,
+            {
+                "batch_id": state.batch_id,
+                "fingerprint": batch.fingerprint,
+                "started_at": state.started_at,
+                "total_operations": state.total,
+            },
+        )
         existing = await self.get(state.batch_id)
         if existing is None:  # deleted between the two statements by cleanup
             raise LookupError(f"batch {state.batch_id} disappeared while being claimed")
-        return existing, False
+        return existing, taken_over is not None
+
+    async def record_rejection(self, batch: StoredBatch) -> bool:
+        errors = [reason.model_dump(mode="json") for reason in batch.errors or []]
+        stored = await self._session.fetchval(
+            _RECORD_REJECTION,
+            {
+                **_claimed_columns(batch),
+                "completed_at": batch.state.completed_at,
+                "completion_event": batch.completion_event,
+                "code": batch.code.value if batch.code else None,
+                "errors": json.dumps(errors),
+            },
+        )
+        return stored is not None
 
     async def get(self, batch_id: UUID, *, for_update: bool = False) -> StoredBatch | None:
         query = _GET_BATCH_FOR_UPDATE if for_update else _GET_BATCH
@@ -339,6 +386,23 @@ class SqlBatchRepository(BatchRepository):
                 "completion_event": completion_event,
             },
         )
+
+
+def _claimed_columns(batch: StoredBatch) -> dict[str, object]:
+    state = batch.state
+    return {
+        "batch_id": state.batch_id,
+        "operation_type": state.operation_type,
+        "handler": batch.handler,
+        "actor_id": state.actor_id,
+        "mode": state.mode.value,
+        "status": state.status.value,
+        "total_operations": state.total,
+        "fingerprint": batch.fingerprint,
+        "correlation_id": batch.correlation_id,
+        "created_at": state.created_at,
+        "started_at": state.started_at,
+    }
 
 
 def _stored_batch(row: Record) -> StoredBatch:

@@ -1,4 +1,5 @@
-"""The deterministic demo marketplace of DESIGN §5, loaded into an empty database."""
+"""The deterministic demo marketplace (docs/contract.md, Demo data), loaded into an empty
+database."""
 
 from __future__ import annotations
 

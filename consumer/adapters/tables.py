@@ -23,6 +23,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData(
     naming_convention={
@@ -124,6 +125,9 @@ batch_operations = Table(
     # Atomic batches only: the operation running when last seen, committed on its own so that
     # a batch that keeps crashing the consumer blames the right operation.
     Column("in_hand", SmallInteger),
+    # A rejected batch's error code and reasons (the `errors` of its rejection event).
+    Column("code", String(30)),
+    Column("errors", JSONB),
     # History look-ups: newest first, per actor or for everyone, optionally by status.
     Index("ix_batch_operations_actor_created", "actor_id", text("created_at DESC")),
     Index("ix_batch_operations_created", text("created_at DESC")),

@@ -1,4 +1,5 @@
-"""Rules of professional_approval, service_update, user_update and bulk_delete (DESIGN §5)."""
+"""Rules of professional_approval, service_update, user_update and bulk_delete
+(docs/contract.md, Domain rules)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Expected ways an operation fails, each carrying its public error code (DESIGN §4).
+"""Expected ways an operation fails, each carrying its public error code (docs/contract.md).
 
     OperationFailed
     ├── InvalidData          VALIDATION_ERROR  400
@@ -19,34 +19,32 @@ from contracts import ErrorCode
 
 class OperationFailed(Exception):
     code: ClassVar[ErrorCode]
-    # The public `error.type` of the event, named like DESIGN §4's example ("PermissionError").
-    public_type: ClassVar[str]
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
+    @property
+    def public_type(self) -> str:
+        """The event's `error.type`: the fixed word of the code, never a class name."""
+        return self.code.error_type
+
 
 class InvalidData(OperationFailed):
-    public_type = "ValidationError"
     code = ErrorCode.VALIDATION_ERROR
 
 
 class PermissionDenied(OperationFailed):
-    public_type = "PermissionError"
     code = ErrorCode.PERMISSION_DENIED
 
 
 class ResourceNotFound(OperationFailed):
-    public_type = "NotFoundError"
     code = ErrorCode.NOT_FOUND
 
 
 class MethodNotAllowed(OperationFailed):
-    public_type = "MethodNotAllowedError"
     code = ErrorCode.METHOD_NOT_ALLOWED
 
 
 class Conflict(OperationFailed):
-    public_type = "ConflictError"
     code = ErrorCode.CONFLICT

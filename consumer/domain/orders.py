@@ -1,4 +1,5 @@
-"""`order_update` rules (DESIGN §5): the status machine and who may change what."""
+"""`order_update` rules (docs/contract.md, Domain rules): the status machine and who may
+change what."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from consumer.adapters import queries
 from consumer.adapters.database import create_engine
 from consumer.domain.batch import BatchState
 from consumer.entrypoints.summary import render_result
-from contracts import BatchStatus, Mode, OperationResult
+from contracts import OperationResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,21 +23,7 @@ class BatchView:
 
     @property
     def state(self) -> BatchState:
-        row = self.row
-        return BatchState(
-            batch_id=row["batch_id"],
-            operation_type=row["operation_type"],
-            actor_id=row["actor_id"],
-            mode=Mode(row["mode"]),
-            total=row["total_operations"],
-            created_at=row["created_at"],
-            status=BatchStatus(row["status"]),
-            completed=row["completed_operations"],
-            failed=row["failed_operations"],
-            skipped=row["skipped_operations"],
-            started_at=row["started_at"],
-            completed_at=row["completed_at"],
-        )
+        return queries.batch_state(self.row)
 
     def as_json(self) -> dict[str, Any]:
         """The fields of the HTTP API's batch summary (without the display labels)."""
@@ -104,10 +90,21 @@ def render_batch(view: BatchView, results: Sequence[OperationResult]) -> str:
         f"  created      {_when(state.created_at)}",
         f"  started      {_when(state.started_at)}",
         f"  completed    {_when(state.completed_at)}   duration {duration}",
+        *_rejection_lines(row),
         "results:" if results else "results: none yet",
         *(render_result(result) for result in results),
     ]
     return "\n".join(lines)
+
+
+def _rejection_lines(row: dict[str, Any]) -> list[str]:
+    if not row.get("code"):
+        return []
+    reasons = [
+        f"    {'.'.join(str(part) for part in error['loc']) or 'request'}: {error['msg']}"
+        for error in row.get("errors") or []
+    ]
+    return [f"  rejected     {row['code']}", *reasons]
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

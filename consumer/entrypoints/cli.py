@@ -1,4 +1,6 @@
-"""`batchops` console script (DESIGN §8). Exit codes: 0 ok, 1 failed, 2 bad input, 3 timeout."""
+"""`batchops` console script. Exit codes: 0 ok, 1 failed, 2 bad input, 3 timeout.
+
+The wire contract (messages, events, HTTP API) is docs/contract.md in the batchops repository."""
 
 from __future__ import annotations
 
@@ -78,7 +80,9 @@ def _group(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="batchops", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="batchops", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(metavar="COMMAND")
 
     db = _group(commands, "db", "database schema")
@@ -121,20 +125,32 @@ def build_parser() -> argparse.ArgumentParser:
     publish.set_defaults(command=_lazy("consumer.entrypoints.publishing", "publish"))
 
     schema = commands.add_parser(
-        "schema", help="write the JSON Schemas of every message, or the AsyncAPI document"
+        "schema",
+        help="write the JSON Schemas of every message, or the AsyncAPI or OpenAPI document",
     )
-    schema.add_argument(
+    documents = schema.add_mutually_exclusive_group()
+    documents.add_argument(
         "--asyncapi",
         action="store_true",
         help="write the AsyncAPI 3.0 document (asyncapi.json) instead",
+    )
+    documents.add_argument(
+        "--openapi", action="store_true", help="write the HTTP API's document (openapi.json)"
     )
     schema.add_argument(
         "--output",
         type=Path,
         metavar="DIR",
-        help="where to write (default: schemas; with --asyncapi: contracts/schemas)",
+        help="where to write (default: schemas; with --asyncapi or --openapi: contracts/schemas)",
     )
     schema.set_defaults(command=_schema)
+
+    queues = _group(commands, "queues", "broker queues")
+    queues.add_parser(
+        "migrate",
+        help="move the work queue of an earlier version to this version's arguments, keeping "
+        "its messages (stop every consumer first; docs/operations.md)",
+    ).set_defaults(command=_lazy("consumer.entrypoints.operator", "migrate_queues"))
 
     cleanup = commands.add_parser("cleanup", help="delete finished batches older than DAYS")
     cleanup.add_argument("--older-than", type=float, required=True, metavar="DAYS")
@@ -270,15 +286,19 @@ def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _schema(_: Settings, args: argparse.Namespace) -> int:
+    from consumer.domain.payloads import data_schemas
+    from consumer.entrypoints.http.app import write_openapi
     from contracts.asyncapi import write_asyncapi
     from contracts.schema import write_schemas
 
+    committed = args.output or Path("contracts", "schemas")
     try:
         if args.asyncapi:
-            directory = args.output or Path("contracts", "schemas")
-            print(write_asyncapi(directory / "asyncapi.json"))
+            print(write_asyncapi(committed / "asyncapi.json", data_schemas()))
+        elif args.openapi:
+            print(write_openapi(committed / "openapi.json"))
         else:
-            for path in write_schemas(args.output or Path("schemas")):
+            for path in write_schemas(args.output or Path("schemas"), data_schemas()):
                 print(path)
     except OSError as exc:
         raise CommandFailed(f"schema: cannot write: {exc}") from exc

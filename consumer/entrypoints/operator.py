@@ -1,5 +1,6 @@
-"""Operator commands: `batchops batches show|list` (database) and `batchops dead-letters
-list|replay` (broker). Each returns the exit code; failures raise CommandFailed."""
+"""Operator commands: `batchops batches show|list` (database), `batchops dead-letters
+list|replay` and `batchops queues migrate` (broker). Each returns the exit code; failures raise
+CommandFailed."""
 
 from __future__ import annotations
 
@@ -102,4 +103,38 @@ def replay_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
         f"replayed {len(report.replayed)} dead letters to {settings.topology.requests_exchange}; "
         f"{report.left} left in {settings.topology.dead_letter_queue}"
     )
+    return EXIT_OK
+
+
+def migrate_queues(settings: Settings, _: argparse.Namespace) -> int:
+    """`batchops queues migrate`: the work queue with this version's arguments, messages kept."""
+    import aio_pika  # noqa: PLC0415 - only this command needs the broker client here
+
+    from consumer.adapters.queue_migration import (  # noqa: PLC0415 - as above
+        MigrationRefused,
+        WorkQueue,
+        migrate,
+    )
+
+    async def run() -> str:
+        connection = await aio_pika.connect_robust(settings.amqp_url)
+        try:
+            report = await migrate(connection, settings.topology)
+        finally:
+            await connection.close()
+        queue = settings.topology.requests_queue
+        if report.was is WorkQueue.OUTDATED:
+            return (
+                f"migrated {queue}: {report.moved_out} requests moved out, {report.moved_in} "
+                "moved back in with the current arguments"
+            )
+        state = "is declared with" if report.was is WorkQueue.ABSENT else "already has"
+        extra = f"; {report.moved_in} requests moved in from an earlier run"
+        return f"{queue} {state} the current arguments{extra if report.moved_in else ''}"
+
+    try:
+        with broker_errors(settings.amqp_url):
+            print(asyncio.run(run()))
+    except MigrationRefused as exc:
+        raise CommandFailed(f"queues migrate: {exc}") from exc
     return EXIT_OK

@@ -28,7 +28,7 @@ from consumer.entrypoints.exits import (
 )
 from consumer.entrypoints.failures import broker_errors
 from consumer.entrypoints.summary import render_completion
-from contracts import BatchCompleted, BatchRejected, BatchRequest
+from contracts import MAX_OPERATIONS, BatchCompleted, BatchRejected, BatchRequest
 from publisher import (
     BatchPublisher,
     Completion,
@@ -81,7 +81,20 @@ def is_json_lines(requested: str, path: Path, text: str) -> bool:
     return False
 
 
-def parse_json_lines(text: str) -> tuple[list[NumberedRequest], list[InvalidLine]]:
+def over_limit(request: BatchRequest, max_operations: int) -> list[str]:
+    """The problem of a request with more operations than this deployment takes (the consumer
+    would reject it)."""
+    if len(request.operations) <= max_operations:
+        return []
+    return [
+        f"operations: {len(request.operations)} operations; the limit is {max_operations} "
+        "(BATCHOPS_MAX_OPERATIONS)"
+    ]
+
+
+def parse_json_lines(
+    text: str, max_operations: int = MAX_OPERATIONS
+) -> tuple[list[NumberedRequest], list[InvalidLine]]:
     """Every valid request with its line number, and every invalid line with why; blank lines
     are skipped and a batch_id may appear on one line only."""
     requests: list[NumberedRequest] = []
@@ -102,6 +115,9 @@ def parse_json_lines(text: str) -> tuple[list[NumberedRequest], list[InvalidLine
             request = to_request(raw)
         except ValidationError as exc:
             invalid.append(InvalidLine(number, problems(exc)))
+            continue
+        if too_many := over_limit(request, max_operations):
+            invalid.append(InvalidLine(number, too_many))
             continue
         first = first_line_of.setdefault(request.batch_id, number)
         if first != number:
@@ -250,8 +266,12 @@ def publish(settings: Settings, args: argparse.Namespace) -> int:
         settings.amqp_url, namespace=settings.namespace, delivery_limit=settings.delivery_limit
     )
     if not is_json_lines(args.format, args.file, text):
-        return _publish_one(settings, publisher, _one_request(text, args.file), args)
-    requests, invalid = parse_json_lines(text)
+        request = _one_request(text, args.file)
+        if too_many := over_limit(request, settings.max_operations):
+            lines = [f"{args.file} is not a valid batch request:", *(f"  - {p}" for p in too_many)]
+            raise CommandFailed("\n".join(lines), EXIT_BAD_INPUT)
+        return _publish_one(settings, publisher, request, args)
+    requests, invalid = parse_json_lines(text, settings.max_operations)
     if invalid:
         lines = [f"{args.file}: {len(invalid)} invalid lines; nothing was published:"]
         lines += [f"  line {bad.line}: {problem}" for bad in invalid for problem in bad.problems]

@@ -34,6 +34,7 @@ def to_delivery(
     return Delivery(
         body=message.body,
         user_id=message.user_id,
+        message_id=message.message_id,
         correlation_id=message.correlation_id,
         reply_to=message.reply_to,
         content_type=message.content_type,

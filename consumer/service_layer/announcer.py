@@ -104,12 +104,17 @@ class Announcer:
             errors=[r.model_dump() for r in rejection.errors],
         )
         metrics.BATCHES_REJECTED.labels(rejection.code.value).inc()
-        event = self._events.rejected(rejection, delivery.correlation_id, self._clock())
+        now = self._clock()
+        event = self._events.rejected(rejection, delivery.correlation_id, now)
         fresh = event.model_dump_json().encode()
 
         async def announce(uow: AbstractUnitOfWork) -> None:
             # A redelivered refusal re-sends the first copy: same event id, same body.
             body = await uow.outbox.body_of(event.event_id) or fresh
+            if rejection.recordable:
+                await uow.batches.record_rejection(
+                    rejected_batch(rejection, delivery.correlation_id, body, now)
+                )
             for message in self._events.batch_messages(
                 rejection.operation_type,
                 BatchStatus.REJECTED.value,
@@ -124,6 +129,33 @@ class Announcer:
 
         await self._tx.run(announce)
         self._on_outbox(True)
+
+
+def rejected_batch(
+    rejection: Rejection, correlation_id: str | None, event: bytes, now: datetime
+) -> StoredBatch:
+    """The record of a refused request: never executed, so it counts no operations."""
+    assert rejection.batch_id is not None  # noqa: S101 - callers check `recordable`
+    assert rejection.actor_id is not None  # noqa: S101 - callers check `recordable`
+    state = BatchState(
+        batch_id=rejection.batch_id,
+        operation_type=rejection.operation_type,
+        actor_id=rejection.actor_id,
+        mode=rejection.mode,
+        total=0,
+        created_at=now,
+        status=BatchStatus.REJECTED,
+        completed_at=now,
+    )
+    return StoredBatch(
+        state=state,
+        handler=rejection.handler,
+        fingerprint=rejection.fingerprint,
+        correlation_id=correlation_id,
+        completion_event=event,
+        code=rejection.code,
+        errors=rejection.errors,
+    )
 
 
 def _report_finished(state: BatchState) -> None:

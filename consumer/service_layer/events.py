@@ -1,4 +1,4 @@
-"""Build the events of DESIGN §4 and the outbox messages that carry them."""
+"""Build the events of docs/contract.md ("Events") and the outbox messages that carry them."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from contracts import (
     completion_event_id,
     operation_event_id,
     operation_routing_key,
-    rejection_event_id,
 )
 
 
@@ -63,7 +62,6 @@ class EventFactory:
         resource_id: int,
         code: ErrorCode,
         message: str,
-        error_type: str,
         now: datetime,
     ) -> OperationResult:
         return OperationResult(
@@ -76,7 +74,7 @@ class EventFactory:
             status=code.status,
             success=False,
             outcome=Outcome.SKIPPED if code is ErrorCode.SKIPPED else Outcome.FAILED,
-            error=OperationError(code=code, message=message, type=error_type),
+            error=OperationError(code=code, message=message, type=code.error_type),
             occurred_at=now,
         )
 
@@ -108,7 +106,7 @@ class EventFactory:
         self, rejection: Rejection, correlation_id: str | None, now: datetime
     ) -> BatchRejected:
         return BatchRejected(
-            event_id=rejection_event_id(rejection.request_key),
+            event_id=rejection.event_id,
             batch_id=rejection.batch_id,
             correlation_id=correlation_id,
             operation_type=rejection.operation_type,

@@ -1,4 +1,4 @@
-"""Run one delivered batch to a terminal status, exactly once per operation (DESIGN §3–§6).
+"""Run one delivered batch to a terminal status, exactly once per operation (docs/contract.md).
 
 Every operation commits its effect, its result row and its outbox event in one transaction;
 the result row's key (batch_id, index) makes a second commit of the same operation impossible,
@@ -326,7 +326,10 @@ class BatchExecutor:
         error_type: str,
     ) -> OperationResult:
         if code is not ErrorCode.SKIPPED:
-            log.info("operation_failed", index=index, code=code.value, error=message)
+            # The event's error.type is the code's fixed word; the internal one is logged only.
+            log.info(
+                "operation_failed", index=index, code=code.value, error=message, kind=error_type
+            )
         return self._events.failed(
             run.state,
             run.stored.correlation_id,
@@ -334,7 +337,6 @@ class BatchExecutor:
             operation.resource_id,
             code,
             message,
-            error_type,
             self._clock(),
         )
 

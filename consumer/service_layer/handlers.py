@@ -41,7 +41,7 @@ OperationHandler = Callable[[OperationContext, Operation], Awaitable[dict[str, A
 
 
 def require_actor(ctx: OperationContext) -> Actor:
-    """DESIGN §5: an inactive or unknown actor gets 403 on every operation."""
+    """docs/contract.md (Domain rules): an inactive or unknown actor gets 403 on every operation."""
     if ctx.actor is None or not ctx.actor.is_active:
         raise PermissionDenied(f"actor {ctx.actor_id} is unknown or inactive")
     return ctx.actor

@@ -1,4 +1,5 @@
-"""Decide whether a delivered message is an acceptable batch request (DESIGN §3)."""
+"""Decide whether a delivered message is an acceptable batch request (docs/contract.md,
+"Batch request"), and what a refusal names when it is not."""
 
 from __future__ import annotations
 
@@ -16,9 +17,15 @@ from contracts import (
     UNKNOWN_OPERATION_TYPE,
     BatchRequest,
     ErrorCode,
+    Mode,
     OperationType,
     RejectionReason,
+    rejection_event_id,
 )
+from contracts.requests import MAX_ID, is_handler_name
+
+# How much of a body that is too large or not valid JSON is read for its batch_id and type.
+PEEK_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +34,7 @@ class Delivery:
 
     body: bytes
     user_id: str | None
+    message_id: str | None = None
     correlation_id: str | None = None
     reply_to: str | None = None
     content_type: str | None = None
@@ -47,8 +55,25 @@ class Rejection:
     errors: list[RejectionReason]
     batch_id: UUID | None
     operation_type: str
-    # Identifies the refused message so that a redelivered copy re-uses the same event id.
-    request_key: str
+    # Derived from the refused message: a redelivered copy re-uses it, another message cannot.
+    event_id: UUID
+    # The request's fingerprint when the body is a valid request, else a digest of its bytes:
+    # a later message with the same batch_id and another body is then a CONFLICT.
+    fingerprint: bytes
+    # What the record of the rejected batch holds (see `recordable`), as far as the body says.
+    actor_id: int | None = None
+    mode: Mode = Mode.CONTINUE
+    handler: str | None = None
+
+    @property
+    def recordable(self) -> bool:
+        """Stored as a `rejected` batch when the body named a valid batch_id and actor_id;
+        `CONFLICT` never is: the batch_id belongs to the first batch."""
+        return (
+            self.code is not ErrorCode.CONFLICT
+            and self.batch_id is not None
+            and self.actor_id is not None
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +102,7 @@ def accept(delivery: Delivery, policy: IntakePolicy) -> BatchRequest | Rejection
                     f"body is {len(delivery.body)} bytes; the limit is {policy.max_body_bytes}",
                 )
             ],
-            peek=False,
+            parse=False,
         )
     if not delivery.user_id:
         return _reject(
@@ -99,6 +124,12 @@ def accept(delivery: Delivery, policy: IntakePolicy) -> BatchRequest | Rejection
         request = BatchRequest.model_validate_json(delivery.body)
     except ValidationError as exc:
         return _reject(delivery, _reasons(exc))
+    problems = _policy_problems(request, policy)
+    return _reject(delivery, problems, fingerprint(request)) if problems else request
+
+
+def _policy_problems(request: BatchRequest, policy: IntakePolicy) -> list[RejectionReason]:
+    """What this deployment refuses in a request that is valid on the wire."""
     problems = []
     if request.operation_type.value not in policy.operation_types:
         problems.append(
@@ -127,7 +158,7 @@ def accept(delivery: Delivery, policy: IntakePolicy) -> BatchRequest | Rejection
                 "handler",
             )
         )
-    return _reject(delivery, problems) if problems else request
+    return problems
 
 
 def conflict(delivery: Delivery, request: BatchRequest) -> Rejection:
@@ -142,32 +173,104 @@ def conflict(delivery: Delivery, request: BatchRequest) -> Rejection:
         errors=[reason],
         batch_id=request.batch_id,
         operation_type=request.operation_type.value,
-        request_key=f"{request.batch_id}:{hashlib.sha256(delivery.body).hexdigest()}",
+        event_id=rejection_event_id(delivery.body, delivery.message_id),
+        actor_id=request.actor_id,
+        mode=request.mode,
+        handler=request.handler,
+        fingerprint=fingerprint(request),
     )
 
 
-def _reject(delivery: Delivery, errors: list[RejectionReason], *, peek: bool = True) -> Rejection:
-    # Name the batch and type in the event when the body lets us, even though it was refused.
-    raw = _peek(delivery.body) if peek else {}
-    batch_id = _as_uuid(raw.get("batch_id"))
+def _reject(
+    delivery: Delivery,
+    errors: list[RejectionReason],
+    request_fingerprint: bytes | None = None,
+    *,
+    parse: bool = True,
+) -> Rejection:
+    # Name the batch and type in the event when the body lets us, even though it was refused
+    # (a body over the limit is not parsed whole: only its first bytes are read).
+    raw = _named_fields(delivery.body) if parse else _leading_fields(_head(delivery.body))
     operation_type = raw.get("operation_type")
     if operation_type not in OperationType.__members__.values():
         operation_type = UNKNOWN_OPERATION_TYPE
+    mode = raw.get("mode", Mode.CONTINUE.value)
+    handler = raw.get("handler")
     return Rejection(
         code=ErrorCode.VALIDATION_ERROR,
         errors=errors,
-        batch_id=batch_id,
+        batch_id=_as_uuid(raw.get("batch_id")),
         operation_type=str(operation_type),
-        request_key=f"{batch_id}:{hashlib.sha256(delivery.body).hexdigest()}",
+        event_id=rejection_event_id(delivery.body, delivery.message_id),
+        actor_id=_as_id(raw.get("actor_id")),
+        mode=Mode(mode) if mode in Mode.__members__.values() else Mode.CONTINUE,
+        handler=handler if is_handler_name(handler) else None,
+        fingerprint=request_fingerprint or _body_fingerprint(delivery.body, parse=parse),
     )
 
 
-def _peek(body: bytes) -> dict[str, Any]:
+def _body_fingerprint(body: bytes, *, parse: bool) -> bytes:
+    """The request's fingerprint when the body is a valid request refused for another reason
+    (so that the same request sent again once that is fixed is recognised), else the body's."""
+    if parse:
+        try:
+            return fingerprint(BatchRequest.model_validate_json(body))
+        except ValidationError:
+            pass
+    return hashlib.sha256(body).digest()
+
+
+def _named_fields(body: bytes) -> dict[str, Any]:
+    """The body's top-level fields when it is a JSON object; otherwise those its first
+    PEEK_BYTES spell out whole (a body too large or cut short still names its batch)."""
     try:
         raw = json.loads(body)
     except (ValueError, RecursionError):
-        return {}
+        return _leading_fields(_head(body))
     return raw if isinstance(raw, dict) else {}
+
+
+def _head(body: bytes) -> str:
+    # A character cut in two at the end is dropped; the field it belonged to is incomplete.
+    return body[:PEEK_BYTES].decode("utf-8", errors="ignore")
+
+
+def _leading_fields(head: str) -> dict[str, Any]:
+    """Top-level `"key": value` pairs of a JSON object, in order, up to the first that is not
+    complete in `head` (values are decoded one at a time, so nothing nested is mistaken for
+    a top-level field)."""
+    decoder = json.JSONDecoder()
+    fields: dict[str, Any] = {}
+    position = _skip_space(head, 0)
+    if not head.startswith("{", position):
+        return fields
+    position += 1
+    try:
+        while True:
+            key, position = decoder.raw_decode(head, _skip_space(head, position))
+            position = _skip_space(head, position)
+            if not isinstance(key, str) or not head.startswith(":", position):
+                return fields
+            value, position = decoder.raw_decode(head, _skip_space(head, position + 1))
+            fields.setdefault(key, value)
+            position = _skip_space(head, position)
+            if not head.startswith(",", position):
+                return fields
+            position += 1
+    except (ValueError, RecursionError):
+        return fields
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t\r\n":
+        position += 1
+    return position
+
+
+def _as_id(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ID:
+        return value
+    return None
 
 
 def _as_uuid(value: object) -> UUID | None:

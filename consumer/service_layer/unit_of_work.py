@@ -16,7 +16,7 @@ from uuid import UUID
 
 from consumer.domain.batch import BatchState
 from consumer.domain.model import Actor, Order, Professional, ResourceKind, Service, User
-from contracts import BatchStatus, Outcome
+from contracts import BatchStatus, ErrorCode, Outcome, RejectionReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +25,13 @@ class StoredBatch:
     handler: str | None
     fingerprint: bytes
     correlation_id: str | None
+    # The completion event, or the rejection event of a rejected batch.
     completion_event: bytes | None
     # The operation an atomic batch was running when last seen (nothing else records it).
     in_hand: int | None = None
+    # Why a `rejected` batch was refused.
+    code: ErrorCode | None = None
+    errors: list[RejectionReason] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +58,15 @@ class DuplicateResult(Exception):
 class BatchRepository(abc.ABC):
     @abc.abstractmethod
     async def claim(self, batch: StoredBatch) -> tuple[StoredBatch, bool]:
-        """Insert `batch` unless its id exists; returns the stored batch and whether it was new."""
+        """Insert `batch` unless its id exists; returns the stored batch and whether it is new
+        work. A `pending` batch (stored by the HTTP API before it published the request) or a
+        `rejected` one (refused for a reason fixed since), with the same fingerprint, is new
+        work too: it becomes `processing` with this start."""
+
+    @abc.abstractmethod
+    async def record_rejection(self, batch: StoredBatch) -> bool:
+        """Store a `rejected` batch unless its id is taken; a `pending` one with the same
+        fingerprint becomes this rejected batch. Returns whether anything was stored."""
 
     @abc.abstractmethod
     async def get(self, batch_id: UUID, *, for_update: bool = False) -> StoredBatch | None: ...

@@ -40,7 +40,7 @@ class TestDatabaseCommands:
         assert result.returncode == 1
         assert "already has users" in result.stderr
 
-    async def test_the_seeded_marketplace_is_exactly_the_one_of_the_design(
+    async def test_the_seeded_marketplace_is_exactly_the_one_documented(
         self, settings: Settings
     ) -> None:
         roles = await fetch(
@@ -94,6 +94,20 @@ class TestServeAndPublish:
         assert result.returncode == 2
         assert "actor_id" in result.stderr
         assert "operations" in result.stderr
+
+    def test_publish_refuses_more_operations_than_batchops_max_operations(
+        self, cli_env: dict[str, str], tmp_path: Path
+    ) -> None:
+        two = tmp_path / "two.json"
+        two.write_text(json.dumps(batch(6, patch(3, notes="a"), patch(6, notes="b"))))
+        lines = tmp_path / "two.jsonl"
+        lines.write_text(two.read_text() + "\n")
+        env = {**cli_env, "BATCHOPS_MAX_OPERATIONS": "1"}
+
+        for path in (two, lines):
+            result = run_cli(env, "publish", str(path))
+            assert result.returncode == 2, (path.name, result.stdout, result.stderr)
+            assert "BATCHOPS_MAX_OPERATIONS" in result.stderr
 
 
 class TestCrashRecovery:

@@ -25,8 +25,9 @@ from tests.e2e.conftest import BATCHOPS, ServeProcess, run_cli
 from tests.integration.helpers import batch, eventually, order, patch, publish_raw, result_rows
 from tests.support import EventLog
 
-# Three batches of different outcomes and actors (DESIGN §5 marketplace: user 6 is the
-# professional of orders 3 and 9, user 7 of order 1; order 9 is pending, so `completed` is 409).
+# Three batches of different outcomes and actors (the demo marketplace of docs/contract.md:
+# user 6 is the professional of orders 3 and 9, user 7 of order 1; order 9 is pending, so
+# `completed` is 409).
 ACCEPT = batch(6, patch(3, status="accepted"))
 CONFLICT = batch(6, patch(9, status="completed"))
 NOTES = batch(7, patch(1, notes="gate code 1234"))

@@ -1,4 +1,4 @@
-"""Graceful shutdown (issue 5): SIGTERM stops intake, finishes the operation in hand, leaves
+"""Graceful shutdown: SIGTERM stops intake, finishes the operation in hand, leaves
 the rest of the batch to redelivery, flushes the relay and exits 0 within the bound."""
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Fault injection (issue 5): kill, cut, black-hole, restart; heal; then check the oracle."""
+"""Fault injection: kill, cut, black-hole, restart; heal; then check the oracle."""

@@ -1,4 +1,4 @@
-"""The oracle of issue 5, checked after every fault scenario once the fault has healed.
+"""The oracle of the fault suite, checked after every fault scenario once the fault has healed.
 
 1. Every batch reached a terminal status within a bound, with one result per operation.
 2. Every operation took effect exactly once: each result is what the model predicts from the

@@ -65,6 +65,17 @@ async def count_batches(database_url: str) -> int:
     return int(rows[0][0])
 
 
+async def executed_batches(database_url: str) -> int:
+    """Batches on record other than rejected ones (a rejection is recorded, never run)."""
+    rows = await fetch(
+        database_url,
+        select(func.count())
+        .select_from(batch_operations)
+        .where(batch_operations.c.status != "rejected"),
+    )
+    return int(rows[0][0])
+
+
 async def unsent_events(database_url: str) -> int:
     rows = await fetch(
         database_url, select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))

@@ -1,4 +1,5 @@
-"""Crashes inside the consumer: redelivery resumes, poison batches still finish (DESIGN §6)."""
+"""Crashes inside the consumer: redelivery resumes, poison batches still finish
+(docs/contract.md, Guarantees)."""
 
 from __future__ import annotations
 

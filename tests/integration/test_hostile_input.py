@@ -1,5 +1,5 @@
-"""Hostile input (issue 5): each is refused or handled with nothing changed, and the consumer
-keeps serving."""
+"""Hostile input: each is refused or handled with nothing changed, and the consumer keeps
+serving."""
 
 from __future__ import annotations
 
@@ -17,7 +17,14 @@ from consumer.adapters.tables import orders, services, users
 from consumer.bootstrap import Service, bootstrap
 from consumer.config import Settings
 from contracts import BatchCompleted, BatchRejected, BatchStatus, ErrorCode
-from tests.integration.helpers import batch, count_batches, fetch, order, patch, publish_raw
+from tests.integration.helpers import (
+    batch,
+    executed_batches,
+    fetch,
+    order,
+    patch,
+    publish_raw,
+)
 from tests.support import EventLog
 
 SQL_METACHARACTERS = "'; DROP TABLE orders; -- \" \\ %s $1 ` ; /* */ \\x27 OR 1=1"
@@ -52,7 +59,10 @@ class TestRefusedBeforeExecution:
         rejection = await rejected_with(events, body, settings)
 
         assert [e.type for e in rejection.errors] == ["body_too_large"]
-        assert await count_batches(settings.database_url) == 0
+        # Its first 4 KiB name the batch: the rejection (and its routing key) carry them.
+        assert str(rejection.batch_id) == json.loads(body)["batch_id"]
+        assert rejection.operation_type == "order_update"
+        assert await executed_batches(settings.database_url) == 0
         assert (await still_serves(settings, events)).status is BatchStatus.COMPLETED
 
     async def test_data_nested_deeper_than_the_limit_is_rejected(
@@ -69,7 +79,7 @@ class TestRefusedBeforeExecution:
         )
 
         assert "deeper than" in rejection.errors[0].msg
-        assert await count_batches(settings.database_url) == 0
+        assert await executed_batches(settings.database_url) == 0
 
     async def test_a_json_recursion_bomb_is_rejected_as_invalid_json(
         self, settings: Settings, events: EventLog
@@ -96,7 +106,7 @@ class TestRefusedBeforeExecution:
         rejection = await rejected_with(events, json.dumps(body).encode(), settings)
 
         assert rejection.errors
-        assert await count_batches(settings.database_url) == 0
+        assert await executed_batches(settings.database_url) == 0
 
 
 @pytest.mark.usefixtures("service")
@@ -182,4 +192,4 @@ class TestPublisherIdentity:
         )
 
         assert [e.type for e in rejection.errors] == ["publisher_not_allowed"]
-        assert await count_batches(settings.database_url) == 0
+        assert await executed_batches(settings.database_url) == 0

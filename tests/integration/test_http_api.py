@@ -1,4 +1,5 @@
-"""The HTTP API (DESIGN §7) against the real database and broker, through httpx."""
+"""The HTTP API (docs/contract.md, "HTTP API") against the real database and broker, through
+httpx."""
 
 from __future__ import annotations
 
@@ -6,63 +7,18 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from consumer.adapters.database import create_engine
-from consumer.adapters.tokens import create_token, revoke_token
+from consumer.adapters.tokens import revoke_token
 from consumer.config import Settings
-from consumer.entrypoints.http.app import ApiContext, create_app
 from contracts import BatchRequest, BatchStatus
 from publisher import BatchPublisher
+from tests.integration.conftest import ADMIN, API, CLIENT_3, CLIENT_4, PRO_6, STAFF, auth
 from tests.integration.helpers import batch, patch
 from tests.support import EventLog
-
-API = "/api/v1/batch"
-ADMIN, STAFF, CLIENT_3, CLIENT_4, PRO_6 = 1, 2, 3, 4, 6
-
-
-@pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    engine = create_engine(settings.database_url, pool_size=2)
-    application = create_app(
-        ApiContext(
-            engine=engine,
-            publisher=BatchPublisher(settings.amqp_url, namespace=settings.namespace),
-            max_body_bytes=settings.max_body_bytes,
-            readiness={},
-        )
-    )
-    async with application.router.lifespan_context(application):
-        yield application
-    await engine.dispose()
-
-
-@pytest.fixture
-async def tokens(settings: Settings) -> dict[int, str]:
-    engine = create_engine(settings.database_url, pool_size=1)
-    try:
-        async with engine.begin() as conn:
-            return {
-                uid: await create_token(conn, uid)
-                for uid in (ADMIN, STAFF, CLIENT_3, CLIENT_4, PRO_6)
-            }
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://batchops.test") as http:
-        yield http
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def run_batch(settings: Settings, events: EventLog, body: dict[str, object]) -> uuid.UUID:

@@ -1,5 +1,5 @@
 """Every operation type through a real batch: who may do what, each type's own rules, custom
-handlers, every error code and the three modes (DESIGN §3–§5)."""
+handlers, every error code and the three modes (docs/contract.md)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from contracts import BatchCompleted, BatchRequest, BatchStatus, ErrorCode, Oper
 from publisher import BatchPublisher
 from tests.integration.helpers import (
     batch,
-    count_batches,
+    batch_row,
     dead_letters,
     eventually,
     fetch,
@@ -34,8 +34,9 @@ from tests.integration.helpers import (
 )
 from tests.support import EventLog
 
-# Seeded marketplace (DESIGN §5): order i has client 3 + i % 3 and professional 1 + i % 3,
-# whose user is 6 + i % 3; services 2k-1 and 2k belong to professional k (user 5 + k).
+# Seeded marketplace (docs/contract.md, Demo data): order i has client 3 + i % 3 and
+# professional 1 + i % 3, whose user is 6 + i % 3; services 2k-1 and 2k belong to
+# professional k (user 5 + k).
 ADMIN, STAFF, CLIENT, PROFESSIONAL = 1, 2, 3, 6
 INACTIVE = 5  # a client, deactivated by the tests that use it
 UNKNOWN = 999
@@ -662,7 +663,14 @@ class TestCustomHandlers:
         assert rejection.batch_id == request.batch_id
         assert rejection.status is BatchStatus.REJECTED
         assert [(e.type, e.loc) for e in rejection.errors] == [("unknown_handler", ["handler"])]
-        assert await count_batches(settings.database_url) == 0
+        # Nothing ran; the refused batch is on record as rejected, under its own type.
+        stored = await batch_row(settings.database_url, request.batch_id)
+        assert stored is not None, "a refused request with a valid batch_id is on record"
+        assert (stored.status, stored.code, stored.handler) == (
+            "rejected",
+            "VALIDATION_ERROR",
+            "no_such_handler",
+        )
         assert (await row(settings.database_url, orders, 3)).notes == ""
 
         async def dead_lettered() -> bool:
@@ -673,7 +681,7 @@ class TestCustomHandlers:
         await eventually(dead_lettered, what="the rejected request in the dead-letter queue")
 
 
-# -- 4. every error code of DESIGN §4 ------------------------------------------------------
+# -- 4. every error code of docs/contract.md ------------------------------------------------------
 
 INTERNALS = "db.internal:5432 role batchops_rw"
 

@@ -1,4 +1,4 @@
-"""A batch published to RabbitMQ is executed, persisted and reported (DESIGN §2–§4, §6)."""
+"""A batch published to RabbitMQ is executed, persisted and reported (docs/contract.md)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from publisher import BatchPublisher, UnroutableError
 from tests.integration.helpers import (
     batch,
     batch_row,
-    count_batches,
     dead_letters,
     eventually,
+    executed_batches,
     order,
     patch,
     publish_raw,
@@ -254,8 +254,14 @@ class TestRejectedRequests:
         assert rejection.status is BatchStatus.REJECTED
         assert rejection.correlation_id == "bad-1"
         assert error_type in [e.type for e in rejection.errors], rejection.errors
-        assert await count_batches(settings.database_url) == 0
+        assert await executed_batches(settings.database_url) == 0
         assert (await order(settings.database_url, 3)).notes == ""
+        if rejection.batch_id is not None:  # named with a valid actor: on record as rejected
+            row = await batch_row(settings.database_url, rejection.batch_id)
+            assert row is not None, "a rejection with a valid batch_id and actor is stored"
+            assert (row.status, row.code, row.actor_id) == ("rejected", "VALIDATION_ERROR", 1)
+            assert row.errors == [e.model_dump() for e in rejection.errors]
+            assert row.operation_type == routing_type
 
         async def dead_lettered() -> bool:
             return await dead_letters(settings.amqp_url, settings.topology.dead_letter_queue) == [

@@ -1,4 +1,4 @@
-"""The consumer's watchdog (issue 5): a subscription the broker cancelled is restored."""
+"""The consumer's watchdog: a subscription the broker cancelled is restored."""
 
 from __future__ import annotations
 

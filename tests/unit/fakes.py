@@ -88,8 +88,9 @@ class FakeDatabase:
 
 
 def demo_marketplace(order_count: int = 10) -> FakeDatabase:
-    """The `batchops seed` marketplace of DESIGN §5: users 1 admin, 2 staff, 3–5 clients,
-    6–8 professionals (professional k is user 5 + k); order i is pending at 100.00."""
+    """The `batchops seed` marketplace of docs/contract.md ("Demo data"): users 1 admin,
+    2 staff, 3–5 clients, 6–8 professionals (professional k is user 5 + k); order i is pending
+    at 100.00."""
     actors = {1: Actor(1, Role.ADMIN, is_active=True), 2: Actor(2, Role.STAFF, is_active=True)}
     actors |= {uid: Actor(uid, Role.CLIENT, is_active=True) for uid in (3, 4, 5)}
     actors |= {uid: Actor(uid, Role.PROFESSIONAL, is_active=True) for uid in (6, 7, 8)}
@@ -194,10 +195,32 @@ class FakeBatchRepository(BatchRepository):
     async def claim(self, batch: StoredBatch) -> tuple[StoredBatch, bool]:
         self._staged.check()
         existing = self._current(batch.state.batch_id)
-        if existing is not None:
+        if existing is None:
+            self._staged.batches[batch.state.batch_id] = copy_batch(batch)
+            return batch, True
+        if (
+            existing.state.status not in (BatchStatus.PENDING, BatchStatus.REJECTED)
+            or existing.fingerprint != batch.fingerprint
+        ):
             return copy_batch(existing), False
+        taken = replace(copy_batch(existing), completion_event=None, code=None, errors=None)
+        taken.state.status = BatchStatus.PROCESSING
+        taken.state.started_at = batch.state.started_at
+        taken.state.total = batch.state.total  # a rejected batch counted none
+        taken.state.completed_at = None
+        self._staged.batches[batch.state.batch_id] = taken
+        return copy_batch(taken), True
+
+    async def record_rejection(self, batch: StoredBatch) -> bool:
+        self._staged.check()
+        existing = self._current(batch.state.batch_id)
+        if existing is not None and (
+            existing.state.status is not BatchStatus.PENDING
+            or existing.fingerprint != batch.fingerprint
+        ):
+            return False
         self._staged.batches[batch.state.batch_id] = copy_batch(batch)
-        return batch, True
+        return True
 
     async def get(
         self,

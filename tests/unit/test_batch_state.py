@@ -1,4 +1,5 @@
-"""BatchState (consumer/domain/batch.py): counters, percentages, terminal status (DESIGN §4)."""
+"""BatchState (consumer/domain/batch.py): counters, percentages, terminal status
+(docs/contract.md, Statuses and figures)."""
 
 from __future__ import annotations
 

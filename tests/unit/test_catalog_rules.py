@@ -397,7 +397,7 @@ class TestStaff:
 
     @pytest.mark.parametrize("data", SELF_EDITS, ids=SELF_EDIT_IDS)
     def test_may_change_name_email_and_phone_of_another_user(self, data):
-        # DESIGN §5: admin and staff may do everything unless a rule says admin only.
+        # docs/contract.md: admin and staff may do everything unless a rule says admin only.
         assert_applied(STAFF, a_user(CLIENT), data)
 
 
@@ -523,7 +523,7 @@ class TestDeleteTarget:
     def test_each_deletable_resource_is_accepted(self, kind):
         assert DeleteTarget.model_validate({"resource": kind.value}).resource is kind
 
-    def test_the_four_deletable_resources_are_those_of_the_design(self):
+    def test_the_four_deletable_resources_are_those_documented(self):
         assert {k.value for k in ResourceKind} == {"order", "service", "professional", "user"}
 
     @pytest.mark.parametrize(
@@ -578,10 +578,10 @@ class TestRequireBackOffice:
 
 
 class TestInactiveActorsInTheCatalogRules:
-    """DESIGN §5: an inactive actor gets 403 on every operation. The handlers guarantee it with
-    require_actor before any rule runs; orders.update_order checks it again itself, the catalog
-    rules below do not. Not reachable through HANDLERS today, but a custom handler that calls
-    these rules without require_actor would let a deactivated user act."""
+    """docs/contract.md: an inactive actor gets 403 on every operation. The handlers guarantee
+    it with require_actor before any rule runs; orders.update_order checks it again itself,
+    the catalog rules below do not. Not reachable through HANDLERS today, but a custom handler
+    that calls these rules without require_actor would let a deactivated user act."""
 
     def test_an_inactive_professional_may_not_change_their_own_service(self):
         with pytest.raises(PermissionDenied):

@@ -112,6 +112,7 @@ def executor_for(
     custom_handlers: dict[str, OperationHandler] | None = None,
     delivery_limit: int = DELIVERY_LIMIT,
     retry: RetryPolicy = RETRY,
+    max_operations: int = MAX_OPERATIONS,
 ) -> BatchExecutor:
     handlers = dict(HANDLERS) if handler is None else {"order_update": handler}
     custom = custom_handlers or {}
@@ -121,7 +122,7 @@ def executor_for(
         custom,
         IntakePolicy(
             max_body_bytes=MAX_BODY_BYTES,
-            max_operations=MAX_OPERATIONS,
+            max_operations=max_operations,
             allowed_publishers=frozenset(),
             operation_types=frozenset(handlers) | {"custom"},
             custom_handlers=frozenset(custom),
@@ -581,6 +582,7 @@ class TestAtomic:
         crashed = result_of(the_completion(db), 1)
         assert crashed.error is not None
         assert "secret" not in crashed.error.message
+        assert crashed.error.type == "InternalError", "never an internal class name"
 
 
 # -- redelivery and exactly-once effects -------------------------------------------------------
@@ -768,6 +770,60 @@ class TestDuplicateBatch:
         assert outcomes(db) == [(0, Outcome.SUCCEEDED, 200, None)]
 
 
+class TestSubmittedOverHttp:
+    """The HTTP API stores a batch `pending` before publishing it (adapters/submissions.py)."""
+
+    async def pending(self, db: FakeDatabase, body: bytes) -> None:
+        request = BatchRequest.model_validate_json(body)
+        db.batches[BATCH_ID] = StoredBatch(
+            state=BatchState(
+                batch_id=BATCH_ID,
+                operation_type="order_update",
+                actor_id=ADMIN,
+                mode=Mode.CONTINUE,
+                total=len(request.operations),
+                created_at=T0,
+            ),
+            handler=None,
+            fingerprint=fingerprint(request),
+            correlation_id="http-1",
+            completion_event=None,
+        )
+
+    async def test_the_consumer_takes_a_pending_batch_as_new_work(self, db):
+        body = batch_body(PARTIAL_BATCH)
+        await self.pending(db, body)
+
+        disposition = await executor_for(db).handle(delivery(body, correlation_id="http-1"))
+
+        assert disposition is Disposition.ACK
+        state = stored_state(db)
+        assert state.status is BatchStatus.PARTIAL
+        assert state.created_at == T0, "the pending row's creation time stays"
+        assert state.started_at is not None
+
+    async def test_a_pending_batch_refused_by_policy_becomes_rejected(self, db):
+        body = json.loads(batch_body([ACCEPT_1]))
+        body["operations"] = [ACCEPT_1] * 2
+        raw = json.dumps(body).encode()
+        await self.pending(db, raw)
+        executor = executor_for(db, max_operations=1)
+
+        assert await executor.handle(delivery(raw)) is Disposition.DEAD_LETTER
+
+        assert stored_state(db).status is BatchStatus.REJECTED
+        assert db.batches[BATCH_ID].code is ErrorCode.VALIDATION_ERROR
+
+    async def test_another_body_under_a_pending_batch_id_conflicts_and_leaves_it_pending(self, db):
+        await self.pending(db, batch_body(PARTIAL_BATCH))
+
+        disposition = await executor_for(db).handle(delivery(batch_body([NOTES_3])))
+
+        assert disposition is Disposition.DEAD_LETTER
+        assert stored_state(db).status is BatchStatus.PENDING
+        assert untouched(db, 3)
+
+
 class TestInvalidRequest:
     async def test_an_invalid_request_is_dead_lettered_with_a_rejection_and_nothing_else(self, db):
         body = json.loads(batch_body(PARTIAL_BATCH))
@@ -780,8 +836,48 @@ class TestInvalidRequest:
         rejection = BatchRejected.model_validate_json(db.outbox[0].body)
         assert rejection.code is ErrorCode.VALIDATION_ERROR
         assert rejection.correlation_id == "corr-1"
-        assert db.batches == {}
         assert untouched(db, 1, 2, 3)
+        # Its batch_id and actor_id are valid: the batch is on record as rejected, run never.
+        stored = db.batches[rejection.batch_id]
+        assert stored.state.status is BatchStatus.REJECTED
+        assert (stored.code, stored.errors) == (ErrorCode.VALIDATION_ERROR, rejection.errors)
+        assert stored.completion_event == db.outbox[0].body
+        assert db.results == {}
+
+    async def test_two_different_unparseable_messages_get_their_own_ids_and_correlations(self, db):
+        first = replace(delivery(b"not json", correlation_id="a"), message_id="m1")
+        second = replace(delivery(b"not json", correlation_id="b"), message_id="m2")
+        await executor_for(db).handle(first)
+        await executor_for(db).handle(second)
+
+        one, other = (BatchRejected.model_validate_json(m.body) for m in db.outbox)
+        assert one.event_id != other.event_id, "a subscriber de-duplicating would drop one"
+        assert (one.correlation_id, other.correlation_id) == ("a", "b")
+
+    async def test_a_rejected_batch_id_is_taken_later_bodies_conflict_and_it_stays(self, db):
+        invalid = json.loads(batch_body([ACCEPT_1]))
+        invalid["mode"] = "sometimes"
+        await executor_for(db).handle(delivery(json.dumps(invalid).encode()))
+
+        disposition = await executor_for(db).handle(delivery(batch_body([ACCEPT_1])))
+
+        assert disposition is Disposition.DEAD_LETTER
+        conflict = BatchRejected.model_validate_json(db.outbox[-1].body)
+        assert conflict.code is ErrorCode.CONFLICT
+        assert stored_state(db).status is BatchStatus.REJECTED
+        assert untouched(db, 1)
+
+    async def test_the_same_request_sent_again_after_its_refusal_was_fixed_runs(self, db):
+        body = batch_body([ACCEPT_1, NOTES_3])
+        await executor_for(db, max_operations=1).handle(delivery(body))
+        assert stored_state(db).status is BatchStatus.REJECTED
+
+        disposition = await executor_for(db).handle(delivery(body))
+
+        assert disposition is Disposition.ACK
+        assert stored_state(db).status is BatchStatus.COMPLETED
+        assert db.batches[BATCH_ID].code is None
+        assert order_status(db, 1) is OrderStatus.ACCEPTED
 
     async def test_a_redelivered_rejection_keeps_its_event_id(self, db):
         await executor_for(db).handle(delivery(b"not json"))
@@ -820,6 +916,7 @@ class TestDeliveryLimit:
         crashed = result_of(completion, 1)
         assert crashed.error is not None
         assert crashed.error.code is ErrorCode.INTERNAL_ERROR
+        assert crashed.error.type == "InternalError"
         assert routing_keys(db)[-1] == "batch.order_update.partial"
 
     async def test_a_batch_never_claimed_before_it_was_dead_lettered_fails_without_running(

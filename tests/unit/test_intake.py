@@ -1,4 +1,5 @@
-"""Intake (consumer/service_layer/intake.py): which deliveries are batches, and why (DESIGN §3)."""
+"""Intake (consumer/service_layer/intake.py): which deliveries are batches, and why
+(docs/contract.md, "Batch request")."""
 
 from __future__ import annotations
 
@@ -49,9 +50,11 @@ def a_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def deliver(body: dict[str, Any] | bytes, user_id: str | None = "producer") -> Delivery:
+def deliver(
+    body: dict[str, Any] | bytes, user_id: str | None = "producer", message_id: str | None = None
+) -> Delivery:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return Delivery(body=raw, user_id=user_id, correlation_id="corr-1")
+    return Delivery(body=raw, user_id=user_id, message_id=message_id, correlation_id="corr-1")
 
 
 def rejected(delivery: Delivery, policy: IntakePolicy | None = None) -> Rejection:
@@ -97,11 +100,31 @@ class TestAccepts:
 
 
 class TestRejects:
-    def test_a_body_over_the_limit_is_refused_without_reading_it(self):
+    def test_a_body_over_the_limit_is_refused_and_keeps_the_batch_its_head_names(self):
         rejection = rejected(deliver(padded_to(MAX_BODY_BYTES + 1)))
         assert kinds(rejection) == ["body_too_large"]
         assert rejection.code is ErrorCode.VALIDATION_ERROR
-        # Not even peeked: a huge body is not parsed at all.
+        assert (rejection.batch_id, rejection.operation_type) == (UUID(BATCH_ID), "order_update")
+        assert rejection.actor_id == 1
+        assert rejection.recordable
+
+    def test_a_body_over_the_limit_whose_head_names_nothing_stays_anonymous(self):
+        body = b'{"operations": [' + b" " * (MAX_BODY_BYTES + 1) + b"]}"
+        rejection = rejected(deliver(body))
+        assert (rejection.batch_id, rejection.operation_type) == (None, "unknown")
+        assert not rejection.recordable
+
+    def test_a_cut_short_body_keeps_the_fields_complete_in_its_first_4_kib(self):
+        whole = json.dumps(a_body(notes="x" * 5000)).encode()
+        rejection = rejected(deliver(whole[:4500]))
+        assert (rejection.batch_id, rejection.operation_type) == (UUID(BATCH_ID), "order_update")
+
+    def test_a_field_nested_in_an_operation_is_not_taken_for_the_batch_s(self):
+        body = (
+            b'{"operations": [{"data": {"batch_id": "' + BATCH_ID.encode() + b'", '
+            b'"operation_type": "custom"}}], "broken'
+        )
+        rejection = rejected(deliver(body))
         assert (rejection.batch_id, rejection.operation_type) == (None, "unknown")
 
     def test_a_lower_configured_body_limit_applies(self):
@@ -180,15 +203,24 @@ class TestRejects:
         assert sorted(kinds(rejection)) == ["too_many_operations", "unknown_handler"]
 
 
-class TestRequestKey:
-    def test_a_redelivered_copy_of_a_refused_message_has_the_same_key(self):
+class TestRejectionEventId:
+    def test_a_redelivered_copy_of_a_refused_message_has_the_same_event_id(self):
         body = a_body(actor_id=0)
-        assert rejected(deliver(body)).request_key == rejected(deliver(body)).request_key
+        assert (
+            rejected(deliver(body, message_id="m1")).event_id
+            == rejected(deliver(body, message_id="m1")).event_id
+        )
 
-    def test_different_refused_bodies_have_different_keys(self):
+    def test_different_refused_bodies_have_different_event_ids(self):
         one = rejected(deliver(a_body(actor_id=0)))
         other = rejected(deliver(a_body(actor_id=-1)))
-        assert one.request_key != other.request_key
+        assert one.event_id != other.event_id
+
+    def test_the_same_bytes_under_another_message_id_get_another_event_id(self):
+        assert (
+            rejected(deliver(b"not json", message_id="m1")).event_id
+            != rejected(deliver(b"not json", message_id="m2")).event_id
+        )
 
 
 class TestFingerprint:
@@ -247,12 +279,15 @@ class TestConflict:
         assert kinds(rejection) == ["batch_id_conflict"]
         assert rejection.errors[0].loc == ["batch_id"]
 
-    def test_a_conflict_has_a_key_of_its_own_body(self):
+    def test_a_conflict_has_an_event_id_of_its_own_message(self):
         first, second = deliver(a_body()), deliver(a_body(actor_id=2))
         assert (
-            conflict(first, accepted(first)).request_key
-            != conflict(second, accepted(second)).request_key
+            conflict(first, accepted(first)).event_id != conflict(second, accepted(second)).event_id
         )
+
+    def test_a_conflict_is_never_recorded_as_a_batch(self):
+        delivery = deliver(a_body())
+        assert not conflict(delivery, accepted(delivery)).recordable
 
 
 @given(st.binary(max_size=512))

@@ -1,10 +1,12 @@
-"""Property: any batch of order updates ends exactly as a small model of DESIGN §5 predicts.
+"""Property: any batch of order updates ends exactly as a small model of docs/contract.md
+(Domain rules) predicts.
 
-The model below is written from the DESIGN text, not from consumer.domain.orders, so the two
-are checked against each other: random batches of 1–20 `order_update` operations on orders
-1–4 of the demo marketplace, run by BatchExecutor on the in-memory unit of work in each mode.
+The model below is written from the text of docs/contract.md, not from
+consumer.domain.orders, so the two are checked against each other: random batches of 1–20
+`order_update` operations on orders 1–4 of the demo marketplace, run by BatchExecutor on the
+in-memory unit of work in each mode.
 The actor is random per batch (users 1–8 or the unknown 999): `actor_id` belongs to the batch,
-not to an operation (DESIGN §3).
+not to an operation (docs/contract.md, Batch request).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ BATCH_ID = UUID("6b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d")
 ORDER_IDS = (1, 2, 3, 4)
 ACTORS = (1, 2, 3, 4, 5, 6, 7, 8, 999)
 
-# -- the model: DESIGN §5 for order_update, nothing imported from consumer.domain -------------
+# -- the model: docs/contract.md for order_update, nothing imported from consumer.domain ----
 
 STATUSES = ("pending", "accepted", "in_progress", "completed", "cancelled")
 NEXT = {
@@ -77,15 +79,16 @@ CLIENT_CASE: Start = ("in_progress", "pending", "pending", "accepted")  # client
 
 
 def seeded_orders(start: Start = SEEDED) -> dict[int, ModelOrder]:
-    """DESIGN §5 seed: order i has client 3 + (i mod 3) and professional 1 + (i mod 3), and
-    professional k is user 5 + k; `start` moves them on as earlier batches could have."""
+    """The demo data of docs/contract.md: order i has client 3 + (i mod 3) and professional
+    1 + (i mod 3), and professional k is user 5 + k; `start` moves them on as earlier batches
+    could have."""
     return {
         i: ModelOrder(client=3 + i % 3, professional_user=6 + i % 3, status=status)
         for i, status in zip(ORDER_IDS, start, strict=True)
     }
 
 
-def predict(  # noqa: PLR0911 - one return per rule reads like DESIGN §5 itself
+def predict(  # noqa: PLR0911 - one return per rule reads like the documented rules themselves
     actor: int, order: ModelOrder, change: dict[str, str]
 ) -> int:
     """The status code of one single-field change by `actor` to `order`."""
@@ -345,7 +348,7 @@ def test_a_batch_of_order_updates_ends_as_the_design_predicts(mode, batch):
 
 
 class TestModel:
-    def test_the_seed_matches_design(self):
+    def test_the_seed_matches_the_documented_demo_data(self):
         orders = seeded_orders()
         assert [(o.client, o.professional_user) for o in orders.values()] == [
             (4, 7),

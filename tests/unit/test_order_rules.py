@@ -19,7 +19,7 @@ IN_PROGRESS = OrderStatus.IN_PROGRESS
 COMPLETED = OrderStatus.COMPLETED
 CANCELLED = OrderStatus.CANCELLED
 
-# Written out from DESIGN §5 rather than imported, so that the table itself is under test.
+# Written out from docs/contract.md rather than imported, so that the table itself is under test.
 ALLOWED_TRANSITIONS = {
     (PENDING, ACCEPTED),
     (PENDING, CANCELLED),

@@ -1,1 +1,2 @@
-"""HTTP API (DESIGN §7): batch look-ups, statistics and submission for HTTP-only clients."""
+"""HTTP API (docs/contract.md, HTTP API): batch look-ups, statistics and submission for
+HTTP-only clients."""

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import structlog
@@ -15,10 +16,8 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Respons
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from consumer import metrics
 from consumer.adapters import queries
@@ -27,6 +26,7 @@ from consumer.adapters.relay import backlog
 from consumer.adapters.tokens import authenticate
 from consumer.domain.model import Actor
 from consumer.entrypoints.http import labels, problems
+from consumer.entrypoints.http.middleware import BodyLimit, ErrorGuard, QueryHygiene
 from consumer.entrypoints.http.schemas import (
     Accepted,
     BatchDetail,
@@ -37,10 +37,26 @@ from consumer.entrypoints.http.schemas import (
     Problem,
     Stats,
 )
-from contracts import BatchCompleted, BatchRejected, BatchRequest, BatchStatus, Outcome
-from publisher import BatchPublisher, CompletionTimeout, PublishError
+from consumer.entrypoints.http.submission import rejected_problem, submit, to_request
+from consumer.log_config import LogThrottle
+from consumer.service_layer.faults import describe
+from contracts import (
+    MAX_BODY_BYTES,
+    MAX_OPERATIONS,
+    BatchCompleted,
+    BatchRejected,
+    BatchStatus,
+    Outcome,
+)
+from contracts.schema import render
+from publisher import BatchPublisher
 
 log = structlog.get_logger(__name__)
+_throttled = LogThrottle(log)  # a scrape every few seconds during an outage: one line per 10 s
+DESCRIPTION = (
+    "Status, history and submission of batchops batches. The whole contract, the broker side "
+    "included, is docs/contract.md in the batchops repository."
+)
 API = "/api/v1/batch"
 MAX_WAIT_SECONDS = 30
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -55,6 +71,7 @@ class ApiContext:
     max_body_bytes: int
     # Extra readiness checks by name (e.g. "consumer": is it consuming?).
     readiness: dict[str, Callable[[], bool]]
+    max_operations: int = MAX_OPERATIONS
 
 
 def create_app(context: ApiContext, *, probes_only: bool = False) -> FastAPI:
@@ -68,49 +85,36 @@ def create_app(context: ApiContext, *, probes_only: bool = False) -> FastAPI:
     app = FastAPI(
         title="batchops",
         version="1.0",
-        description="Status, history and submission of batchops batches (DESIGN §7).",
+        description=DESCRIPTION,
         lifespan=lifespan,
+        redirect_slashes=False,
     )
     app.state.context = context
     problems.install(app)
+    # Starlette runs the last added outermost: the guard sees what the others let through.
+    app.add_middleware(ErrorGuard)
     app.add_middleware(BodyLimit, max_bytes=context.max_body_bytes)
+    app.add_middleware(QueryHygiene)
     app.include_router(Routes(context).router(probes_only=probes_only))
     return app
 
 
-class BodyLimit:
-    """Refuse bodies over the limit with 413 before they are read whole."""
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document as served, built without connecting to anything."""
+    context = ApiContext(
+        engine=create_async_engine("postgresql+asyncpg://localhost/unused"),
+        publisher=BatchPublisher(),
+        max_body_bytes=MAX_BODY_BYTES,
+        readiness={},
+    )
+    return create_app(context).openapi()
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self._app = app
-        self._max = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self._max:
-            await self._too_large(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self._max:
-                raise problems.ProblemError(413, f"the body is larger than {self._max} bytes")
-            return message
-
-        await self._app(scope, limited, send)
-
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        response = problems.problem_response(
-            request, 413, f"the body is larger than {self._max} bytes"
-        )
-        await response(scope, receive, send)
+def write_openapi(path: Path) -> Path:
+    """Write the OpenAPI document in its committed form; returns `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(openapi_document()), encoding="utf-8")
+    return path
 
 
 bearer = HTTPBearer(auto_error=False, description="a token from `batchops token create`")
@@ -157,57 +161,50 @@ class Routes:
 
     def router(self, *, probes_only: bool = False) -> APIRouter:
         router = APIRouter()
-        router.add_api_route("/healthz", self.healthz, methods=["GET"], response_model=Health)
-        router.add_api_route(
+        _route(router, "/healthz", self.healthz, response_model=Health)
+        _route(
+            router,
             "/readyz",
             self.readyz,
-            methods=["GET"],
             response_model=Health,
-            responses={503: {"model": Health, "description": "a dependency is unreachable"}},
+            responses={503: {"model": Problem, "description": "a dependency is unreachable"}},
         )
-        router.add_api_route("/metrics", self.metrics, methods=["GET"], response_class=Response)
+        _route(router, "/metrics", self.metrics, response_class=Response)
         if probes_only:
             return router
-        router.add_api_route(
-            f"{API}/history/",
-            self.history,
-            methods=["GET"],
-            response_model=HistoryPage,
-            responses=ERRORS,
-        )
-        router.add_api_route(
-            f"{API}/stats/", self.stats, methods=["GET"], response_model=Stats, responses=ERRORS
-        )
-        router.add_api_route(
+        # history/ and stats/ before {batch_id}/, which would take their names as ids.
+        _route(router, f"{API}/history/", self.history, response_model=HistoryPage)
+        _route(router, f"{API}/stats/", self.stats, response_model=Stats)
+        _route(
+            router,
             f"{API}/{{batch_id}}/",
             self.detail,
-            methods=["GET"],
             response_model=BatchDetail,
-            responses={**ERRORS, 404: {"model": Problem, "description": "no such batch for you"}},
+            responses={404: {"model": Problem, "description": "no such batch for you"}},
         )
-        router.add_api_route(
+        _route(
+            router,
             f"{API}/{{batch_id}}/results",
             self.results,
-            methods=["GET"],
             responses={
-                **ERRORS,
                 200: {"content": {"text/csv": {}}, "description": "JSON list, or CSV"},
                 404: {"model": Problem, "description": "no such batch for you"},
             },
         )
-        router.add_api_route(
+        _route(
+            router,
             f"{API}/",
             self.submit,
             methods=["POST"],
             status_code=202,
             response_model=Accepted,
             responses={
-                **ERRORS,
                 200: {"model": BatchCompleted, "description": "finished within ?wait"},
                 400: {"model": Problem, "description": "not JSON"},
+                409: {"model": Problem, "description": "the batch_id is taken by another body"},
                 413: {"model": Problem, "description": "body too large"},
-                422: {"model": Problem, "description": "not a valid batch"},
-                503: {"model": Problem, "description": "the broker did not take the batch"},
+                422: {"model": Problem, "description": "not a valid batch, or rejected"},
+                503: {"model": Problem, "description": "the broker did not confirm the batch"},
             },
         )
         return router
@@ -215,12 +212,13 @@ class Routes:
     async def healthz(self) -> Health:
         return Health(status="ok")
 
-    async def readyz(self) -> JSONResponse:
+    async def readyz(self, request: Request) -> JSONResponse:
         checks = {"database": await self._database_ok(), "broker": self.context.publisher.is_open}
         checks |= {name: probe() for name, probe in self.context.readiness.items()}
-        ready = all(checks.values())
-        body = Health(status="ok" if ready else "unavailable", checks=checks)
-        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+        if all(checks.values()):
+            return JSONResponse(Health(status="ok", checks=checks).model_dump())
+        down = ", ".join(name for name, ok in checks.items() if not ok)
+        return problems.problem_response(request, 503, f"not ready: {down}", checks=checks)
 
     async def _database_ok(self) -> bool:
         try:
@@ -237,7 +235,7 @@ class Routes:
             metrics.OUTBOX_BACKLOG.set(unsent)
             metrics.OUTBOX_OLDEST_AGE.set(oldest)
         except Exception as exc:  # noqa: BLE001 - metrics must render even without a database
-            log.warning("outbox_backlog_unavailable", error=repr(exc))
+            _throttled.warning("outbox_backlog_unavailable", error=describe(exc))
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     async def detail(
@@ -322,38 +320,40 @@ class Routes:
         response: Response,
         wait: Annotated[int | None, Query(ge=0, le=MAX_WAIT_SECONDS)] = None,
     ) -> Any:
-        try:
-            request = BatchRequest.model_validate(
-                {
-                    **submission.model_dump(exclude_none=True),
-                    "batch_id": submission.batch_id or uuid.uuid4(),
-                    "actor_id": actor.id,
-                }
-            )
-        except ValidationError as exc:
-            errors = [
-                {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
-                for e in exc.errors(include_url=False, include_input=False)
-            ]
-            raise problems.ProblemError(422, "the batch is not valid", errors=errors) from None
+        request = to_request(submission, actor, self.context.max_operations)
+        outcome = await submit(self.context.engine, self.context.publisher, request, wait)
         location = f"{API}/{request.batch_id}/"
-        response.headers["Location"] = location
-        accepted = Accepted(batch_id=request.batch_id, location=location)
-        try:
-            if not wait:
-                await self.context.publisher.publish(request)
-                return accepted
-            try:
-                completion = await self.context.publisher.publish_and_wait(request, timeout=wait)
-            except CompletionTimeout:
-                return accepted
-        except PublishError as exc:
-            raise problems.ProblemError(503, f"the batch was not accepted: {exc}") from None
-        if isinstance(completion, BatchRejected):
-            errors = [e.model_dump() for e in completion.errors]
-            raise problems.ProblemError(422, "the batch was rejected", errors=errors)
+        if isinstance(outcome, Accepted):
+            response.headers["Location"] = location
+            return outcome
+        if isinstance(outcome, BatchRejected):
+            raise rejected_problem(outcome)
         return JSONResponse(
-            completion.model_dump(mode="json"), status_code=200, headers={"Location": location}
+            outcome.model_dump(mode="json"), status_code=200, headers={"Location": location}
+        )
+
+
+def _route(
+    router: APIRouter,
+    path: str,
+    endpoint: Callable[..., Any],
+    *,
+    methods: list[str] | None = None,
+    responses: dict[int | str, dict[str, Any]] | None = None,
+    **options: Any,
+) -> None:
+    """Serve `path` with and without its trailing slash (no redirect); the OpenAPI document
+    lists the form the contract shows."""
+    other = path.removesuffix("/") if path.endswith("/") else f"{path}/"
+    described = {**ERRORS, **(responses or {})} if path.startswith(API) else responses
+    for form, listed in ((path, True), (other, False)):
+        router.add_api_route(
+            form,
+            endpoint,
+            methods=methods or ["GET"],
+            responses=described,
+            include_in_schema=listed,
+            **options,
         )
 
 

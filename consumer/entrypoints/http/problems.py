@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,6 +21,7 @@ _TITLES = {
     401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
+    409: "Conflict",
     413: "Content Too Large",
     422: "Unprocessable Content",
     500: "Internal Server Error",
@@ -51,6 +52,7 @@ def problem_response(
     *,
     errors: list[dict[str, Any]] | None = None,
     headers: Mapping[str, str] | None = None,
+    checks: Mapping[str, bool] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": "about:blank",
@@ -61,10 +63,13 @@ def problem_response(
     }
     if errors is not None:
         body["errors"] = errors
+    if checks is not None:
+        body["checks"] = dict(checks)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def _clean(errors: list[Any]) -> list[dict[str, Any]]:
+def error_list(errors: Iterable[Any]) -> list[dict[str, Any]]:
+    """pydantic's errors as the `errors` of a problem: where, what and which kind."""
     # The offending input is left out: it may be large, and it is the caller's own anyway.
     return [
         {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type")}
@@ -121,7 +126,7 @@ def install(app: FastAPI) -> None:
 
     async def on_invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this type
-        errors = _clean(list(exc.errors()))
+        errors = error_list(exc.errors())
         if any(err["type"] == "json_invalid" for err in errors):
             return problem_response(request, 400, "the body is not valid JSON", errors=errors)
         return problem_response(request, 422, "the request is not valid", errors=errors)

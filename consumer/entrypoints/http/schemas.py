@@ -8,12 +8,21 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts import MAX_OPERATIONS, Mode, Operation, OperationResult, OperationType
+from contracts import (
+    MAX_OPERATIONS,
+    ErrorCode,
+    Mode,
+    Operation,
+    OperationResult,
+    OperationType,
+    RejectionReason,
+)
 from contracts.requests import HandlerName
 
 
 class BatchSubmission(BaseModel):
-    """DESIGN §3 without `actor_id` (the token's user); `batch_id` is generated when absent."""
+    """A batch request without `actor_id` (the token's user); `batch_id` is generated when
+    absent."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,6 +53,10 @@ class BatchSummary(BaseModel):
     started_at: datetime | None
     completed_at: datetime | None
     duration_seconds: float | None
+    code: ErrorCode | None = Field(None, description="A rejected batch's error code.")
+    errors: list[RejectionReason] | None = Field(
+        None, description="Why a rejected batch was refused (its rejection event's errors)."
+    )
 
 
 class BatchDetail(BatchSummary):
@@ -81,6 +94,7 @@ class Problem(BaseModel):
     detail: str | None = None
     instance: str | None = None
     errors: list[dict[str, Any]] | None = None
+    checks: dict[str, bool] | None = Field(None, description="/readyz: what answers, what not")
 
 
 class Health(BaseModel):
