@@ -2,20 +2,24 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+# The example custom handler (append_order_note), a plugin of its own: the tests, the fault suite
+# and the chaos soak publish batches for it; the batchops package and its image do not hold it.
+EXAMPLE_PLUGIN := examples/handlers
 
 .PHONY: install demo test lint types unit schema asyncapi interop floors clean
 
-$(BIN)/batchops: pyproject.toml
+$(BIN)/batchops: pyproject.toml $(EXAMPLE_PLUGIN)/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps -e $(EXAMPLE_PLUGIN)
 	touch $(BIN)/batchops
 
 install: $(BIN)/batchops
 
 ## Run the service end to end against the local RabbitMQ and PostgreSQL.
 demo: install
-	$(BIN)/python -m consumer.demo
+	$(BIN)/python examples/demo.py
 
 ## Lint, type-check, validate the AsyncAPI document and run every test against the real
 ## services; then the Node.js interop example when node is on PATH.
@@ -36,12 +40,13 @@ interop: install
 ## The unit and integration tests on the lowest versions pyproject.toml allows (a venv of its
 ## own, made once and kept while pyproject.toml does not change).
 FLOORS := .venv-floors
-$(FLOORS)/.installed: pyproject.toml tools/floors.py
+$(FLOORS)/.installed: pyproject.toml tools/floors.py $(EXAMPLE_PLUGIN)/pyproject.toml
 	test -x $(FLOORS)/bin/python || $(PYTHON) -m venv $(FLOORS)
 	$(FLOORS)/bin/pip install --quiet --upgrade pip
 	$(PYTHON) tools/floors.py pyproject.toml > $(FLOORS)/requirements.txt
 	$(FLOORS)/bin/pip install --quiet -r $(FLOORS)/requirements.txt
 	$(FLOORS)/bin/pip install --quiet --no-deps -e .
+	$(FLOORS)/bin/pip install --quiet --no-deps -e $(EXAMPLE_PLUGIN)
 	touch $@
 
 floors: $(FLOORS)/.installed
@@ -50,6 +55,7 @@ floors: $(FLOORS)/.installed
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 types: install
 	$(BIN)/mypy
@@ -64,4 +70,4 @@ schema: install
 	$(BIN)/batchops schema --openapi --output contracts/schemas
 
 clean:
-	rm -rf $(VENV) $(FLOORS) tools/asyncapi/node_modules examples/node/node_modules .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) $(FLOORS) tools/asyncapi/node_modules examples/node/node_modules .mypy_cache .ruff_cache .pytest_cache *.egg-info $(EXAMPLE_PLUGIN)/*.egg-info

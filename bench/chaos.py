@@ -9,8 +9,10 @@ Runs a PostgreSQL server of its own (initdb into a temporary directory, a free p
 fresh broker namespace on BATCHOPS_AMQP_URL. Every `--min-kill`..`--max-kill` seconds a fault
 strikes: the consumer is killed with SIGKILL and restarted, and every `--restart-every`-th
 fault is instead a PostgreSQL restart, in fast and in immediate mode by turns (0: no
-restarts). Every operation appends a unique token to its own order's notes through the shipped
+restarts). Every operation appends a unique token to its own order's notes through the
 `append_order_note` custom handler, so an operation applied twice shows up as the token twice.
+That handler belongs to the example plugin (examples/handlers), not to batchops: the soak
+installs the plugin into its own environment first when it is missing there.
 
 Prints one JSON line with lost / duplicated / stuck / wrongly_failed counts (all must be 0:
 the exit status is 1 otherwise). Wrongly failed: an operation that ended INTERNAL_ERROR,
@@ -24,12 +26,14 @@ import asyncio
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +45,7 @@ from bench.service import ServiceProcess
 from consumer.adapters.database import create_engine
 from consumer.adapters.tables import batch_operations, operation_results, orders, outbox
 from consumer.config import Settings
+from consumer.service_layer.registry import ENTRY_POINT_GROUP
 from contracts import BatchRequest, ErrorCode, Topology
 from publisher import BatchPublisher, declare_topology
 
@@ -54,7 +59,23 @@ FAILURE_CODES = (
     ErrorCode.SKIPPED.value,
 )
 TRACEBACK = "Traceback (most recent call last)"
+EXAMPLE_PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "handlers"
+HANDLER = "append_order_note"
 Fault = Literal["kill", "fast", "immediate"]
+
+
+def install_example_plugin() -> None:
+    """Install examples/handlers (editable) unless its handler is registered already: the
+    consumers the soak starts run from this environment and must find it."""
+    if metadata.entry_points(group=ENTRY_POINT_GROUP, name=HANDLER):
+        return
+    print(f"chaos: installing the example plugin ({EXAMPLE_PLUGIN})", file=sys.stderr)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(EXAMPLE_PLUGIN)],
+        check=True,
+    )
+    if not metadata.entry_points(group=ENTRY_POINT_GROUP, name=HANDLER):
+        raise SystemExit(f"chaos: {EXAMPLE_PLUGIN} installed, yet no {HANDLER} handler is found")
 
 
 def requests(batches: int, ops: int) -> list[BatchRequest]:
@@ -69,7 +90,7 @@ def requests(batches: int, ops: int) -> list[BatchRequest]:
                 {
                     "batch_id": str(uuid.uuid4()),
                     "operation_type": "custom",
-                    "handler": "append_order_note",
+                    "handler": HANDLER,
                     "actor_id": 1,
                     "operations": operations,
                 }
@@ -286,6 +307,7 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()
+    install_example_plugin()
     report = asyncio.run(soak(args))
     print(json.dumps(report))
     counts = ("lost", "duplicated", "stuck", "wrongly_failed")

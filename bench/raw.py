@@ -23,7 +23,7 @@ import asyncpg
 from bench.environment import OrderIds
 
 # The same statements the service's repositories issue for an order_update (see
-# consumer/adapters/repositories.py: get_order_for_update, save_order, add_result).
+# consumer/adapters/marketplace.py: get_order_for_update, save_order; batches.py: add_result).
 SELECT_ORDER = """
 SELECT orders.id, orders.client_id, orders.professional_id, orders.service_id, orders.status,
        orders.notes, orders.price, professionals.user_id AS professional_user_id

@@ -15,13 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.adapters.database import create_engine
 from consumer.adapters.db_faults import classify
+from consumer.adapters.event_publisher import EventPublisher
 from consumer.adapters.pg import ConnectionPool
-from consumer.adapters.relay import OutboxRelay
 from consumer.adapters.serial import SerialGate
 from consumer.adapters.unit_of_work import SqlUnitOfWork
 from consumer.config import Settings
 from consumer.entrypoints.http.app import ApiContext, create_app
 from consumer.entrypoints.rabbit import RequestConsumer
+from consumer.entrypoints.relay import OutboxRelay
+from consumer.observability import ProcessTelemetry
 from consumer.service_layer.availability import DatabaseAvailability
 from consumer.service_layer.events import EventFactory
 from consumer.service_layer.executor import BatchExecutor
@@ -68,7 +70,7 @@ class Service:
             self._connection = await aio_pika.connect_robust(
                 self.settings.amqp_url, client_properties={"connection_name": "batchops"}
             )
-            self.relay.attach(await self._connection.channel(publisher_confirms=True))
+            self.relay.publisher.attach(await self._connection.channel(publisher_confirms=True))
             await self.consumer.start(
                 await self._connection.channel(), await self._connection.channel()
             )
@@ -172,8 +174,45 @@ def bootstrap(
     consume: bool = True,
     http: bool = False,
 ) -> Service:
-    # The HTTP API and the serial gate go through SQLAlchemy's engine; batches and the relay
-    # through the pool of plain asyncpg connections that their hot path needs.
+    engine, pool = _database(settings)
+    telemetry = ProcessTelemetry()
+    availability = DatabaseAvailability(pool.probe, telemetry=telemetry)
+    instrument_retries(classify, telemetry)
+    transactions = Transactions(
+        uow_factory or (lambda: SqlUnitOfWork(pool)),
+        classify,
+        availability,
+        RetryPolicy(
+            settings.db_retry_seconds, settings.retry_base_seconds, settings.retry_max_seconds
+        ),
+    )
+    relay = OutboxRelay(
+        pool,
+        availability,
+        EventPublisher(),
+        batch_size=settings.relay_batch_size,
+        poll_seconds=settings.relay_poll_seconds,
+    )
+    executor = _executor(settings, transactions, handlers, custom_handlers, relay, telemetry)
+    gate = SerialGate(pool, transactions) if settings.serialize_batches else None
+    return Service(
+        settings=settings,
+        engine=engine,
+        pool=pool,
+        availability=availability,
+        executor=executor,
+        relay=relay,
+        consumer=RequestConsumer(
+            executor, settings.topology, settings.prefetch, availability, gate=gate
+        ),
+        consume=consume,
+        http=http,
+    )
+
+
+def _database(settings: Settings) -> tuple[AsyncEngine, ConnectionPool]:
+    """The HTTP API goes through SQLAlchemy's engine; batches, the relay and the serial gate
+    through the pool of plain asyncpg connections that their hot path needs."""
     engine = create_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
@@ -190,62 +229,34 @@ def bootstrap(
         command_timeout=settings.db_command_timeout_seconds,
         connect_timeout=settings.db_connect_timeout_seconds,
     )
-    if uow_factory is None:
+    return engine, pool
 
-        def uow_factory() -> AbstractUnitOfWork:
-            return SqlUnitOfWork(pool)
 
-    availability = DatabaseAvailability(pool.probe)
-    instrument_retries(classify)
-    transactions = Transactions(
-        uow_factory,
-        classify,
-        availability,
-        RetryPolicy(
-            settings.db_retry_seconds, settings.retry_base_seconds, settings.retry_max_seconds
-        ),
-    )
-
+def _executor(
+    settings: Settings,
+    transactions: Transactions,
+    handlers: Mapping[str, OperationHandler] | None,
+    custom_handlers: Mapping[str, OperationHandler] | None,
+    relay: OutboxRelay,
+    telemetry: ProcessTelemetry,
+) -> BatchExecutor:
     handlers = HANDLERS if handlers is None else handlers
-    if custom_handlers is None:
-        custom_handlers = load_custom_handlers()
-    topology = settings.topology
-    relay = OutboxRelay(
-        pool,
-        availability,
-        batch_size=settings.relay_batch_size,
-        poll_seconds=settings.relay_poll_seconds,
+    custom_handlers = load_custom_handlers() if custom_handlers is None else custom_handlers
+    policy = IntakePolicy(
+        max_body_bytes=settings.max_body_bytes,
+        max_operations=settings.max_operations,
+        allowed_publishers=frozenset(settings.allowed_publishers),
+        # `custom` is always accepted here; its handler name is checked on its own.
+        operation_types=frozenset(handlers) | {"custom"},
+        custom_handlers=frozenset(custom_handlers),
     )
-    executor = BatchExecutor(
+    return BatchExecutor(
         transactions,
         handlers,
         custom_handlers,
-        IntakePolicy(
-            max_body_bytes=settings.max_body_bytes,
-            max_operations=settings.max_operations,
-            allowed_publishers=frozenset(settings.allowed_publishers),
-            # `custom` is always accepted here; its handler name is checked on its own.
-            operation_types=frozenset(handlers) | {"custom"},
-            custom_handlers=frozenset(custom_handlers),
-        ),
-        EventFactory(topology),
+        policy,
+        EventFactory(settings.topology, telemetry),
         delivery_limit=settings.delivery_limit,
-        on_outbox=lambda urgent: relay.wake(urgent=urgent),
-    )
-    return Service(
-        settings=settings,
-        engine=engine,
-        pool=pool,
-        availability=availability,
-        executor=executor,
-        relay=relay,
-        consumer=RequestConsumer(
-            executor,
-            topology,
-            settings.prefetch,
-            availability,
-            gate=SerialGate(pool, transactions) if settings.serialize_batches else None,
-        ),
-        consume=consume,
-        http=http,
+        on_outbox=relay.wake,
+        telemetry=telemetry,
     )

@@ -12,6 +12,7 @@ from contracts import (
     MAX_OPERATIONS,
     Topology,
 )
+from publisher import DEFAULT_AMQP_URL
 
 
 class Settings(BaseSettings):
@@ -19,7 +20,7 @@ class Settings(BaseSettings):
         env_prefix="BATCHOPS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
 
-    amqp_url: str = "amqp://guest:guest@localhost:5672/"
+    amqp_url: str = DEFAULT_AMQP_URL
     database_url: str = "postgresql+asyncpg://localhost/batchops"
     namespace: str = Field(DEFAULT_NAMESPACE, pattern=r"^[A-Za-z0-9_.-]+$")
     http_host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on every interface

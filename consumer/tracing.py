@@ -7,7 +7,7 @@ Without OpenTelemetry installed every function here is a cheap no-op.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 try:
     from opentelemetry import propagate, trace
@@ -56,11 +56,3 @@ def current_traceparent() -> str | None:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier.get(TRACEPARENT)
-
-
-def headers_with_trace(headers: Mapping[str, str] | None = None) -> dict[str, str]:
-    traceparent = current_traceparent()
-    merged = dict(headers or {})
-    if traceparent:
-        merged[TRACEPARENT] = traceparent
-    return merged

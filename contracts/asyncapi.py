@@ -12,37 +12,26 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from contracts._asyncapi_channels import AMQP_BINDING, CHANNELS, REPLIES, ref
 from contracts.events import BATCH_EVENT_TYPE, OPERATION_EVENT_TYPE, BatchStatus, Outcome
 from contracts.requests import REQUEST_TYPE, OperationType
 from contracts.schema import COMMITTED_SCHEMA_DIR, json_schemas, render
 from contracts.topology import (
-    DEFAULT_DELIVERY_LIMIT,
     DEFAULT_NAMESPACE,
     UNKNOWN_OPERATION_TYPE,
-    Topology,
-    batch_routing_key,
-    operation_routing_key,
 )
 
 ASYNCAPI_VERSION = "3.0.0"
+_JSON = "application/json"
 CONTRACT_VERSION = "1.0.0"
 COMMITTED_ASYNCAPI = COMMITTED_SCHEMA_DIR / "asyncapi.json"
 
-_AMQP_BINDING = "0.3.0"
-_JSON = "application/json"
-# Every broker name with the namespace left as a channel address expression.
-_NAMES = Topology("{namespace}", DEFAULT_DELIVERY_LIMIT)
 _TRACEPARENT = {
     "type": "string",
     "description": "W3C trace context, in the AMQP headers table: optional on a request (set when "
     "the producer traces with OpenTelemetry) and carried on to every event of the batch.",
 }
 _COMPLETION_STATUSES = [s.value for s in BatchStatus if s.is_terminal and s != BatchStatus.REJECTED]
-
-
-def _ref(*path: str) -> dict[str, str]:
-    # JSON pointer escaping (RFC 6901): "/" in a key is "~1".
-    return {"$ref": "#/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in path)}
 
 
 def _component_schemas(data_schemas: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
@@ -61,7 +50,7 @@ def _component_schemas(data_schemas: Mapping[str, Mapping[str, Any]] | None) -> 
             rewritten = _point_refs_at_components(definition)
             if hoisted.setdefault(name, rewritten) != rewritten:
                 raise ValueError(f"two different schemas are both called {name!r}")
-    return hoisted | _property_schemas()
+    return hoisted | _PROPERTY_SCHEMAS
 
 
 def _point_refs_at_components(node: Any) -> Any:
@@ -79,70 +68,69 @@ def _point_refs_at_components(node: Any) -> Any:
     return node
 
 
-def _property_schemas() -> dict[str, Any]:
-    """AMQP properties of each kind of message, described as AsyncAPI message headers."""
-    content_type = {"const": _JSON}
-    persistent = {"const": 2, "description": "persistent"}
-    return {
-        "RequestProperties": {
-            "title": "RequestProperties",
-            "type": "object",
-            "description": "AMQP basic properties of a batch request (sent as properties, not in "
-            "the headers table). Only `user_id` is required: the consumer rejects a request "
-            "without it. The others are recommended and not checked (docs/contract.md, AMQP "
-            "properties).",
-            "required": ["user_id"],
-            "properties": {
-                "content_type": content_type,
-                "delivery_mode": persistent,
-                "message_id": {"type": "string", "format": "uuid", "description": "= batch_id"},
-                "user_id": {
-                    "type": "string",
-                    "description": "The publisher's broker user (RabbitMQ refuses a forged "
-                    "one); the consumer may restrict it to BATCHOPS_ALLOWED_PUBLISHERS.",
-                },
-                "correlation_id": {"type": "string", "description": "Echoed on every event."},
-                "reply_to": {
-                    "type": "string",
-                    "description": "A queue that also receives the completion event, through "
-                    "the default exchange (request/reply).",
-                },
-                "type": {"const": REQUEST_TYPE},
-                "traceparent": _TRACEPARENT,
+# AMQP properties of each kind of message, described as AsyncAPI message headers.
+_CONTENT_TYPE = {"const": _JSON}
+_PERSISTENT = {"const": 2, "description": "persistent"}
+_PROPERTY_SCHEMAS: dict[str, Any] = {
+    "RequestProperties": {
+        "title": "RequestProperties",
+        "type": "object",
+        "description": "AMQP basic properties of a batch request (sent as properties, not in "
+        "the headers table). Only `user_id` is required: the consumer rejects a request "
+        "without it. The others are recommended and not checked (docs/contract.md, AMQP "
+        "properties).",
+        "required": ["user_id"],
+        "properties": {
+            "content_type": _CONTENT_TYPE,
+            "delivery_mode": _PERSISTENT,
+            "message_id": {"type": "string", "format": "uuid", "description": "= batch_id"},
+            "user_id": {
+                "type": "string",
+                "description": "The publisher's broker user (RabbitMQ refuses a forged "
+                "one); the consumer may restrict it to BATCHOPS_ALLOWED_PUBLISHERS.",
             },
-        },
-        "EventProperties": {
-            "title": "EventProperties",
-            "type": "object",
-            "description": "AMQP basic properties of every event. `message_id` is the event_id, "
-            "the same on every re-publication: de-duplicate on it (delivery is at-least-once).",
-            "required": ["content_type", "delivery_mode", "message_id", "type"],
-            "properties": {
-                "content_type": content_type,
-                "delivery_mode": persistent,
-                "message_id": {"type": "string", "format": "uuid", "description": "= event_id"},
-                "correlation_id": {"type": "string", "description": "The request's, if any."},
-                "type": {"enum": [OPERATION_EVENT_TYPE, BATCH_EVENT_TYPE]},
-                "traceparent": _TRACEPARENT,
+            "correlation_id": {"type": "string", "description": "Echoed on every event."},
+            "reply_to": {
+                "type": "string",
+                "description": "A queue that also receives the completion event, through "
+                "the default exchange (request/reply).",
             },
+            "type": {"const": REQUEST_TYPE},
+            "traceparent": _TRACEPARENT,
         },
-        "DeadLetterProperties": {
-            "title": "DeadLetterProperties",
-            "type": "object",
-            "description": "The original request's properties and headers, plus the headers "
-            "RabbitMQ adds when it dead-letters a message.",
-            "properties": {
-                "x-death": {"type": "array", "items": {"type": "object"}},
-                "x-first-death-reason": {
-                    "enum": ["rejected", "delivery_limit", "expired", "maxlen"],
-                    "description": "`rejected`: the request was refused (see its "
-                    "batch.<type>.rejected event); `delivery_limit`: a poison message.",
-                },
-                "x-first-death-queue": {"type": "string"},
-                "x-first-death-exchange": {"type": "string"},
+    },
+    "EventProperties": {
+        "title": "EventProperties",
+        "type": "object",
+        "description": "AMQP basic properties of every event. `message_id` is the event_id, "
+        "the same on every re-publication: de-duplicate on it (delivery is at-least-once).",
+        "required": ["content_type", "delivery_mode", "message_id", "type"],
+        "properties": {
+            "content_type": _CONTENT_TYPE,
+            "delivery_mode": _PERSISTENT,
+            "message_id": {"type": "string", "format": "uuid", "description": "= event_id"},
+            "correlation_id": {"type": "string", "description": "The request's, if any."},
+            "type": {"enum": [OPERATION_EVENT_TYPE, BATCH_EVENT_TYPE]},
+            "traceparent": _TRACEPARENT,
+        },
+    },
+    "DeadLetterProperties": {
+        "title": "DeadLetterProperties",
+        "type": "object",
+        "description": "The original request's properties and headers, plus the headers "
+        "RabbitMQ adds when it dead-letters a message.",
+        "properties": {
+            "x-death": {"type": "array", "items": {"type": "object"}},
+            "x-first-death-reason": {
+                "enum": ["rejected", "delivery_limit", "expired", "maxlen"],
+                "description": "`rejected`: the request was refused (see its "
+                "batch.<type>.rejected event); `delivery_limit`: a poison message.",
             },
+            "x-first-death-queue": {"type": "string"},
+            "x-first-death-exchange": {"type": "string"},
         },
-    }
+    },
+}
 
 
 # name: (summary, payload schema, headers schema, AMQP `type` property)
@@ -208,19 +196,19 @@ def _messages() -> dict[str, Any]:
             "title": name,
             "summary": summary,
             "contentType": _JSON,
-            "headers": _ref("components", "schemas", headers),
+            "headers": ref("components", "schemas", headers),
             "payload": (
-                _ref("components", "schemas", payload)
+                ref("components", "schemas", payload)
                 if payload is not None
                 else {
                     "description": "The original request body, byte for byte (it may be invalid)."
                 }
             ),
-            "correlationId": _ref("components", "correlationIds", "correlationId"),
+            "correlationId": ref("components", "correlationIds", "correlationId"),
         }
         if message_type is not None:
             message["bindings"] = {
-                "amqp": {"messageType": message_type, "bindingVersion": _AMQP_BINDING}
+                "amqp": {"messageType": message_type, "bindingVersion": AMQP_BINDING}
             }
         messages[name] = message
     messages["BatchRequest"]["examples"] = [_EXAMPLE_REQUEST]
@@ -247,128 +235,6 @@ def _parameters() -> dict[str, Any]:
             "description": "Kept from the request (normally its operation_type); the fanout "
             "exchange ignores it and a replay re-uses it."
         },
-    }
-
-
-def _routing_key_channel(
-    address: str,
-    exchange: str,
-    kind: str,
-    parameters: dict[str, str],
-    messages: list[str],
-    description: str,
-) -> dict[str, Any]:
-    return {
-        "address": address,
-        "description": description,
-        "parameters": {name: _ref("components", "parameters", p) for name, p in parameters.items()},
-        "messages": {m: _ref("components", "messages", m) for m in messages},
-        "bindings": {
-            "amqp": {
-                "is": "routingKey",
-                "exchange": {"name": exchange, "type": kind, "durable": True, "autoDelete": False},
-                "bindingVersion": _AMQP_BINDING,
-            }
-        },
-    }
-
-
-def _queue_channel(
-    name: str, messages: list[str], description: str, extensions: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "address": name,
-        "description": description,
-        "parameters": {"namespace": _ref("components", "parameters", "namespace")},
-        "messages": {m: _ref("components", "messages", m) for m in messages},
-        "bindings": {
-            "amqp": {
-                "is": "queue",
-                "queue": {"name": name, "durable": True, "exclusive": False, "autoDelete": False},
-                "bindingVersion": _AMQP_BINDING,
-                **extensions,
-            }
-        },
-    }
-
-
-def _channels() -> dict[str, Any]:
-    results = _NAMES.results_exchange
-    return {
-        "requests": _routing_key_channel(
-            "{operation_type}",
-            _NAMES.requests_exchange,
-            "topic",
-            {"operation_type": "operationType"},
-            ["BatchRequest"],
-            "Producers publish batch requests to the requests exchange with routing key = "
-            "operation_type, persistent, with publisher confirms and `mandatory`.",
-        ),
-        "requestsQueue": _queue_channel(
-            _NAMES.requests_queue,
-            ["BatchRequest"],
-            "The consumers' work queue (quorum), bound to the requests exchange with `#`; "
-            "competing consumers scale out. After x-delivery-limit deliveries (or when refused) "
-            "a request is dead-lettered.",
-            {
-                "x-arguments": _NAMES.requests_queue_arguments(),
-                "x-bindings": [{"exchange": _NAMES.requests_exchange, "routingKey": "#"}],
-            },
-        ),
-        "operationEvents": _routing_key_channel(
-            operation_routing_key("{operation_type}", "{outcome}"),
-            results,
-            "topic",
-            {"operation_type": "operationType", "outcome": "outcome"},
-            ["OperationResult"],
-            "One event per operation. Bind e.g. `operation.*.failed` for every failure.",
-        ),
-        "batchCompletions": _routing_key_channel(
-            batch_routing_key("{operation_type}", "{status}"),
-            results,
-            "topic",
-            {"operation_type": "operationType", "status": "completionStatus"},
-            ["BatchCompleted"],
-            "One completion per executed batch. `batch.#` matches completions and rejections.",
-        ),
-        "batchRejections": _routing_key_channel(
-            batch_routing_key("{operation_type}", BatchStatus.REJECTED.value),
-            results,
-            "topic",
-            {"operation_type": "operationTypeOrUnknown"},
-            ["BatchRejected"],
-            "A refused request: invalid, too large, no user_id, unknown handler, or a batch_id "
-            "re-used with another body (CONFLICT). The request is dead-lettered.",
-        ),
-        "completionReply": {
-            "address": None,
-            "description": "The request's `reply_to` queue, through the default exchange: it "
-            "receives a copy of the completion or rejection, with the request's correlation_id.",
-            "messages": {m: _ref("components", "messages", m) for m in _REPLIES},
-        },
-        "deadLetterExchange": _routing_key_channel(
-            "{routing_key}",
-            _NAMES.dead_letter_exchange,
-            "fanout",
-            {"routing_key": "originalRoutingKey"},
-            ["DeadLetter"],
-            "The work queue's dead-letter exchange (fanout).",
-        ),
-        "deadLetters": _queue_channel(
-            _NAMES.dead_letter_queue,
-            ["DeadLetter"],
-            "Poison and refused requests, kept for inspection (`batchops dead-letters list`) "
-            "and replay to the requests exchange (`batchops dead-letters replay`).",
-            {"x-bindings": [{"exchange": _NAMES.dead_letter_exchange, "routingKey": ""}]},
-        ),
-        "deadLetterReconcile": _queue_channel(
-            _NAMES.dead_letter_reconcile_queue,
-            ["DeadLetter"],
-            "The consumers' own copy of every dead letter: a request the broker dropped after "
-            "the delivery limit still gets its batch finished (the crashing operation "
-            "INTERNAL_ERROR, the rest SKIPPED) and its completion published. Not for operators.",
-            {"x-bindings": [{"exchange": _NAMES.dead_letter_exchange, "routingKey": ""}]},
-        ),
     }
 
 
@@ -418,8 +284,7 @@ _OPERATIONS: dict[str, tuple[str, str, list[str], str]] = {
         "properties and routing key, then removes it; batch_id keeps it idempotent.",
     ),
 }
-_PUBLISHED_PERSISTENT = {"deliveryMode": 2, "mandatory": True, "bindingVersion": _AMQP_BINDING}
-_REPLIES = ("BatchCompleted", "BatchRejected")
+_PUBLISHED_PERSISTENT = {"deliveryMode": 2, "mandatory": True, "bindingVersion": AMQP_BINDING}
 
 
 def _operations() -> dict[str, Any]:
@@ -427,22 +292,22 @@ def _operations() -> dict[str, Any]:
     for name, (action, channel, messages, summary) in _OPERATIONS.items():
         operations[name] = {
             "action": action,
-            "channel": _ref("channels", channel),
-            "messages": [_ref("channels", channel, "messages", m) for m in messages],
+            "channel": ref("channels", channel),
+            "messages": [ref("channels", channel, "messages", m) for m in messages],
             "summary": summary,
         }
         if name.startswith("publish"):
             operations[name]["bindings"] = {"amqp": dict(_PUBLISHED_PERSISTENT)}
     operations["publishBatchRequest"]["bindings"]["amqp"]["timestamp"] = True
     operations["consumeBatchRequest"] |= {
-        "bindings": {"amqp": {"ack": True, "bindingVersion": _AMQP_BINDING}},
+        "bindings": {"amqp": {"ack": True, "bindingVersion": AMQP_BINDING}},
         "reply": {
             "address": {
                 "location": "$message.header#/reply_to",
                 "description": "The request's reply_to property.",
             },
-            "channel": _ref("channels", "completionReply"),
-            "messages": [_ref("channels", "completionReply", "messages", m) for m in _REPLIES],
+            "channel": ref("channels", "completionReply"),
+            "messages": [ref("channels", "completionReply", "messages", m) for m in REPLIES],
         },
     }
     return operations
@@ -474,7 +339,7 @@ def asyncapi_document(
                 "variables": {"host": {"default": "localhost"}, "port": {"default": "5672"}},
             }
         },
-        "channels": _channels(),
+        "channels": CHANNELS,
         "operations": _operations(),
         "components": {
             "schemas": _component_schemas(data_schemas),

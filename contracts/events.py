@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
@@ -139,6 +140,21 @@ class RejectionReason(BaseModel):
     loc: list[str | int] = Field(description="Path to the offending part of the request.")
     msg: str
     type: str = Field(description="Machine-readable kind, e.g. missing or body_too_large.")
+
+    @classmethod
+    def from_errors(cls, errors: Iterable[Mapping[str, Any]]) -> list[RejectionReason]:
+        """pydantic's errors (`ValidationError.errors()`) as reasons, without the offending
+        input (it may be large, and the sender has it anyway)."""
+        return [
+            cls(loc=list(err.get("loc", ())), msg=str(err.get("msg", "")), type=err["type"])
+            for err in errors
+        ]
+
+    def describe(self, whole: str = "request") -> str:
+        """`where: what`, e.g. `operations.3.data: Field required`; `whole` names an empty
+        path (the whole document)."""
+        where = ".".join(str(part) for part in self.loc) or whole
+        return f"{where}: {self.msg}"
 
 
 class BatchRejected(BaseModel):

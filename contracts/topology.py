@@ -57,9 +57,18 @@ class Topology:
         }
 
 
+_OPERATION_PREFIX = "operation."
+
+
 def operation_routing_key(operation_type: str, outcome: str) -> str:
     """`operation.<type>.<succeeded|failed|skipped>`."""
-    return f"operation.{operation_type}.{outcome}"
+    return f"{_OPERATION_PREFIX}{operation_type}.{outcome}"
+
+
+def is_operation_routing_key(routing_key: str) -> bool:
+    """Whether an event published under `routing_key` is an operation event (every other
+    event, a reply_to copy included, is a batch's completion or rejection)."""
+    return routing_key.startswith(_OPERATION_PREFIX)
 
 
 def batch_routing_key(operation_type: str, status: str) -> str:

@@ -1,7 +1,7 @@
 """Client library for services that submit batches to batchops (depends on aio-pika only)."""
 
 from publisher._broker import declare_topology, publish_confirmed
-from publisher._client import DEFAULT_AMQP_URL, BatchPublisher, Completion
+from publisher._client import DEFAULT_AMQP_URL, BatchPublisher, Completion, broker_user
 from publisher._exceptions import (
     BatchopsError,
     CompletionTimeout,
@@ -25,6 +25,7 @@ __all__ = [
     "PublishError",
     "TopologyMismatchError",
     "UnroutableError",
+    "broker_user",
     "declare_topology",
     "publish_confirmed",
 ]

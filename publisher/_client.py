@@ -51,6 +51,12 @@ def _trace_headers() -> dict[str, Any] | None:
     return carrier or None
 
 
+def broker_user(amqp_url: str) -> str:
+    """The broker user an AMQP URL connects as (RabbitMQ's default, guest, when it names
+    none): the `user_id` RabbitMQ lets a publisher put on its messages."""
+    return yarl.URL(amqp_url).user or "guest"
+
+
 class BatchPublisher:
     """Publishes batch requests to `{namespace}.requests` (docs/contract.md, "Batch request").
 
@@ -68,7 +74,7 @@ class BatchPublisher:
         self._url = amqp_url
         self._topology = Topology(namespace, delivery_limit)
         # RabbitMQ refuses a user_id other than the connection's own user, so state it exactly.
-        self._user_id = yarl.URL(amqp_url).user or "guest"
+        self._user_id = broker_user(amqp_url)
         self._confirm_timeout = confirm_timeout
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     create_async_engine,
 )
+
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -38,6 +43,17 @@ def create_engine(
             "timeout": connect_timeout,
         },
     )
+
+
+async def in_transaction(database_url: str, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """`work(conn)` in one transaction, committed when it returns, on an engine of its own
+    that is disposed afterwards (for commands that run once and exit)."""
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            return await work(conn)
+    finally:
+        await engine.dispose()
 
 
 async def create_database_if_missing(database_url: str) -> bool:

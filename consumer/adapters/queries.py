@@ -10,7 +10,7 @@ from uuid import UUID
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumer.adapters.tables import batch_operations, operation_results
+from consumer.adapters.tables import batch_operations, operation_results, outbox
 from consumer.domain.batch import BatchState
 from contracts import BatchStatus, Mode, OperationResult
 
@@ -31,6 +31,18 @@ def batch_state(row: Mapping[str, Any]) -> BatchState:
         started_at=row["started_at"],
         completed_at=row["completed_at"],
     )
+
+
+def with_figures(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The row and the figures derived from it: success_rate, progress and duration_seconds
+    (docs/contract.md, Statuses and figures)."""
+    state = batch_state(row)
+    return {
+        **row,
+        "success_rate": state.success_rate,
+        "progress": state.progress,
+        "duration_seconds": state.duration_seconds,
+    }
 
 
 SUMMARY_COLUMNS = [
@@ -102,3 +114,16 @@ async def history(
         .offset(offset)
     )
     return int(count or 0), [dict(row._mapping) for row in page]
+
+
+async def backlog(conn: AsyncConnection) -> tuple[int, float]:
+    """Unsent events and the age in seconds of the oldest one (0 when none)."""
+    row = (
+        await conn.execute(
+            select(
+                func.count(),
+                func.coalesce(func.extract("epoch", func.now() - func.min(outbox.c.created_at)), 0),
+            ).where(outbox.c.sent_at.is_(None))
+        )
+    ).one()
+    return int(row[0]), float(row[1])

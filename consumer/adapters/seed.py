@@ -36,48 +36,9 @@ async def seed(conn: AsyncConnection, *, order_count: int = 100) -> None:
     """
     if await conn.scalar(select(func.count()).select_from(users)):
         raise DatabaseNotEmpty("the database already has users; seed only an empty database")
-    now = datetime.now(UTC)
-    await conn.execute(
-        insert(users),
-        [
-            {
-                "id": uid,
-                "name": name,
-                "role": role,
-                "email": email,
-                "phone": f"+55 11 9000-000{uid}",
-            }
-            for uid, name, role, email in _USERS
-        ],
-    )
-    await conn.execute(
-        insert(professionals),
-        [
-            {
-                "id": k,
-                "user_id": 5 + k,
-                "approved": k == 1,
-                "verified": k == 1,
-                "approved_by": 1 if k == 1 else None,
-                "approved_at": now if k == 1 else None,
-            }
-            for k in (1, 2, 3)
-        ],
-    )
-    await conn.execute(
-        insert(services),
-        [
-            {
-                "id": sid,
-                "professional_id": (sid + 1) // 2,
-                "name": f"{_CATEGORIES[(sid - 1) // 2].title()} service {sid}",
-                "description": f"Demo service {sid}",
-                "price": Decimal("100.00"),
-                "category": _CATEGORIES[(sid - 1) // 2],
-            }
-            for sid in range(1, 7)
-        ],
-    )
+    await conn.execute(insert(users), _users())
+    await conn.execute(insert(professionals), _professionals(datetime.now(UTC)))
+    await conn.execute(insert(services), _services())
     # Generated in the database: a million orders take seconds, not minutes.
     await conn.execute(
         text(
@@ -94,3 +55,40 @@ async def seed(conn: AsyncConnection, *, order_count: int = 100) -> None:
                 f"(SELECT coalesce(max(id), 0) + 1 FROM {table.name}), false)"
             )
         )
+
+
+def _users() -> list[dict[str, object]]:
+    return [
+        {"id": uid, "name": name, "role": role, "email": email, "phone": f"+55 11 9000-000{uid}"}
+        for uid, name, role, email in _USERS
+    ]
+
+
+def _professionals(now: datetime) -> list[dict[str, object]]:
+    """Professional k is user 5 + k; only professional 1 is approved (by the admin)."""
+    return [
+        {
+            "id": k,
+            "user_id": 5 + k,
+            "approved": k == 1,
+            "verified": k == 1,
+            "approved_by": 1 if k == 1 else None,
+            "approved_at": now if k == 1 else None,
+        }
+        for k in (1, 2, 3)
+    ]
+
+
+def _services() -> list[dict[str, object]]:
+    """Services 2k-1 and 2k belong to professional k."""
+    return [
+        {
+            "id": sid,
+            "professional_id": (sid + 1) // 2,
+            "name": f"{_CATEGORIES[(sid - 1) // 2].title()} service {sid}",
+            "description": f"Demo service {sid}",
+            "price": Decimal("100.00"),
+            "category": _CATEGORIES[(sid - 1) // 2],
+        }
+        for sid in range(1, 7)
+    ]

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+from consumer.adapters.batches import SqlBatchRepository
+from consumer.adapters.marketplace import SqlMarketplaceRepository
+from consumer.adapters.outbox import SqlOutboxRepository
 from consumer.adapters.pg import ConnectionPool, Session
-from consumer.adapters.repositories import (
-    SqlBatchRepository,
-    SqlMarketplaceRepository,
-    SqlOutboxRepository,
-)
 from consumer.service_layer.unit_of_work import AbstractUnitOfWork
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from contracts import BatchStatus, Mode, Outcome
+from contracts import BatchStatus, Mode
 
 
 class BatchStateError(Exception):
@@ -27,7 +27,6 @@ class BatchState:
     skipped: int = 0
     started_at: datetime | None = None
     completed_at: datetime | None = None
-    errors: list[str] = field(default_factory=list)
 
     @property
     def finished(self) -> int:
@@ -52,31 +51,6 @@ class BatchState:
         if self.started_at is None or self.completed_at is None:
             return None
         return round((self.completed_at - self.started_at).total_seconds(), 6)
-
-    def start_processing(self, now: datetime) -> None:
-        if self.status is BatchStatus.PROCESSING:
-            return  # a redelivery resumes: the first start time stays
-        if self.status is not BatchStatus.PENDING:
-            raise BatchStateError(f"cannot start a batch that is {self.status}")
-        self.status = BatchStatus.PROCESSING
-        self.started_at = now
-
-    def add_result(self, outcome: Outcome) -> None:
-        """Count one finished operation."""
-        if self.status is not BatchStatus.PROCESSING:
-            raise BatchStateError(f"cannot add a result to a batch that is {self.status}")
-        if self.finished >= self.total:
-            raise BatchStateError("every operation of this batch already has a result")
-        if outcome is Outcome.SUCCEEDED:
-            self.completed += 1
-        elif outcome is Outcome.FAILED:
-            self.failed += 1
-        else:
-            self.skipped += 1
-
-    def add_error(self, message: str) -> None:
-        """Keep a batch-level error (one not tied to an operation) for the record."""
-        self.errors.append(message)
 
     def complete(self, now: datetime) -> BatchStatus:
         """Close the batch once every operation has a result; returns the terminal status."""

@@ -8,6 +8,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field, StrictBool
 
+from consumer.domain.access import require_active
 from consumer.domain.errors import PermissionDenied
 from consumer.domain.fields import Changes, Money, Text
 from consumer.domain.model import Actor, Professional, ResourceKind, Role, Service, User
@@ -53,7 +54,8 @@ def require_back_office(actor: Actor, what: str) -> None:
 
 
 def require_admin(actor: Actor, what: str) -> None:
-    if not (actor.is_active and actor.role is Role.ADMIN):
+    require_active(actor)
+    if actor.role is not Role.ADMIN:
         raise PermissionDenied(f"only an admin may {what}")
 
 
@@ -73,8 +75,9 @@ def decide_approval(
 
 def update_service(actor: Actor, service: Service, changes: ServiceChanges) -> Service:
     """The service's own professional, or admin/staff, may change any field."""
+    require_active(actor)
     owner = actor.id == service.professional_user_id
-    if not (actor.is_active and (actor.is_back_office or owner)):
+    if not (actor.is_back_office or owner):
         raise PermissionDenied(
             "only the service's professional or admin/staff (while active) may change it"
         )
@@ -88,8 +91,7 @@ SELF_EDITABLE = frozenset({"name", "email", "phone"})
 
 def authorize_user_update(actor: Actor, target: User, changes: UserChanges) -> None:
     fields = changes.model_fields_set
-    if not actor.is_active:
-        raise PermissionDenied("the actor is inactive")
+    require_active(actor)
     if actor.role is Role.ADMIN:
         return
     if "role" in fields:

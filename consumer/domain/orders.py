@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from consumer.domain.access import require_active
 from consumer.domain.errors import Conflict, PermissionDenied
 from consumer.domain.fields import Changes, Money, Text
 from consumer.domain.model import Actor, Order, OrderStatus
@@ -43,10 +44,9 @@ def check_transition(current: OrderStatus, target: OrderStatus) -> None:
 
 def authorize(actor: Actor, order: Order, changes: OrderChanges) -> None:
     """Raise PermissionDenied unless `actor` may make `changes` to `order` as it is now."""
+    require_active(actor)
     if actor.is_back_office:
         return
-    if not actor.is_active:
-        raise PermissionDenied("the actor is inactive or unknown")
     if actor.id == order.professional_user_id:
         if changes.status is not None and changes.status not in PROFESSIONAL_TARGETS:
             raise PermissionDenied(f"the order's professional may not set status {changes.status}")
@@ -67,8 +67,7 @@ def authorize(actor: Actor, order: Order, changes: OrderChanges) -> None:
 
 def update_order(actor: Actor, order: Order, changes: OrderChanges) -> Order:
     """Apply `changes` to `order` in place after checking parties, then the status machine."""
-    if not actor.is_active:
-        raise PermissionDenied("the actor is inactive or unknown")
+    require_active(actor)
     is_party = actor.id in (order.client_id, order.professional_user_id)
     if not (actor.is_back_office or is_party):
         raise PermissionDenied("the actor is neither a party of this order nor back office")

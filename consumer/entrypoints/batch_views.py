@@ -8,11 +8,13 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from consumer.adapters import queries
-from consumer.adapters.database import create_engine
+from consumer.adapters.database import in_transaction
 from consumer.domain.batch import BatchState
 from consumer.entrypoints.summary import render_result
-from contracts import OperationResult
+from contracts import OperationResult, RejectionReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,13 +29,7 @@ class BatchView:
 
     def as_json(self) -> dict[str, Any]:
         """The fields of the HTTP API's batch summary (without the display labels)."""
-        state = self.state
-        figures = {
-            "success_rate": state.success_rate,
-            "progress": state.progress,
-            "duration_seconds": state.duration_seconds,
-        }
-        return {key: _plain(value) for key, value in (self.row | figures).items()}
+        return {key: _plain(value) for key, value in queries.with_figures(self.row).items()}
 
 
 def _plain(value: Any) -> Any:
@@ -47,26 +43,21 @@ def _plain(value: Any) -> Any:
 async def load_batch(
     database_url: str, batch_id: UUID
 ) -> tuple[BatchView, list[OperationResult]] | None:
-    engine = create_engine(database_url, pool_size=1)
-    try:
-        async with engine.connect() as conn:
-            row = await queries.batch_summary(conn, batch_id)
-            if row is None:
-                return None
-            return BatchView(row), await queries.batch_results(conn, batch_id)
-    finally:
-        await engine.dispose()
+    async def load(conn: AsyncConnection) -> tuple[BatchView, list[OperationResult]] | None:
+        row = await queries.batch_summary(conn, batch_id)
+        if row is None:
+            return None
+        return BatchView(row), await queries.batch_results(conn, batch_id)
+
+    return await in_transaction(database_url, load)
 
 
 async def load_history(
     database_url: str, where: queries.HistoryFilter, limit: int
 ) -> tuple[int, list[BatchView]]:
-    engine = create_engine(database_url, pool_size=1)
-    try:
-        async with engine.connect() as conn:
-            count, rows = await queries.history(conn, where, limit=limit, offset=0)
-    finally:
-        await engine.dispose()
+    count, rows = await in_transaction(
+        database_url, lambda conn: queries.history(conn, where, limit=limit, offset=0)
+    )
     return count, [BatchView(row) for row in rows]
 
 
@@ -101,8 +92,8 @@ def _rejection_lines(row: dict[str, Any]) -> list[str]:
     if not row.get("code"):
         return []
     reasons = [
-        f"    {'.'.join(str(part) for part in error['loc']) or 'request'}: {error['msg']}"
-        for error in row.get("errors") or []
+        f"    {reason.describe()}"
+        for reason in RejectionReason.from_errors(row.get("errors") or [])
     ]
     return [f"  rejected     {row['code']}", *reasons]
 

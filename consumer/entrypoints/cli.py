@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeAlias
 
 from pydantic import ValidationError
 
@@ -29,6 +30,8 @@ from contracts import BatchStatus, OperationType
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "EXIT_TIMEOUT", "build_parser", "main"]
 
 Command = Callable[[Settings, argparse.Namespace], int]
+# A string: argparse's class is generic only to type checkers.
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,9 +74,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _group(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str
-) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+def _group(commands: Commands, name: str, text: str) -> Commands:
     group = commands.add_parser(name, help=text, description=text)
     group.set_defaults(group_parser=group)
     return group.add_subparsers(metavar="ACTION")
@@ -84,7 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="batchops", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(metavar="COMMAND")
+    _add_setup_commands(commands)
+    _add_service_commands(commands)
+    _add_publish_command(commands)
+    _add_maintenance_commands(commands)
+    _add_operator_commands(commands)
+    return parser
 
+
+def _add_setup_commands(commands: Commands) -> None:
     db = _group(commands, "db", "database schema")
     db.add_parser("upgrade", help="create the database if missing and migrate it").set_defaults(
         command=_db_upgrade
@@ -94,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--orders", type=int, default=100, metavar="N")
     seed.set_defaults(command=_seed)
 
+
+def _add_service_commands(commands: Commands) -> None:
     for name, text, roles in (
         ("serve", "consumer, outbox relay and HTTP API in one process", {"consume", "http"}),
         ("consume", "consumer and outbox relay (scale out by running several)", {"consume"}),
@@ -109,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("token", metavar="TOKEN")
     revoke.set_defaults(command=_token_revoke)
 
+
+def _add_publish_command(commands: Commands) -> None:
     publish = commands.add_parser(
         "publish", help="publish a batch request (JSON) or many (JSON lines, one per line)"
     )
@@ -124,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS")
     publish.set_defaults(command=_lazy("consumer.entrypoints.publishing", "publish"))
 
+
+def _add_maintenance_commands(
+    commands: Commands,
+) -> None:
     schema = commands.add_parser(
         "schema",
         help="write the JSON Schemas of every message, or the AsyncAPI or OpenAPI document",
@@ -157,11 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--dry-run", action="store_true", help="only count what would go")
     cleanup.set_defaults(command=_cleanup)
 
-    _add_operator_commands(commands)
-    return parser
 
-
-def _add_operator_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_operator_commands(commands: Commands) -> None:
     batches = _group(commands, "batches", "stored batches and their results")
     show = batches.add_parser("show", help="one batch with every operation's result")
     show.add_argument("batch_id", type=uuid.UUID, metavar="ID")
@@ -201,23 +215,13 @@ def _db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _seed(settings: Settings, args: argparse.Namespace) -> int:
-    from consumer.adapters.database import create_engine
     from consumer.adapters.seed import DatabaseNotEmpty, seed
-    from consumer.entrypoints.failures import database_errors
-
-    async def run() -> None:
-        engine = create_engine(settings.database_url, pool_size=1)
-        try:
-            async with engine.begin() as conn:
-                await seed(conn, order_count=args.orders)
-        finally:
-            await engine.dispose()
+    from consumer.entrypoints.failures import in_database
 
     if args.orders < 0:
         raise CommandFailed("seed: --orders must not be negative", EXIT_BAD_INPUT)
     try:
-        with database_errors(settings.database_url):
-            asyncio.run(run())
+        in_database(settings.database_url, lambda conn: seed(conn, order_count=args.orders))
     except DatabaseNotEmpty as exc:
         raise CommandFailed(f"seed: {exc}") from exc
     print(f"seeded 8 users, 3 professionals, 6 services and {args.orders} orders")
@@ -242,21 +246,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _token_create(settings: Settings, args: argparse.Namespace) -> int:
-    from consumer.adapters.database import create_engine
     from consumer.adapters.tokens import UnknownUser, create_token
-    from consumer.entrypoints.failures import database_errors
-
-    async def run() -> str:
-        engine = create_engine(settings.database_url, pool_size=1)
-        try:
-            async with engine.begin() as conn:
-                return await create_token(conn, args.user_id)
-        finally:
-            await engine.dispose()
+    from consumer.entrypoints.failures import in_database
 
     try:
-        with database_errors(settings.database_url):
-            token = asyncio.run(run())
+        token = in_database(settings.database_url, lambda conn: create_token(conn, args.user_id))
     except UnknownUser as exc:
         raise CommandFailed(f"token create: {exc}", EXIT_BAD_INPUT) from exc
     print(f"token for user {args.user_id} (shown once; only its digest is stored):")
@@ -265,20 +259,10 @@ def _token_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    from consumer.adapters.database import create_engine
     from consumer.adapters.tokens import revoke_token
-    from consumer.entrypoints.failures import database_errors
+    from consumer.entrypoints.failures import in_database
 
-    async def run() -> bool:
-        engine = create_engine(settings.database_url, pool_size=1)
-        try:
-            async with engine.begin() as conn:
-                return await revoke_token(conn, args.token)
-        finally:
-            await engine.dispose()
-
-    with database_errors(settings.database_url):
-        revoked = asyncio.run(run())
+    revoked = in_database(settings.database_url, lambda conn: revoke_token(conn, args.token))
     if not revoked:
         raise CommandFailed("token revoke: no live token matches")
     print("token revoked")
@@ -306,30 +290,21 @@ def _schema(_: Settings, args: argparse.Namespace) -> int:
 
 
 def _cleanup(settings: Settings, args: argparse.Namespace) -> int:
-    from consumer.adapters.database import create_engine
     from consumer.adapters.maintenance import cleanup
     from consumer.domain.stats import retention_cutoff
-    from consumer.entrypoints.failures import database_errors
+    from consumer.entrypoints.failures import in_database
 
     if args.older_than < 0:
         raise CommandFailed("cleanup: --older-than must not be negative", EXIT_BAD_INPUT)
     cutoff = retention_cutoff(datetime.now(UTC), args.older_than)
-
-    async def run() -> None:
-        engine = create_engine(settings.database_url, pool_size=1)
-        try:
-            async with engine.begin() as conn:
-                counts = await cleanup(conn, cutoff, dry_run=args.dry_run)
-        finally:
-            await engine.dispose()
-        verb = "would delete" if args.dry_run else "deleted"
-        print(
-            f"{verb} {counts.batches} batches and {counts.outbox_rows} sent events "
-            f"finished before {cutoff.isoformat()}"
-        )
-
-    with database_errors(settings.database_url):
-        asyncio.run(run())
+    counts = in_database(
+        settings.database_url, lambda conn: cleanup(conn, cutoff, dry_run=args.dry_run)
+    )
+    verb = "would delete" if args.dry_run else "deleted"
+    print(
+        f"{verb} {counts.batches} batches and {counts.outbox_rows} sent events "
+        f"finished before {cutoff.isoformat()}"
+    )
     return EXIT_OK
 
 

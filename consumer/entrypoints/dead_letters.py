@@ -9,7 +9,6 @@ queues, which is harmless because the consumer de-duplicates by batch_id.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,13 +16,13 @@ from typing import Any
 from uuid import UUID
 
 import aio_pika
-import yarl
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
 from consumer.entrypoints.exits import CommandFailed
+from consumer.service_layer.intake import json_object
 from contracts import UNKNOWN_OPERATION_TYPE, Topology
-from publisher import PublishError, declare_topology, publish_confirmed
+from publisher import PublishError, broker_user, declare_topology, publish_confirmed
 
 # Headers RabbitMQ adds while delivering and dead-lettering. A replay drops them: a stale
 # x-delivery-count would make the consumer count the old deliveries against the new attempt.
@@ -62,7 +61,7 @@ class DeadLetter:
             size=len(message.body),
             dead_since=died if isinstance(died, datetime) else None,
             replays=replays if isinstance(replays, int) else 0,
-            body=_json_object(message.body),
+            body=json_object(message.body),
         )
 
     @property
@@ -104,14 +103,6 @@ def _same_uuid(text: str | None, expected: UUID) -> bool:
         return text is not None and UUID(text) == expected
     except ValueError:
         return False
-
-
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return None
-    return parsed if isinstance(parsed, dict) else None
 
 
 async def _dead_queue(channel: AbstractChannel, topology: Topology) -> tuple[AbstractQueue, int]:
@@ -239,7 +230,7 @@ async def _republish(
     except (PublishError, AMQPError, TimeoutError) as exc:
         await message.nack(requeue=True)
         hint = ""
-        own_user = yarl.URL(amqp_url).user or "guest"
+        own_user = broker_user(amqp_url)
         if letter.user_id and letter.user_id != own_user:
             hint = (
                 f"; it was published by broker user {letter.user_id!r}: replay as that user, or "

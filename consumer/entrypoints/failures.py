@@ -6,18 +6,23 @@ Commands wrap their database or broker work in `database_errors(url)` / `broker_
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import yarl
 from aiormq.exceptions import AMQPError, ProbableAuthenticationError
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from consumer.adapters.database import in_transaction
 from consumer.entrypoints.exits import EXIT_BAD_INPUT, CommandFailed
 from publisher import BatchopsError, CompletionTimeout, PublishError, TopologyMismatchError
 
+T = TypeVar("T")
 # SQLSTATEs worth their own advice; anything else is shown as PostgreSQL worded it.
 _NO_SUCH_DATABASE = "3D000"
 _NO_SUCH_TABLE = "42P01"
@@ -50,6 +55,13 @@ def _reason(exc: BaseException) -> str:
         code, text = exc.args
         return os.strerror(code) if code > 0 else text
     return str(exc) or type(exc).__name__
+
+
+def in_database(database_url: str, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """Run `work(conn)` in one transaction for a command (see database.in_transaction),
+    turning what an operator can fix into a CommandFailed."""
+    with database_errors(database_url):
+        return asyncio.run(in_transaction(database_url, work))
 
 
 @contextlib.contextmanager

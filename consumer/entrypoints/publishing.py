@@ -28,7 +28,13 @@ from consumer.entrypoints.exits import (
 )
 from consumer.entrypoints.failures import broker_errors
 from consumer.entrypoints.summary import render_completion
-from contracts import MAX_OPERATIONS, BatchCompleted, BatchRejected, BatchRequest
+from contracts import (
+    MAX_OPERATIONS,
+    BatchCompleted,
+    BatchRejected,
+    BatchRequest,
+    RejectionReason,
+)
 from publisher import (
     BatchPublisher,
     Completion,
@@ -61,10 +67,8 @@ def to_request(raw: dict[str, Any]) -> BatchRequest:
 
 
 def problems(exc: ValidationError) -> list[str]:
-    return [
-        f"{'.'.join(str(part) for part in err['loc']) or 'body'}: {err['msg']}"
-        for err in exc.errors(include_url=False)
-    ]
+    reasons = RejectionReason.from_errors(exc.errors(include_url=False))
+    return [reason.describe("body") for reason in reasons]
 
 
 def is_json_lines(requested: str, path: Path, text: str) -> bool:

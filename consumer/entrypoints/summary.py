@@ -19,7 +19,7 @@ def render_result(result: OperationResult) -> str:
 def render_completion(event: BatchCompleted | BatchRejected) -> str:
     if isinstance(event, BatchRejected):
         lines = [f"batch {event.batch_id} ({event.operation_type}): REJECTED {event.code.value}"]
-        lines += [f"  - {'.'.join(map(str, e.loc)) or 'message'}: {e.msg}" for e in event.errors]
+        lines += [f"  - {reason.describe('message')}" for reason in event.errors]
         return "\n".join(lines)
     duration = f"{event.duration_seconds:.3f}s" if event.duration_seconds is not None else "-"
     lines = [

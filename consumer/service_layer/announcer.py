@@ -8,11 +8,11 @@ from uuid import UUID
 
 import structlog
 
-from consumer import metrics
 from consumer.domain.batch import BatchState
 from consumer.service_layer.events import EventFactory
 from consumer.service_layer.intake import Delivery, Rejection
 from consumer.service_layer.retry import Transactions
+from consumer.service_layer.telemetry import OutboxListener, Telemetry
 from consumer.service_layer.unit_of_work import AbstractUnitOfWork, StoredBatch
 from contracts import BatchStatus, OperationResult, completion_event_id
 
@@ -25,12 +25,14 @@ class Announcer:
         transactions: Transactions,
         events: EventFactory,
         clock: Callable[[], datetime],
-        on_outbox: Callable[[bool], None],
+        on_outbox: OutboxListener,
+        telemetry: Telemetry,
     ) -> None:
         self._tx = transactions
         self._events = events
         self._clock = clock
         self._on_outbox = on_outbox
+        self._telemetry = telemetry
 
     async def finish(self, batch_id: UUID, delivery: Delivery) -> None:
         """Close the batch (if another delivery did not) and queue its completion, including
@@ -49,9 +51,10 @@ class Announcer:
             return finished
 
         finished = await self._tx.run(close)
-        self._on_outbox(True)
+        self._on_outbox(urgent=True)
         if finished is not None:
-            _report_finished(finished)
+            self._telemetry.batch_finished(finished)
+            _log_finished(finished)
 
     async def _complete(self, uow: AbstractUnitOfWork, stored: StoredBatch) -> StoredBatch:
         """Give the batch its terminal status and completion event (not yet committed)."""
@@ -77,7 +80,7 @@ class Announcer:
             await uow.commit()
 
         await self._tx.run(resend)
-        self._on_outbox(True)
+        self._on_outbox(urgent=True)
 
     async def _enqueue_completion(
         self, uow: AbstractUnitOfWork, stored: StoredBatch, delivery: Delivery
@@ -103,7 +106,7 @@ class Announcer:
             batch_id=str(rejection.batch_id),
             errors=[r.model_dump() for r in rejection.errors],
         )
-        metrics.BATCHES_REJECTED.labels(rejection.code.value).inc()
+        self._telemetry.batch_rejected(rejection.code)
         now = self._clock()
         event = self._events.rejected(rejection, delivery.correlation_id, now)
         fresh = event.model_dump_json().encode()
@@ -128,7 +131,7 @@ class Announcer:
             await uow.commit()
 
         await self._tx.run(announce)
-        self._on_outbox(True)
+        self._on_outbox(urgent=True)
 
 
 def rejected_batch(
@@ -158,10 +161,7 @@ def rejected_batch(
     )
 
 
-def _report_finished(state: BatchState) -> None:
-    metrics.BATCHES_FINISHED.labels(state.status.value, state.operation_type).inc()
-    if state.duration_seconds is not None:
-        metrics.BATCH_DURATION.observe(state.duration_seconds)
+def _log_finished(state: BatchState) -> None:
     log.info(
         "batch_finished",
         status=state.status.value,

@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 import stamina
 import structlog
 
-from consumer import metrics
 from consumer.service_layer.batch_run import Interrupted
 from consumer.service_layer.faults import describe
+from consumer.service_layer.telemetry import Telemetry
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +31,9 @@ class DatabaseAvailability:
         probe_initial_seconds: float = 0.2,
         probe_max_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        self._telemetry = telemetry or Telemetry()
         self._probe = probe
         self._probe_initial = probe_initial_seconds
         self._probe_max = probe_max_seconds
@@ -92,8 +94,7 @@ class DatabaseAvailability:
         self._reachable.clear()
         self._down_since = self._clock()
         log.warning("database_unreachable", error=describe(cause))
-        metrics.DATABASE_REACHABLE.set(0)
-        metrics.DATABASE_OUTAGES.inc()
+        self._telemetry.database_reachable(False)
         self._notify()
         self._prober = asyncio.create_task(self._probe_until_reachable(), name="database-probe")
 
@@ -110,7 +111,7 @@ class DatabaseAvailability:
                 await self._probe()
         outage = self._clock() - self._down_since
         log.info("database_reachable", outage_seconds=round(outage, 3))
-        metrics.DATABASE_REACHABLE.set(1)
+        self._telemetry.database_reachable(True)
         self._reachable.set()
         self._notify()
 

@@ -8,8 +8,8 @@ from uuid import UUID
 
 from consumer.domain.batch import BatchState
 from consumer.service_layer.intake import Rejection
+from consumer.service_layer.telemetry import Telemetry
 from consumer.service_layer.unit_of_work import OutboxMessage
-from consumer.tracing import current_traceparent
 from contracts import (
     BatchCompleted,
     BatchRejected,
@@ -28,8 +28,10 @@ from contracts import (
 class EventFactory:
     """Events and their outbox messages for one namespace."""
 
-    def __init__(self, topology: Topology) -> None:
+    def __init__(self, topology: Topology, telemetry: Telemetry | None = None) -> None:
         self._topology = topology
+        # Events carry the trace context they were made in, when the process traces.
+        self._traceparent = (telemetry or Telemetry()).traceparent
 
     def succeeded(
         self,
@@ -122,7 +124,7 @@ class EventFactory:
             message_id=result.event_id,
             correlation_id=result.correlation_id,
             body=body,
-            traceparent=current_traceparent(),
+            traceparent=self._traceparent(),
         )
 
     def batch_messages(
@@ -146,7 +148,7 @@ class EventFactory:
                 message_id=event_id,
                 correlation_id=correlation_id,
                 body=body,
-                traceparent=current_traceparent(),
+                traceparent=self._traceparent(),
             )
         ]
         if reply_to:
@@ -159,7 +161,7 @@ class EventFactory:
                     correlation_id=reply_correlation_id,
                     body=body,
                     mandatory=False,
-                    traceparent=current_traceparent(),
+                    traceparent=self._traceparent(),
                 )
             )
         return messages

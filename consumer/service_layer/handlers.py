@@ -24,7 +24,7 @@ from consumer.domain.errors import (
 )
 from consumer.domain.model import Actor
 from consumer.service_layer.unit_of_work import AbstractUnitOfWork
-from contracts import Method, Operation
+from contracts import Method, Operation, RejectionReason
 
 Payload = TypeVar("Payload", bound=BaseModel)
 
@@ -58,11 +58,8 @@ def parse_data(model: type[Payload], data: dict[str, Any]) -> Payload:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc']) or 'data'}: {err['msg']}"
-            for err in exc.errors(include_url=False)
-        )
-        raise InvalidData(problems) from None
+        reasons = RejectionReason.from_errors(exc.errors(include_url=False))
+        raise InvalidData("; ".join(reason.describe("data") for reason in reasons)) from None
 
 
 async def update_order(ctx: OperationContext, operation: Operation) -> dict[str, Any]:

@@ -220,14 +220,21 @@ def _body_fingerprint(body: bytes, *, parse: bool) -> bytes:
     return hashlib.sha256(body).digest()
 
 
-def _named_fields(body: bytes) -> dict[str, Any]:
-    """The body's top-level fields when it is a JSON object; otherwise those its first
-    PEEK_BYTES spell out whole (a body too large or cut short still names its batch)."""
+def json_object(body: bytes) -> dict[str, Any] | None:
+    """The body decoded, when it is a JSON object; None otherwise (not JSON, too deep, or
+    JSON of another kind)."""
     try:
         raw = json.loads(body)
     except (ValueError, RecursionError):
-        return _leading_fields(_head(body))
-    return raw if isinstance(raw, dict) else {}
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def _named_fields(body: bytes) -> dict[str, Any]:
+    """The body's top-level fields when it is a JSON object; otherwise those its first
+    PEEK_BYTES spell out whole (a body too large or cut short still names its batch)."""
+    raw = json_object(body)
+    return _leading_fields(_head(body)) if raw is None else raw
 
 
 def _head(body: bytes) -> str:
@@ -287,7 +294,4 @@ def _reason(kind: str, message: str, *loc: str | int) -> RejectionReason:
 
 
 def _reasons(exc: ValidationError) -> list[RejectionReason]:
-    return [
-        RejectionReason(loc=list(err["loc"]), msg=err["msg"], type=err["type"])
-        for err in exc.errors(include_url=False, include_input=False)
-    ]
+    return RejectionReason.from_errors(exc.errors(include_url=False, include_input=False))

@@ -19,11 +19,11 @@ import stamina
 import structlog
 from stamina.instrumentation import RetryDetails, RetryHook
 
-from consumer import metrics
 from consumer.log_config import LogThrottle
 from consumer.service_layer.availability import DatabaseAvailability
 from consumer.service_layer.batch_run import Interrupted
 from consumer.service_layer.faults import Classifier, Fault, describe
+from consumer.service_layer.telemetry import Telemetry
 from consumer.service_layer.unit_of_work import AbstractUnitOfWork
 
 T = TypeVar("T")
@@ -100,21 +100,22 @@ class Transactions:
         return not self.availability.closed and self.classify(exc) in (Fault.REFUSED, Fault.LOST)
 
 
-def instrument_retries(classify: Classifier) -> None:
+def instrument_retries(classify: Classifier, telemetry: Telemetry | None = None) -> None:
     """Replace stamina's default instrumentation (process-wide) with this service's."""
-    stamina.instrumentation.set_on_retry_hooks([_retry_log_hook(classify)])
+    stamina.instrumentation.set_on_retry_hooks(
+        [_retry_log_hook(classify, telemetry or Telemetry())]
+    )
 
 
-def _retry_log_hook(classify: Classifier) -> RetryHook:
-    """A counter by fault and a rate-limited warning. Waiting for an unreachable database is
-    not logged per try: the outage is logged once by DatabaseAvailability."""
+def _retry_log_hook(classify: Classifier, telemetry: Telemetry) -> RetryHook:
+    """A counter by fault and a rate-limited warning for transactions tried again."""
     throttle = LogThrottle(log)
 
     def on_retry(details: RetryDetails) -> None:
         fault = classify(details.caused_by)
-        if fault is Fault.UNREACHABLE:
-            return
-        metrics.RETRIES.labels(fault.value).inc()
+        if fault not in (Fault.REFUSED, Fault.LOST):
+            return  # an outage is logged as one; other loops (the relay's) log their own
+        telemetry.transaction_retried(fault)
         throttle.warning(
             "transaction_retrying",
             fault=fault.value,

@@ -7,7 +7,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from consumer.config import Settings
+from tests.faults.processes import ConsumerProcess, Consumers
 from tests.integration.helpers import eventually, result_rows
 
 BATCHOPS = str(Path(sys.executable).with_name("batchops"))
@@ -66,51 +66,26 @@ def run_cli(
     )
 
 
-class ServeProcess:
-    """`batchops serve` in the background; its stderr (JSON log lines) is collected."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, command: str = "serve") -> None:
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            [BATCHOPS, command], env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    async def wait_for_log(self, needle: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while needle not in self.log():
-            if self.process.poll() is not None:
-                raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{needle!r} not logged within {timeout}s:\n{self.log()}")
-            await asyncio.sleep(0.05)
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self._log.close()
+# `batchops serve` (or `consume`) in the background, its output (JSON log lines) in a file, its
+# probes on a port of its own: the fault suite's process, with `readiness()` and
+# `wait_until_ready()`.
+ServeProcess = ConsumerProcess
 
 
 @pytest.fixture
 async def serve(
     cli_env: dict[str, str], tmp_path: Path
 ) -> AsyncIterator[Callable[..., ServeProcess]]:
-    started: list[ServeProcess] = []
+    """Start `batchops serve` (the whole HTTP API on `process.probe_port`) or `consume` (its
+    /healthz, /readyz and /metrics there), with `cli_env` as it is then plus `env`; not waited
+    for (`await process.wait_until_ready()`), killed at the end."""
+    processes = Consumers(cli_env, tmp_path)
 
-    def start(command: str = "serve", http_port: int = 0) -> ServeProcess:
-        # Port 0 for a process that must not listen; tests that call HTTP pass a free port.
-        env = {**cli_env, "BATCHOPS_HTTP_PORT": str(http_port)}
-        process = ServeProcess(env, tmp_path / f"{command}-{len(started)}.log", command)
-        started.append(process)
-        return process
+    def start(command: str = "serve", **env: str) -> ServeProcess:
+        return processes.spawn_probed(command, **env)
 
     yield start
-    for process in started:
-        process.close()
+    processes.close()
 
 
 @pytest.fixture

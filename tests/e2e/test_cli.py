@@ -72,7 +72,7 @@ class TestServeAndPublish:
         self, cli_env: dict[str, str], serve: Callable[[], ServeProcess]
     ) -> None:
         service = serve()
-        await service.wait_for_log('"consuming"')
+        await service.wait_until_ready()
 
         published = run_cli(cli_env, "publish", str(EXAMPLE), "--wait", "--timeout", "30")
 
@@ -126,7 +126,7 @@ class TestCrashRecovery:
         request_file = tmp_path / "batch.json"
         request_file.write_text(json.dumps(body))
         first = serve()
-        await first.wait_for_log('"consuming"')
+        await first.wait_until_ready()
 
         # Hold order 6 so that the consumer commits operation 0 and then blocks on operation 1.
         async with order_locked(settings.database_url, 6):

@@ -35,7 +35,7 @@ async def test_the_node_example_keeps_the_contract(
     )
     assert install.returncode == 0, install.stderr
     consumer = serve("consume")
-    await consumer.wait_for_log('"consuming"')
+    await consumer.wait_until_ready()
 
     run = await asyncio.to_thread(
         subprocess.run,

@@ -63,7 +63,7 @@ def rejections_of(events: list[tuple[str, Event]], batch_id: str) -> list[BatchR
 
 async def consumer_running(serve: Callable[..., ServeProcess]) -> ServeProcess:
     process = serve("consume")
-    await process.wait_for_log('"consuming"')
+    await process.wait_until_ready()
     return process
 
 
@@ -320,14 +320,9 @@ class TestDeadLetters:
         tmp_path: Path,
     ) -> None:
         # Only `billing` may publish, so the CLI's batch (user guest) is refused...
-        strict_env = {
-            **cli_env,
-            "BATCHOPS_HTTP_PORT": "0",
-            "BATCHOPS_ALLOWED_PUBLISHERS": '["billing"]',
-        }
-        strict = ServeProcess(strict_env, tmp_path / "strict.log", "consume")
+        strict = serve("consume", BATCHOPS_ALLOWED_PUBLISHERS='["billing"]')
         try:
-            await strict.wait_for_log('"consuming"')
+            await strict.wait_until_ready()
             request = write_lines(tmp_path / "b.json", ACCEPT)
             assert run_cli(cli_env, "publish", str(request)).returncode == 0
             _, rejection = await events.rejection()

@@ -48,7 +48,7 @@ class TestGracefulShutdown:
         request = tmp_path / "batch.json"
         request.write_text(json.dumps(body))
         first = serve()
-        await first.wait_for_log('"consuming"')
+        await first.wait_until_ready()
         # Operation 1 waits on this lock: it is the operation in hand at SIGTERM.
         async with order_locked(settings.database_url, 6):
             assert run_cli(cli_env, "publish", str(request)).returncode == 0
@@ -80,7 +80,7 @@ class TestGracefulShutdown:
         request.write_text(json.dumps(body))
         cli_env["BATCHOPS_SHUTDOWN_TIMEOUT_SECONDS"] = "2"
         service = serve()
-        await service.wait_for_log('"consuming"')
+        await service.wait_until_ready()
         async with order_locked(settings.database_url, 3):
             assert run_cli(cli_env, "publish", str(request)).returncode == 0
 

@@ -12,7 +12,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from consumer.service_layer.custom_example import append_order_note
+from batchops_example_handlers import append_order_note
+
 from consumer.service_layer.handlers import OperationContext
 from contracts import Operation
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -75,19 +76,32 @@ class ConsumerProcess:
     async def wait_until_answering(self, timeout: float = 20.0) -> int:
         """Until the process answers its readiness probe, whatever it answers (a consumer
         whose database is down is alive but not ready); returns the status."""
+        return await self._poll_readiness(
+            lambda status: status is not None, "answer /readyz", timeout
+        )
+
+    async def wait_until_ready(self, timeout: float = 20.0) -> None:
+        """Until /readyz answers 200: the database and the broker answer and the consumer is
+        subscribed to its queue."""
+        await self._poll_readiness(lambda status: status == 200, "answer /readyz with 200", timeout)
+
+    async def _poll_readiness(
+        self, until: Callable[[int | None], bool], what: str, timeout: float
+    ) -> int:
         deadline = time.monotonic() + timeout
-        while (status := await self.readiness()) is None:
+        while not until(status := await self.readiness()):
             if not self.alive:
                 raise AssertionError(
-                    f"`batchops {self.command}` exited with {self.process.returncode} before "
-                    f"answering /readyz:\n{self.log()[-4000:]}"
+                    f"`batchops {self.command}` exited with {self.process.returncode} before it "
+                    f"would {what} (last answer: {status}):\n{self.log()[-4000:]}"
                 )
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"`batchops {self.command}` did not answer /readyz within {timeout}s:\n"
-                    f"{self.log()[-4000:]}"
+                    f"`batchops {self.command}` did not {what} within {timeout}s (last answer: "
+                    f"{status}):\n{self.log()[-4000:]}"
                 )
             await asyncio.sleep(0.05)
+        assert status is not None  # neither condition accepts None
         return status
 
     async def wait_for_exit(self, timeout: float = 20.0) -> int:
@@ -128,9 +142,10 @@ class Consumers:
         return process
 
     async def start_probed(self, **env: str) -> ConsumerProcess:
-        """`start()` a consumer that answers /readyz (see `spawn_probed`)."""
+        """Start a consumer that answers /readyz (see `spawn_probed`) and wait until it is
+        ready."""
         process = self.spawn_probed("consume", **env)
-        await process.wait_for_log('"consuming"')
+        await process.wait_until_ready()
         return process
 
     def spawn(self, **env: str) -> ConsumerProcess:

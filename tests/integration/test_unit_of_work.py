@@ -21,7 +21,7 @@ from consumer.domain.model import Order, OrderStatus
 from consumer.service_layer.faults import DatabaseUnavailable, Fault
 from consumer.service_layer.unit_of_work import OutboxMessage, StoredBatch
 from contracts import BatchStatus, Mode, Outcome
-from tests.integration.helpers import order
+from tests.integration.helpers import eventually, order
 
 
 @pytest.fixture
@@ -304,8 +304,14 @@ class TestShutdown:
         uow = SqlUnitOfWork(pool)
         await uow.__aenter__()
         assert await uow.marketplace.get_actor(1) is not None
+        connections = pool._pool  # asyncpg's pool, which the close waits on
         closing = asyncio.create_task(pool.close(timeout=30))
-        await asyncio.sleep(0)  # one turn of the loop: the close is now waiting for us
+
+        async def close_begun() -> bool:
+            return bool(connections.is_closing())
+
+        await eventually(close_begun, timeout=5, what="the pool's close to begin")
+        assert not closing.done(), "the close must wait for the connection in use"
 
         await uow.__aexit__(None, None, None)
 

@@ -8,18 +8,29 @@ import uuid
 from collections.abc import AsyncIterator
 
 import aio_pika
+import httpx
 import pytest
 
 from consumer.bootstrap import Service, bootstrap
 from consumer.config import Settings
 from contracts import BatchStatus
+from tests.faults.pgserver import free_port
 from tests.integration.helpers import batch, eventually, patch, publish_raw
 from tests.support import EventLog
 
 
 @pytest.fixture
 async def watched(settings: Settings, events: EventLog) -> AsyncIterator[Service]:
-    svc = bootstrap(settings.model_copy(update={"watchdog_interval_seconds": 0.2}))
+    """The service with a fast watchdog and its probes (/readyz) on a free port."""
+    svc = bootstrap(
+        settings.model_copy(
+            update={
+                "watchdog_interval_seconds": 0.2,
+                "http_host": "127.0.0.1",
+                "metrics_port": free_port(),
+            }
+        )
+    )
     task = asyncio.create_task(svc.run())
     await asyncio.wait_for(svc.started.wait(), 20)
     yield svc
@@ -27,9 +38,17 @@ async def watched(settings: Settings, events: EventLog) -> AsyncIterator[Service
     await asyncio.wait_for(task, 30)
 
 
-async def test_a_consumer_cancelled_by_the_broker_resubscribes_and_readiness_says_so_meanwhile(
+async def readiness(service: Service) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=5) as http:
+        return await http.get(f"http://127.0.0.1:{service.settings.metrics_port}/readyz")
+
+
+async def test_a_consumer_cancelled_by_the_broker_resubscribes_and_is_ready_again(
     settings: Settings, events: EventLog, watched: Service
 ) -> None:
+    before = await readiness(watched)
+    assert before.status_code == 200, before.text
+
     connection = await aio_pika.connect_robust(settings.amqp_url)
     try:
         channel = await connection.channel()
@@ -37,17 +56,19 @@ async def test_a_consumer_cancelled_by_the_broker_resubscribes_and_readiness_say
         # watchdog declares it again and re-subscribes.
         await channel.queue_delete(settings.topology.requests_queue, if_unused=False)
 
-        async def noticed() -> bool:
-            return not watched.consumer.is_consuming or watched.consumer.resubscriptions > 0
-
-        await eventually(noticed, what="the watchdog noticed the cancelled consumer")
-
         async def restored() -> bool:
             return watched.consumer.is_consuming and watched.consumer.resubscriptions > 0
 
         await eventually(restored, what="the watchdog re-subscribed")
     finally:
         await connection.close()
+
+    # Not-ready cannot be caught in between: `is_consuming` turns false only when the
+    # watchdog's check finds the cancel, and that same check re-subscribes.
+    assert watched.consumer.resubscriptions == 1, "one cancel, one re-subscription"
+    after = await readiness(watched)
+    assert after.status_code == 200, after.text
+    assert after.json()["checks"]["consumer"] is True
 
     body = batch(6, patch(3, notes="after the cancel"))
     await publish_raw(

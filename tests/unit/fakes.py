@@ -141,7 +141,7 @@ def demo_marketplace(order_count: int = 10) -> FakeDatabase:
 
 
 def copy_batch(batch: StoredBatch) -> StoredBatch:
-    return replace(batch, state=replace(batch.state, errors=list(batch.state.errors)))
+    return replace(batch, state=replace(batch.state))
 
 
 @dataclass(slots=True)

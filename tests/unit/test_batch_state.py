@@ -29,17 +29,19 @@ def new_batch(total: int = 3, status: BatchStatus = BatchStatus.PENDING) -> Batc
     )
 
 
-def processing_batch(total: int = 3) -> BatchState:
-    batch = new_batch(total)
-    batch.start_processing(T0)
+def processing_batch(total: int = 3, *outcomes: Outcome) -> BatchState:
+    """A running batch whose operations so far ended in `outcomes` (the counters production
+    keeps in SQL, one per result row)."""
+    batch = new_batch(total, BatchStatus.PROCESSING)
+    batch.started_at = T0
+    batch.completed = outcomes.count(Outcome.SUCCEEDED)
+    batch.failed = outcomes.count(Outcome.FAILED)
+    batch.skipped = outcomes.count(Outcome.SKIPPED)
     return batch
 
 
 def finished_batch(*outcomes: Outcome) -> BatchState:
-    batch = processing_batch(len(outcomes))
-    for outcome in outcomes:
-        batch.add_result(outcome)
-    return batch
+    return processing_batch(len(outcomes), *outcomes)
 
 
 class TestPercentages:
@@ -48,10 +50,7 @@ class TestPercentages:
         assert (batch.progress, batch.success_rate) == (0.0, 0.0)
 
     def test_progress_counts_every_finished_operation_whatever_its_outcome(self):
-        batch = processing_batch(4)
-        batch.add_result(Outcome.SUCCEEDED)
-        batch.add_result(Outcome.FAILED)
-        batch.add_result(Outcome.SKIPPED)
+        batch = processing_batch(4, Outcome.SUCCEEDED, Outcome.FAILED, Outcome.SKIPPED)
         assert batch.progress == 75.0
 
     def test_success_rate_counts_only_succeeded_operations(self):
@@ -64,8 +63,7 @@ class TestPercentages:
         assert batch.success_rate == 66.67
 
     def test_one_of_three_is_rounded_to_two_places(self):
-        batch = processing_batch(3)
-        batch.add_result(Outcome.FAILED)
+        batch = processing_batch(3, Outcome.FAILED)
         assert batch.progress == 33.33
 
     def test_a_batch_of_no_operations_reports_zero_instead_of_dividing_by_zero(self):
@@ -97,78 +95,6 @@ class TestDuration:
         batch = finished_batch(Outcome.SUCCEEDED)
         batch.complete(T0 + timedelta(seconds=1, microseconds=500))
         assert batch.duration_seconds == 1.0005
-
-
-class TestStartProcessing:
-    def test_starting_a_pending_batch_records_the_start_time(self):
-        batch = new_batch()
-        batch.start_processing(T0)
-        assert batch.status is BatchStatus.PROCESSING
-        assert batch.started_at == T0
-
-    def test_starting_again_on_a_redelivery_keeps_the_first_start_time(self):
-        batch = processing_batch()
-        batch.start_processing(T0 + timedelta(minutes=5))
-        assert batch.status is BatchStatus.PROCESSING
-        assert batch.started_at == T0, "a redelivery must not restart the clock"
-
-    @pytest.mark.parametrize(
-        "status",
-        [BatchStatus.COMPLETED, BatchStatus.PARTIAL, BatchStatus.FAILED, BatchStatus.REJECTED],
-    )
-    def test_a_terminal_batch_cannot_start_again(self, status):
-        batch = new_batch(status=status)
-        with pytest.raises(BatchStateError, match="cannot start"):
-            batch.start_processing(T0)
-        assert batch.status is status
-
-
-class TestAddResult:
-    @pytest.mark.parametrize(
-        ("outcome", "expected"),
-        [
-            (Outcome.SUCCEEDED, (1, 0, 0)),
-            (Outcome.FAILED, (0, 1, 0)),
-            (Outcome.SKIPPED, (0, 0, 1)),
-        ],
-    )
-    def test_each_outcome_increments_its_own_counter(self, outcome, expected):
-        batch = processing_batch()
-        batch.add_result(outcome)
-        assert (batch.completed, batch.failed, batch.skipped) == expected
-        assert batch.finished == 1
-
-    def test_a_pending_batch_refuses_results(self):
-        batch = new_batch()
-        with pytest.raises(BatchStateError, match="pending"):
-            batch.add_result(Outcome.SUCCEEDED)
-        assert batch.finished == 0
-
-    def test_a_terminal_batch_refuses_results(self):
-        batch = finished_batch(Outcome.SUCCEEDED)
-        batch.complete(T0)
-        with pytest.raises(BatchStateError, match="completed"):
-            batch.add_result(Outcome.SUCCEEDED)
-        assert batch.finished == 1
-
-    def test_a_result_beyond_the_total_is_refused(self):
-        batch = finished_batch(Outcome.SUCCEEDED, Outcome.FAILED)
-        with pytest.raises(BatchStateError, match="already has a result"):
-            batch.add_result(Outcome.SKIPPED)
-        assert (batch.completed, batch.failed, batch.skipped) == (1, 1, 0)
-
-
-class TestAddError:
-    def test_batch_level_errors_are_kept_in_order(self):
-        batch = new_batch()
-        batch.add_error("first")
-        batch.add_error("second")
-        assert batch.errors == ["first", "second"]
-
-    def test_errors_are_not_shared_between_batches(self):
-        one, other = new_batch(), new_batch()
-        one.add_error("only mine")
-        assert other.errors == []
 
 
 class TestComplete:
@@ -205,8 +131,7 @@ class TestComplete:
         assert batch.completed_at == T0 + timedelta(seconds=2)
 
     def test_completing_is_refused_while_results_are_missing(self):
-        batch = processing_batch(3)
-        batch.add_result(Outcome.SUCCEEDED)
+        batch = processing_batch(3, Outcome.SUCCEEDED)
         with pytest.raises(BatchStateError, match="2 operations have no result"):
             batch.complete(T0)
         assert batch.status is BatchStatus.PROCESSING

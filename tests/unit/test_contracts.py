@@ -43,7 +43,7 @@ OTHER_BATCH_ID = uuid.UUID("9a1b7c3d-0e2f-4a5b-8c6d-7e8f9a0b1c2d")
 NOW = datetime(2026, 11, 26, 10, 0, 0, 123456, tzinfo=UTC)
 
 # A request as docs/contract.md shows one.
-DESIGN_EXAMPLE = """
+CONTRACT_EXAMPLE = """
 {
   "batch_id": "3d0f5c2e-6b8e-4f5e-9d63-2a4c7e1b9f10",
   "operation_type": "order_update",
@@ -58,7 +58,7 @@ DESIGN_EXAMPLE = """
 
 
 def request_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(DESIGN_EXAMPLE)
+    body: dict[str, Any] = json.loads(CONTRACT_EXAMPLE)
     body.update(overrides)
     return body
 
@@ -142,7 +142,7 @@ def a_rejection() -> BatchRejected:
 
 class TestBatchRequestAccepts:
     def test_the_design_example_is_valid(self):
-        request = BatchRequest.model_validate_json(DESIGN_EXAMPLE)
+        request = BatchRequest.model_validate_json(CONTRACT_EXAMPLE)
         assert request.batch_id == BATCH_ID
         assert request.operation_type is OperationType.ORDER_UPDATE
         assert request.actor_id == 3

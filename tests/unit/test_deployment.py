@@ -172,3 +172,18 @@ class TestDockerfile:
         argv = json.loads(cmd) if cmd.startswith("[") else shlex.split(cmd)
 
         parse_command(argv)
+
+    def test_the_image_holds_the_package_alone_and_no_example_handler(self) -> None:
+        copied = {
+            source
+            for keyword, args in dockerfile_instructions()
+            if keyword == "COPY" and not args.startswith("--from=")
+            for source in args.split()[:-1]
+        }
+        ignored = (ROOT / ".dockerignore").read_text("utf-8").split()
+        project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]
+
+        assert copied == {"pyproject.toml", "README.md", "contracts", "publisher", "consumer"}
+        assert "examples" in ignored, "the build context leaves the examples out"
+        # A handler registered by the package would be accepted by every deployment.
+        assert "batchops.handlers" not in project.get("entry-points", {})

@@ -1,5 +1,6 @@
-"""Operation handlers (consumer/service_layer/handlers.py and the custom example) driven through
-the in-memory unit of work: the order in which they check things, and what they change."""
+"""Operation handlers (consumer/service_layer/handlers.py and the example plugin's
+append_order_note, examples/handlers) driven through the in-memory unit of work: the order in
+which they check things, and what they change."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from batchops_example_handlers import append_order_note
 
 from consumer.domain.errors import (
     Conflict,
@@ -20,7 +22,6 @@ from consumer.domain.errors import (
     ResourceNotFound,
 )
 from consumer.domain.model import Actor, OrderStatus, ResourceKind, Role, User
-from consumer.service_layer.custom_example import append_order_note
 from consumer.service_layer.handlers import HANDLERS, OperationContext, OperationHandler
 from contracts import Method, Operation
 from tests.unit.fakes import FakeDatabase, FakeUnitOfWork, demo_marketplace
@@ -438,6 +439,13 @@ class TestServiceUpdate:
         failure = await failure_of(db, SERVICE_UPDATE, actor_id)
         assert isinstance(failure, PermissionDenied)
 
+    @pytest.mark.parametrize("price", ["120.505", 120.505], ids=["string", "number"])
+    async def test_a_price_with_three_decimal_places_is_400_naming_price(self, db, price):
+        failure = await failure_of(db, SERVICE_UPDATE, data={"price": price})
+        assert isinstance(failure, InvalidData)
+        assert failure.message.startswith("price: "), failure.message
+        assert db.services[1].price == Decimal("100.00")
+
 
 class TestUserUpdate:
     async def test_a_user_changes_their_own_profile(self, db):
@@ -492,6 +500,7 @@ class TestUserUpdate:
         [
             (3, 3, {"is_active": False}),
             (3, 3, {"role": "admin"}),
+            (3, 3, {"name": "Carla", "role": "staff"}),
             (STAFF, ADMIN, {"is_active": False}),
             (STAFF, 3, {"role": "staff"}),
             (3, 4, {"name": "x"}),
@@ -499,14 +508,25 @@ class TestUserUpdate:
         ids=[
             "own is_active",
             "own role",
+            "own role beside a name",
             "staff deactivates admin",
             "staff sets role",
             "other user",
         ],
     )
     async def test_changes_beyond_the_actors_rights_are_refused(self, db, actor_id, target, data):
+        before = marketplace_state(db)
         failure = await failure_of(db, USER_UPDATE, actor_id, resource_id=target, data=data)
         assert isinstance(failure, PermissionDenied)
+        assert marketplace_state(db) == before, "a refused change applies none of its fields"
+
+    @pytest.mark.parametrize("actor_id", [ADMIN, STAFF], ids=["admin", "staff"])
+    async def test_back_office_changes_their_own_profile(self, db, actor_id):
+        data = await run(
+            db, HANDLERS["user_update"], actor_id, Method.PATCH, actor_id, {"name": "Renamed"}
+        )
+        assert (data["id"], data["name"]) == (actor_id, "Renamed")
+        assert db.users[actor_id].name == "Renamed"
 
     async def test_staff_deactivates_a_client_and_admin_promotes_them(self, db):
         await run(db, HANDLERS["user_update"], STAFF, Method.PATCH, 3, {"is_active": False})

@@ -11,14 +11,15 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import batchops_example_handlers
 import pytest
 from structlog.testing import capture_logs
 
-from consumer.service_layer import custom_example
 from consumer.service_layer.batch_run import Disposition
 from consumer.service_layer.events import EventFactory
 from consumer.service_layer.executor import BatchExecutor
@@ -102,10 +103,20 @@ async def run_on_order_1(handler: Any) -> tuple[dict[str, Any], str]:
     return result, db.orders[1].notes
 
 
-class TestShippedEntryPoint:
-    def test_append_order_note_is_registered_by_this_project(self):
+class TestTheExamplePlugin:
+    """examples/handlers, installed beside batchops by `make install`."""
+
+    def test_batchops_itself_registers_no_handler(self):
+        # An example shipped inside the package would be accepted by every deployment.
+        declared = metadata.distribution("batchops").entry_points
+        assert [ep for ep in declared if ep.group == ENTRY_POINT_GROUP] == []
+
+    def test_append_order_note_is_registered_by_the_example_plugin(self):
+        [entry_point] = metadata.entry_points(group=ENTRY_POINT_GROUP, name="append_order_note")
+        assert entry_point.dist is not None
+        assert entry_point.dist.name == "batchops-example-handlers"
         handlers = load_custom_handlers()
-        assert handlers["append_order_note"] is custom_example.append_order_note
+        assert handlers["append_order_note"] is batchops_example_handlers.append_order_note
 
     def test_no_built_in_operation_type_is_registered_as_custom(self):
         assert set(load_custom_handlers()).isdisjoint(HANDLERS)
@@ -117,10 +128,10 @@ class TestShippedEntryPoint:
 
 class TestThirdPartyPackage:
     @pytest.mark.usefixtures("acme")
-    def test_its_entry_point_is_picked_up_beside_the_shipped_one(self):
+    def test_its_entry_point_is_picked_up_beside_the_example_plugin(self):
         handlers = load_custom_handlers()
         assert handlers["acme_stamp"] is sys.modules["acme_handlers"].stamp
-        assert handlers["append_order_note"] is custom_example.append_order_note
+        assert handlers["append_order_note"] is batchops_example_handlers.append_order_note
 
     @pytest.mark.usefixtures("acme")
     async def test_its_handler_runs(self):
@@ -256,12 +267,14 @@ class TestExtraHandlers:
         extra: dict[str, OperationHandler] = {"mine": mine}
         handlers = load_custom_handlers(extra)
         assert handlers["mine"] is mine
-        assert handlers["append_order_note"] is custom_example.append_order_note
+        assert handlers["append_order_note"] is batchops_example_handlers.append_order_note
 
     def test_no_extra_is_the_same_as_an_empty_one(self):
         assert load_custom_handlers() == load_custom_handlers({})
 
     def test_the_callers_dict_is_not_modified(self):
-        extra: dict[str, OperationHandler] = {"append_order_note": custom_example.append_order_note}
+        extra: dict[str, OperationHandler] = {
+            "append_order_note": batchops_example_handlers.append_order_note
+        }
         load_custom_handlers(extra)
-        assert extra == {"append_order_note": custom_example.append_order_note}
+        assert extra == {"append_order_note": batchops_example_handlers.append_order_note}

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from consumer import metrics
 from consumer.adapters import queries
 from consumer.adapters.maintenance import user_stats
-from consumer.adapters.relay import backlog
+from consumer.adapters.queries import backlog
 from consumer.adapters.tokens import authenticate
 from consumer.domain.model import Actor
 from consumer.entrypoints.http import labels, problems
@@ -142,14 +142,10 @@ AcceptLanguage = Annotated[str | None, Header()]
 
 
 def summarize(row: dict[str, Any], lang: str) -> dict[str, Any]:
-    state = queries.batch_state(row)
     return {
-        **row,
+        **queries.with_figures(row),
         "status_display": labels.status_label(row["status"], lang),
         "operation_type_display": labels.operation_type_label(row["operation_type"], lang),
-        "success_rate": state.success_rate,
-        "progress": state.progress,
-        "duration_seconds": state.duration_seconds,
     }
 
 

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from consumer.entrypoints.http.schemas import Problem
+from contracts import RejectionReason
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -70,11 +71,7 @@ def problem_response(
 
 def error_list(errors: Iterable[Any]) -> list[dict[str, Any]]:
     """pydantic's errors as the `errors` of a problem: where, what and which kind."""
-    # The offending input is left out: it may be large, and it is the caller's own anyway.
-    return [
-        {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type")}
-        for err in errors
-    ]
+    return [reason.model_dump() for reason in RejectionReason.from_errors(errors)]
 
 
 def document(app: FastAPI) -> None:

@@ -1,7 +1,8 @@
 """`make demo`: the whole path on this machine, from an empty database to a finished batch.
 
 Uses a database named `<your database>_demo` (dropped and re-created each run) and the
-namespace `batchops-demo`, so it never touches real data.
+namespace `batchops-demo`, so it never touches real data. Run it as `.venv/bin/python
+examples/demo.py` once batchops is installed (`make install`).
 """
 
 from __future__ import annotations
@@ -9,18 +10,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from consumer.config import Settings
-from consumer.entrypoints.cli import EXIT_OK
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "order_update.json"
+EXAMPLE = Path(__file__).resolve().parent / "order_update.json"
 BATCHOPS = str(Path(sys.executable).with_name("batchops"))
 READY_TIMEOUT = 30.0
 
@@ -29,27 +32,30 @@ def main() -> int:
     settings = Settings()
     url = make_url(settings.database_url)
     demo_url = url.set(database=f"{url.database or 'batchops'}_demo")
+    port = _free_port()
     env = {
         **os.environ,
         "BATCHOPS_DATABASE_URL": demo_url.render_as_string(hide_password=False),
         "BATCHOPS_AMQP_URL": settings.amqp_url,
         "BATCHOPS_NAMESPACE": "batchops-demo",
         "BATCHOPS_LOG_FORMAT": "json",
-        # The demo talks AMQP only; an ephemeral port keeps a busy :8000 from failing it.
-        "BATCHOPS_HTTP_PORT": "0",
+        # A free port of its own, so that a busy :8000 cannot fail the demo; its /readyz says
+        # when the service consumes.
+        "BATCHOPS_HTTP_HOST": "127.0.0.1",
+        "BATCHOPS_HTTP_PORT": str(port),
     }
     _step(f"fresh demo database {demo_url.database!r}")
     asyncio.run(_drop_database(env["BATCHOPS_DATABASE_URL"]))
     _run([BATCHOPS, "db", "upgrade"], env)
     _run([BATCHOPS, "seed", "--orders", "20"], env)
 
-    _step("starting `batchops serve` (consumer + outbox relay)")
+    _step("starting `batchops serve` (consumer + outbox relay + HTTP API)")
     log_path = Path(".demo") / "serve.log"
     log_path.parent.mkdir(exist_ok=True)
     with log_path.open("wb") as log:
         service = subprocess.Popen([BATCHOPS, "serve"], env=env, stderr=log, stdout=log)  # noqa: S603
         try:
-            _wait_until_consuming(log_path, service)
+            _wait_until_ready(port, log_path, service)
             _step(f"publishing {EXAMPLE.name}: professional 1 (user 6) updates three orders")
             print(EXAMPLE.read_text(encoding="utf-8"))
             published = _run([BATCHOPS, "publish", str(EXAMPLE), "--wait", "--timeout", "30"], env)
@@ -58,7 +64,7 @@ def main() -> int:
             service.send_signal(signal.SIGTERM)
             code = service.wait(timeout=30)
     print(f"service exited with code {code}; its log is in {log_path}")
-    return EXIT_OK if published == EXIT_OK and code == 0 else 1
+    return 0 if published == 0 and code == 0 else 1
 
 
 def _step(text: str) -> None:
@@ -77,13 +83,29 @@ def _run(command: list[str], env: dict[str, str]) -> int:
     return code
 
 
-def _wait_until_consuming(log_path: Path, service: subprocess.Popen[bytes]) -> None:
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _ready(port: int) -> bool:
+    """/readyz answers 200 once the database and the broker answer and the consumer consumes."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False  # not listening yet, or 503: not ready yet
+
+
+def _wait_until_ready(port: int, log_path: Path, service: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
-    while b'"consuming"' not in log_path.read_bytes():
+    while not _ready(port):
         if service.poll() is not None:
             raise SystemExit(f"demo: the service exited early; see {log_path}")
         if time.monotonic() > deadline:
-            raise SystemExit(f"demo: the service was not consuming after {READY_TIMEOUT}s")
+            raise SystemExit(f"demo: the service was not ready after {READY_TIMEOUT}s")
         time.sleep(0.1)
 
 

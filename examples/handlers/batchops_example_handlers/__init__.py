@@ -1,4 +1,4 @@
-"""An example custom handler, registered as `append_order_note` in pyproject.toml.
+"""An example custom handler, registered as `append_order_note` by this plugin's pyproject.toml.
 
 Copy its shape for your own: a plain async function taking the operation context and the
 operation, raising `OperationFailed` subclasses for expected failures and returning the
@@ -22,6 +22,8 @@ from consumer.service_layer.handlers import (
     require_method,
 )
 from contracts import Method, Operation
+
+__all__ = ["append_order_note"]
 
 
 class NoteLine(BaseModel):

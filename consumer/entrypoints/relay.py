@@ -1,0 +1,172 @@
+"""The outbox relay's worker: publish committed events with confirms, then settle their rows.
+
+A crash between the broker's confirm and the settling re-publishes the event (same event_id and
+body), so delivery is at-least-once and never lossy. The SQL is in adapters/outbox.py, the AMQP
+in adapters/event_publisher.py; this module owns the loop, its wake-ups and its backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import stamina
+import structlog
+
+from consumer import metrics
+from consumer.adapters.db_faults import classify
+from consumer.adapters.event_publisher import EventPublisher
+from consumer.adapters.outbox import UnsentEvent, settle, take_unsent
+from consumer.adapters.pg import ConnectionPool
+from consumer.log_config import LogThrottle
+from consumer.service_layer.availability import DatabaseAvailability
+from consumer.service_layer.batch_run import Interrupted
+from consumer.service_layer.faults import Fault, describe
+from publisher import PublishError, UnroutableError
+
+log = structlog.get_logger(__name__)
+_throttled = LogThrottle(log)
+# Commits of the next few milliseconds join a pass: one pass per operation would cost the
+# batch more CPU than the events themselves.
+COALESCE_SECONDS = 0.005
+# Longest wait between two failing passes (the broker or the database away).
+MAX_BACKOFF_SECONDS = 5.0
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        availability: DatabaseAvailability,
+        publisher: EventPublisher,
+        *,
+        batch_size: int,
+        poll_seconds: float,
+    ) -> None:
+        self._pool = pool
+        self._availability = availability
+        self.publisher = publisher
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._wakeup = asyncio.Event()
+        self._hurry = asyncio.Event()
+
+    def wake(self, *, urgent: bool = False) -> None:
+        """Ask for a relay pass (called after a transaction that wrote events commits). Passes
+        wait a few milliseconds for more commits to join them, unless `urgent`: a batch's last
+        event (its completion) is what its producer waits for, and nothing follows it."""
+        self._wakeup.set()
+        if urgent:
+            self._hurry.set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Relay until `stopping` is set, then flush what is committed and return."""
+        while not stopping.is_set():
+            try:
+                relayed = await self._pass_through_faults(stopping)
+            except Interrupted:
+                break  # shutting down during an outage: nothing can be flushed
+            if relayed < self._batch_size:
+                await self._idle(stopping)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Relay until nothing unsent is left (or the broker/database refuses)."""
+        try:
+            while await self.relay_once() == self._batch_size:
+                pass
+        except Exception as exc:  # noqa: BLE001 - shutting down: report, the rows stay unsent
+            log.warning("relay_flush_failed", error=describe(exc))
+
+    async def relay_once(self) -> int:
+        """Publish one batch of unsent events; returns how many rows it took."""
+        self._wakeup.clear()
+        self._hurry.clear()
+        session = await self._pool.acquire()
+        try:
+            unsent = await take_unsent(session, self._batch_size)
+            if not unsent:
+                return 0
+            sent = await self._publish(unsent)
+            if sent:
+                await settle(session, sent)
+                await session.commit()
+            if len(sent) < len(unsent):
+                missing = len(unsent) - len(sent)
+                raise PublishError(f"{missing} events were not confirmed; will retry")
+            return len(unsent)
+        finally:
+            await self._pool.release(session)
+
+    async def _publish(self, unsent: list[UnsentEvent]) -> list[UnsentEvent]:
+        """The events the broker took: confirmed, or returned because nobody is bound."""
+        outcomes = await self.publisher.publish_all([event.message for event in unsent])
+        sent = []
+        for event, outcome in zip(unsent, outcomes, strict=True):
+            message = event.message
+            if isinstance(outcome, UnroutableError):
+                metrics.EVENTS_RELAYED.labels("unroutable").inc()
+                # Nobody subscribes to this routing key: there is no one to deliver to.
+                log.info(
+                    "event_unroutable",
+                    routing_key=message.routing_key,
+                    event_id=str(message.message_id),
+                    correlation_id=message.correlation_id,
+                )
+                sent.append(event)
+            elif outcome is not None:
+                _throttled.warning(
+                    "event_publish_failed",
+                    routing_key=message.routing_key,
+                    event_id=str(message.message_id),
+                    error=describe(outcome),
+                )
+            else:
+                metrics.EVENTS_RELAYED.labels("published").inc()
+                sent.append(event)
+        return sent
+
+    async def _pass_through_faults(self, stopping: asyncio.Event) -> int:
+        """One pass, tried again with backoff while it fails; an unreachable database is
+        waited out instead (raises Interrupted when shutdown comes first)."""
+        async for attempt in stamina.retry_context(
+            on=_worth_another_pass,
+            attempts=None,
+            timeout=None,
+            wait_initial=self._poll_seconds,
+            wait_max=MAX_BACKOFF_SECONDS,
+            wait_jitter=self._poll_seconds,
+        ):
+            with attempt:
+                if stopping.is_set():
+                    return 0
+                try:
+                    return await self.relay_once()
+                except Exception as exc:
+                    if classify(exc) is Fault.UNREACHABLE:
+                        await self._availability.wait_until_reachable(exc)
+                    else:
+                        _throttled.warning("relay_pass_failed", error=describe(exc))
+                    raise
+        raise AssertionError("unreachable: the retries only end by returning or raising")
+
+    async def _idle(self, stopping: asyncio.Event) -> None:
+        """Until a commit wakes us, the poll interval passes or shutdown; then let the commits
+        of the next few milliseconds join the pass."""
+        waiters = {
+            asyncio.ensure_future(self._wakeup.wait()),
+            asyncio.ensure_future(stopping.wait()),
+        }
+        try:
+            await asyncio.wait(
+                waiters, timeout=self._poll_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hurry.wait(), COALESCE_SECONDS)
+
+
+def _worth_another_pass(exc: Exception) -> bool:
+    return not isinstance(exc, Interrupted)
