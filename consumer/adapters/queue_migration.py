@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 import aio_pika
 import structlog
@@ -148,16 +149,20 @@ async def _move(channel: AbstractChannel, source: str, target: str) -> int:
     queue = await channel.get_queue(source, ensure=False)
     moved = 0
     while (message := await queue.get(no_ack=False, fail=False)) is not None:
-        await publish_confirmed(channel.default_exchange, _copy(message), target)
+        await publish_confirmed(channel.default_exchange, copy_of(message), target)
         await message.ack()
         moved += 1
     return moved
 
 
-def _copy(message: AbstractIncomingMessage) -> aio_pika.Message:
+def copy_of(
+    message: AbstractIncomingMessage, headers: dict[str, Any] | None = None
+) -> aio_pika.Message:
+    """`message` to publish again, every property kept (persistent), with `headers` instead of
+    its own when given."""
     return aio_pika.Message(
         message.body,
-        headers=dict(message.headers or {}),
+        headers=dict(message.headers or {}) if headers is None else headers,
         content_type=message.content_type,
         content_encoding=message.content_encoding,
         delivery_mode=message.delivery_mode or aio_pika.DeliveryMode.PERSISTENT,

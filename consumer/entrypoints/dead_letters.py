@@ -19,6 +19,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
+from consumer.adapters.queue_migration import copy_of
 from consumer.entrypoints.exits import CommandFailed
 from consumer.service_layer.intake import json_object
 from contracts import UNKNOWN_OPERATION_TYPE, Topology
@@ -146,21 +147,7 @@ def replay_message(message: AbstractIncomingMessage) -> aio_pika.Message:
     }
     replays = headers.get(REPLAYS_HEADER, 0)
     headers[REPLAYS_HEADER] = (replays if isinstance(replays, int) else 0) + 1
-    return aio_pika.Message(
-        message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        priority=message.priority,
-        correlation_id=message.correlation_id,
-        reply_to=message.reply_to,
-        message_id=message.message_id,
-        timestamp=message.timestamp,
-        type=message.type,
-        user_id=message.user_id,
-        app_id=message.app_id,
-    )
+    return copy_of(message, headers)
 
 
 @dataclass(frozen=True, slots=True)
