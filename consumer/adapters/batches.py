@@ -176,9 +176,8 @@ _CANCEL_IN_ADVANCE = Statement(
                 batch_operations.c.cancel_requested_by, _placeholder.excluded.cancel_requested_by
             ),
         },
-        where=batch_operations.c.status.in_(
-            [BatchStatus.PENDING.value, BatchStatus.PROCESSING.value]
-        ),
+        where=(batch_operations.c.status == BatchStatus.PENDING.value)
+        | (batch_operations.c.status == BatchStatus.PROCESSING.value),
     )
 )
 

@@ -135,7 +135,28 @@ def _add_publish_command(commands: Commands) -> None:
     )
     publish.add_argument("--wait", action="store_true", help="wait for the completion events")
     publish.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS")
+    publish.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="rehearse: run every operation and keep nothing (only a dryrun.* completion)",
+    )
     publish.set_defaults(command=_lazy("consumer.entrypoints.publishing", "publish"))
+
+    cancel = commands.add_parser(
+        "cancel",
+        help="stop a batch before its next operation (one nobody has seen yet: when it arrives)",
+    )
+    cancel.add_argument("batch_id", type=uuid.UUID, metavar="BATCH_ID")
+    cancel.set_defaults(command=_lazy("consumer.entrypoints.job_commands", "cancel"))
+    retry = commands.add_parser(
+        "retry",
+        help="publish a new batch of the operations of a partial, failed or cancelled batch "
+        "that did not succeed",
+    )
+    retry.add_argument("batch_id", type=uuid.UUID, metavar="BATCH_ID")
+    retry.add_argument("--wait", action="store_true", help="wait for its completion")
+    retry.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS")
+    retry.set_defaults(command=_lazy("consumer.entrypoints.job_commands", "retry"))
 
 
 def _add_maintenance_commands(
