@@ -38,12 +38,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import aio_pika
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from bench.environment import delete_namespace, require_local
 from bench.service import ServiceProcess
 from consumer.adapters.database import create_engine
-from consumer.adapters.tables import batch_operations, operation_results, orders, outbox
+from consumer.adapters.queries import backlog
+from consumer.adapters.tables import batch_operations, operation_results, orders
 from consumer.config import Settings
 from consumer.service_layer.registry import ENTRY_POINT_GROUP
 from contracts import BatchRequest, ErrorCode, Topology
@@ -241,9 +242,7 @@ async def oracle(
                     )
                 ).all()
             }
-            unsent = await conn.scalar(
-                select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
-            )
+            unsent, _ = await backlog(conn)  # the outbox's and operation events' both
     finally:
         await engine.dispose()
     lost_effects = duplicated_effects = failed_with_effect = wrongly_failed = 0

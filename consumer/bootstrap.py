@@ -194,6 +194,7 @@ def bootstrap(
         pool,
         availability,
         EventPublisher(),
+        exchange=settings.topology.results_exchange,
         batch_size=settings.relay_batch_size,
         poll_seconds=settings.relay_poll_seconds,
     )

@@ -168,14 +168,15 @@ class BatchPublisher:
         finally:
             future.cancel()
 
-    def subscribe(self, pattern: str = "#") -> EventSubscription:
-        """Events on the results exchange matching `pattern`, as typed models.
+    def subscribe(self, pattern: str = "#", *more: str) -> EventSubscription:
+        """Events on the results exchange matching `pattern` or any of `more`, as typed
+        models; an event that matches several arrives once.
 
         Enter it before publishing so that no event is missed.
         """
         if self._channel is None:
             raise BatchopsError("the publisher is not open: use `async with BatchPublisher(...)`")
-        return EventSubscription(self._channel, self._topology.results_exchange, pattern)
+        return EventSubscription(self._channel, self._topology.results_exchange, (pattern, *more))
 
     def _exchange(self) -> AbstractExchange:
         if self._requests is None:

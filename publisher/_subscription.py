@@ -1,9 +1,9 @@
-"""A typed, async-iterable view of the results exchange for one routing pattern."""
+"""A typed, async-iterable view of the results exchange for some routing patterns."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -16,20 +16,24 @@ log = logging.getLogger(__name__)
 
 
 class EventSubscription:
-    """Events matching `pattern` (e.g. `batch.#`, `operation.*.failed`), from the moment of entry.
+    """Events matching any of `patterns` (e.g. `batch.#`, `operation.*.failed`), from the
+    moment of entry, each once.
 
     The queue is private and removed on exit; malformed bodies are logged and dropped.
     """
 
-    def __init__(self, channel: AbstractChannel, exchange: str, pattern: str) -> None:
+    def __init__(self, channel: AbstractChannel, exchange: str, patterns: Sequence[str]) -> None:
+        if not patterns:
+            raise ValueError("subscribe to at least one routing pattern")
         self._channel = channel
         self._exchange = exchange
-        self._pattern = pattern
+        self._patterns = tuple(patterns)
         self._queue: AbstractQueue | None = None
 
     async def __aenter__(self) -> Self:
         queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(self._exchange, routing_key=self._pattern)
+        for pattern in self._patterns:  # one queue: an event matching two arrives once
+            await queue.bind(self._exchange, routing_key=pattern)
         self._queue = queue
         return self
 
@@ -48,7 +52,7 @@ class EventSubscription:
 
     async def _events(self) -> AsyncIterator[Event]:
         if self._queue is None:
-            raise RuntimeError("use `async with publisher.subscribe(pattern) as events:` first")
+            raise RuntimeError("use `async with publisher.subscribe(...) as events:` first")
         async with self._queue.iterator() as messages:
             async for message in messages:
                 async with message.process():

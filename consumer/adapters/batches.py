@@ -10,29 +10,32 @@ from uuid import UUID
 
 import asyncpg
 from sqlalchemy import (
+    BigInteger,
     Boolean,
-    Column,
     DateTime,
     Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
     bindparam,
     func,
     insert,
     not_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from consumer.adapters.marketplace import SAVES
-from consumer.adapters.outbox import outbox_insert, outbox_parameters
 from consumer.adapters.pg import Record, Session, Statement
 from consumer.adapters.queries import batch_state
 from consumer.adapters.tables import batch_operations, operation_results
+from consumer.domain.batch import BatchState
 from consumer.service_layer.unit_of_work import (
     BatchCancelled,
     BatchRepository,
     DuplicateResult,
-    OutboxMessage,
     StoredBatch,
     StoredResult,
 )
@@ -40,6 +43,12 @@ from contracts import UNKNOWN_OPERATION_TYPE, BatchStatus, Mode, Outcome
 
 _RESULTS_PK = "pk_operation_results"
 
+_COUNTERS = {
+    Outcome.SUCCEEDED: "completed_operations",
+    Outcome.FAILED: "failed_operations",
+    Outcome.SKIPPED: "skipped_operations",
+}
+_COUNTED_NAMES = frozenset(_COUNTERS.values())
 _CLAIMED_COLUMNS = (
     "batch_id",
     "operation_type",
@@ -57,7 +66,7 @@ _CLAIMED_COLUMNS = (
     "retry_of",
 )
 # The fingerprint of a batch cancelled before anybody saw its request.
-_UNKNOWN_REQUEST = bytes(32)
+UNKNOWN_REQUEST = bytes(32)
 _CLAIM = Statement(
     pg_insert(batch_operations)
     .values({name: bindparam(name) for name in _CLAIMED_COLUMNS})
@@ -77,7 +86,7 @@ _TAKE_OVER = Statement(
         )
         & (
             (batch_operations.c.fingerprint == bindparam("fingerprint"))
-            | (batch_operations.c.fingerprint == _UNKNOWN_REQUEST)
+            | (batch_operations.c.fingerprint == UNKNOWN_REQUEST)
         )
     )
     .values(
@@ -87,6 +96,10 @@ _TAKE_OVER = Statement(
                 for name in _CLAIMED_COLUMNS
                 if name not in ("batch_id", "created_at", "correlation_id")
             },
+            # The API's own id for a batch it stored; the request's for one cancelled unseen.
+            "correlation_id": func.coalesce(
+                batch_operations.c.correlation_id, bindparam("correlation_id", type_=String)
+            ),
             "completed_at": None,
             "completion_event": None,
             "code": None,
@@ -111,11 +124,30 @@ _RECORD_REJECTION = Statement(
     ).returning(batch_operations.c.batch_id)
 )
 # Every column but the request, which only retries and cancels read (see request_of).
-_BATCH = select(*(c for c in batch_operations.c if c.name != "request")).where(
-    batch_operations.c.batch_id == bindparam("batch_id")
+# What `get` adds to the batch's row: its operations' outcomes, counted (a running batch keeps
+# no counters; `complete` stores them with its terminal status).
+_counted = (
+    select(
+        *(
+            func.count().filter(operation_results.c.outcome == outcome.value).label(name)
+            for outcome, name in _COUNTERS.items()
+        )
+    )
+    .where(operation_results.c.batch_id == batch_operations.c.batch_id)
+    .lateral("counted")
+)
+# Every column but the request (only retries and cancels read it, see request_of), with the
+# counters counted.
+_BATCH = (
+    select(
+        *(c for c in batch_operations.c if c.name != "request" and c.name not in _COUNTED_NAMES),
+        *_counted.c,
+    )
+    .select_from(batch_operations.join(_counted, true()))
+    .where(batch_operations.c.batch_id == bindparam("batch_id"))
 )
 _GET_BATCH = Statement(_BATCH)
-_GET_BATCH_FOR_UPDATE = Statement(_BATCH.with_for_update())
+_GET_BATCH_FOR_UPDATE = Statement(_BATCH.with_for_update(of=batch_operations))
 _REQUEST_OF = Statement(
     select(batch_operations.c.request).where(batch_operations.c.batch_id == bindparam("batch_id"))
 )
@@ -139,6 +171,7 @@ _COMPLETE = Statement(
         status=bindparam("status"),
         completed_at=bindparam("completed_at"),
         completion_event=bindparam("completion_event"),
+        **{name: bindparam(name) for name in _COUNTED_NAMES},
     )
 )
 _REQUEST_CANCEL = Statement(
@@ -158,7 +191,7 @@ _placeholder = pg_insert(batch_operations).values(
     mode=Mode.CONTINUE.value,
     status=BatchStatus.PENDING.value,
     total_operations=0,
-    fingerprint=_UNKNOWN_REQUEST,
+    fingerprint=UNKNOWN_REQUEST,
     created_at=bindparam("at"),
     cancel_requested_at=bindparam("at"),
     cancel_requested_by=bindparam("by", type_=Integer),
@@ -182,50 +215,56 @@ _CANCEL_IN_ADVANCE = Statement(
 )
 
 
-def _recording(counter: Column[int], *, announced: bool) -> dict[str | None, Statement]:
-    """The result row, its event's outbox row (unless not `announced`) and the batch counter
-    in one statement; with a variant per deferred write that may ride along.
+def _recording() -> dict[str | None, Statement]:
+    """The result row, its effect's deferred write riding along (a variant per kind).
 
-    The counter's update is refused (no row returned) when the batch was asked to cancel and
-    the result is `cancellable`: the batch row's lock orders it against the cancel, so an
-    operation either commits before the cancel or does not take effect at all."""
-    result = insert(operation_results).values(
-        batch_id=bindparam("batch_id"),
-        index=bindparam("index"),
-        resource_id=bindparam("resource_id"),
-        outcome=bindparam("outcome"),
-        status_code=bindparam("status"),
-        error_code=bindparam("error_code"),
-        event=bindparam("event"),
-    )
-    counted = (
-        _UPDATE_BATCH.where(
+    The row is taken from the batch's own row FOR KEY SHARE (the lock the foreign key takes
+    anyway): a cancel takes that row FOR UPDATE first, so an operation either commits before
+    the cancel or, once the cancel is committed, finds it and inserts nothing (a cancellable
+    result then returns no row). Neither the batch row nor an outbox row is written: the
+    counters are counted from the results, and the relay publishes the events from them."""
+    values = select(
+        batch_operations.c.batch_id,
+        bindparam("index", type_=SmallInteger),
+        bindparam("resource_id", type_=BigInteger),
+        bindparam("outcome", type_=String),
+        bindparam("status", type_=SmallInteger),
+        bindparam("error_code", type_=String),
+        bindparam("event", type_=LargeBinary),
+        bindparam("announce", type_=Boolean),
+        bindparam("traceparent", type_=String),
+    ).where(
+        (batch_operations.c.batch_id == bindparam("batch_id"))
+        & (
             batch_operations.c.cancel_requested_at.is_(None)
             | not_(bindparam("cancellable", type_=Boolean))
         )
-        .values({counter: counter + 1})
-        .returning(batch_operations.c.batch_id)
     )
-    ctes = [result.cte("result")]
-    if announced:
-        ctes.append(outbox_insert(prefix="o_").cte("announcement"))
-    record = counted.add_cte(*ctes)
+    record = (
+        insert(operation_results)
+        .from_select(
+            [
+                "batch_id",
+                "index",
+                "resource_id",
+                "outcome",
+                "status_code",
+                "error_code",
+                "event",
+                "announce",
+                "traceparent",
+            ],
+            values.with_for_update(read=True, key_share=True),
+        )
+        .returning(operation_results.c.index)
+    )
     variants: dict[str | None, Statement] = {None: Statement(record)}
-    if announced:  # a dry run's writes never ride along: they are rolled back
-        for key, save in SAVES.items():
-            variants[key] = Statement(record.add_cte(save.cte("effect")))
+    for key, save in SAVES.items():
+        variants[key] = Statement(record.add_cte(save.cte("effect")))
     return variants
 
 
-_COUNTERS = {
-    Outcome.SUCCEEDED: batch_operations.c.completed_operations,
-    Outcome.FAILED: batch_operations.c.failed_operations,
-    Outcome.SKIPPED: batch_operations.c.skipped_operations,
-}
-_RECORD = {outcome: _recording(counter, announced=True) for outcome, counter in _COUNTERS.items()}
-_RECORD_QUIETLY = {
-    outcome: _recording(counter, announced=False) for outcome, counter in _COUNTERS.items()
-}
+_RECORD = _recording()
 
 
 class SqlBatchRepository(BatchRepository):
@@ -284,8 +323,9 @@ class SqlBatchRepository(BatchRepository):
         status: int,
         error_code: str | None,
         event: bytes,
-        announcement: OutboxMessage | None,
         *,
+        announce: bool,
+        traceparent: str | None,
         cancellable: bool,
     ) -> None:
         parameters = {
@@ -296,18 +336,17 @@ class SqlBatchRepository(BatchRepository):
             "status": status,
             "error_code": error_code,
             "event": event,
+            "announce": announce,
+            "traceparent": traceparent,
             "cancellable": cancellable,
         }
-        if announcement is not None:
-            parameters |= outbox_parameters(announcement, prefix="o_")
-        variants = _RECORD[outcome] if announcement is not None else _RECORD_QUIETLY[outcome]
         try:
-            counted = await self._session.execute_with_deferred(variants, parameters)
+            recorded = await self._session.execute_with_deferred(_RECORD, parameters)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == _RESULTS_PK:
                 raise DuplicateResult(f"batch {batch_id} operation {index}") from exc
             raise
-        if counted is None:
+        if recorded is None:
             raise BatchCancelled(f"batch {batch_id} was cancelled before operation {index}")
 
     async def mark_in_hand(self, batch_id: UUID, index: int) -> None:
@@ -325,16 +364,17 @@ class SqlBatchRepository(BatchRepository):
             _CANCEL_IN_ADVANCE, {"batch_id": batch_id, "actor_id": by or 0, "by": by, "at": at}
         )
 
-    async def complete(
-        self, batch_id: UUID, status: BatchStatus, completed_at: datetime, completion_event: bytes
-    ) -> None:
+    async def complete(self, state: BatchState, completion_event: bytes) -> None:
         await self._session.execute(
             _COMPLETE,
             {
-                "batch_id": batch_id,
-                "status": status.value,
-                "completed_at": completed_at,
+                "batch_id": state.batch_id,
+                "status": state.status.value,
+                "completed_at": state.completed_at,
                 "completion_event": completion_event,
+                "completed_operations": state.completed,
+                "failed_operations": state.failed,
+                "skipped_operations": state.skipped,
             },
         )
 

@@ -7,12 +7,18 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, any_, case, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumer.adapters.tables import batch_operations, operation_results, outbox
+from consumer.adapters.operation_events import POSITION
+from consumer.adapters.tables import (
+    batch_operations,
+    operation_results,
+    outbox,
+    relay_positions,
+)
 from consumer.domain.batch import BatchState
-from contracts import BatchStatus, Mode, OperationResult
+from contracts import BatchStatus, Mode, OperationResult, Outcome
 
 
 def batch_state(row: Mapping[str, Any]) -> BatchState:
@@ -48,6 +54,30 @@ def with_figures(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+_COUNTERS = (
+    (batch_operations.c.completed_operations, Outcome.SUCCEEDED),
+    (batch_operations.c.failed_operations, Outcome.FAILED),
+    (batch_operations.c.skipped_operations, Outcome.SKIPPED),
+)
+
+
+def _live(counter: Any, outcome: Outcome) -> Any:
+    """A counter as it is now: a running batch keeps none (its operations' results are
+    counted), a finished one stores them with its terminal status."""
+    counted = (
+        select(func.count())
+        .where(
+            operation_results.c.batch_id == batch_operations.c.batch_id,
+            operation_results.c.outcome == outcome.value,
+        )
+        .scalar_subquery()
+    )
+    running = batch_operations.c.status.in_(
+        [BatchStatus.PENDING.value, BatchStatus.PROCESSING.value]
+    )
+    return case((running, counted), else_=counter).label(counter.name)
+
+
 SUMMARY_COLUMNS = [
     batch_operations.c.batch_id,
     batch_operations.c.correlation_id,
@@ -57,9 +87,7 @@ SUMMARY_COLUMNS = [
     batch_operations.c.mode,
     batch_operations.c.status,
     batch_operations.c.total_operations,
-    batch_operations.c.completed_operations,
-    batch_operations.c.failed_operations,
-    batch_operations.c.skipped_operations,
+    *(_live(counter, outcome) for counter, outcome in _COUNTERS),
     batch_operations.c.created_at,
     batch_operations.c.started_at,
     batch_operations.c.completed_at,
@@ -123,8 +151,10 @@ async def history(
 
 
 async def backlog(conn: AsyncConnection) -> tuple[int, float]:
-    """Unsent events and the age in seconds of the oldest one (0 when none)."""
-    row = (
+    """Unsent events and the age in seconds of the oldest unsent batch event (0 when none).
+    Operation events past the relay's position count as unsent (those of its last pass may be
+    out already: it moves once they are confirmed)."""
+    outbox_row = (
         await conn.execute(
             select(
                 func.count(),
@@ -132,4 +162,20 @@ async def backlog(conn: AsyncConnection) -> tuple[int, float]:
             ).where(outbox.c.sent_at.is_(None))
         )
     ).one()
-    return int(row[0]), float(row[1])
+    position = (
+        select(relay_positions.c.horizon, relay_positions.c.pending)
+        .where(relay_positions.c.name == POSITION)
+        .subquery()
+    )
+    operations = await conn.scalar(
+        select(func.count())
+        .select_from(operation_results.join(position, true()))
+        .where(
+            operation_results.c.announce.is_(True),
+            or_(
+                operation_results.c.txid >= position.c.horizon,
+                operation_results.c.txid == any_(position.c.pending),
+            ),
+        )
+    )
+    return int(outbox_row[0]) + int(operations or 0), float(outbox_row[1])

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, literal_column, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from consumer.adapters.batches import UNKNOWN_REQUEST
 from consumer.adapters.tables import batch_operations
 from contracts import BatchRequest, BatchStatus
 
@@ -30,26 +32,47 @@ async def store_pending(
     correlation_id: str,
     now: datetime,
 ) -> Stored:
-    """Insert the batch as `pending` unless its id is taken; say how the id was found."""
-    inserted = await conn.scalar(
-        insert(batch_operations)
-        .values(
-            batch_id=request.batch_id,
-            operation_type=request.operation_type.value,
-            handler=request.handler,
-            actor_id=request.actor_id,
-            mode=request.mode.value,
-            status=BatchStatus.PENDING.value,
-            total_operations=len(request.operations),
-            fingerprint=fingerprint,
-            correlation_id=correlation_id,
-            created_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=[batch_operations.c.batch_id])
-        .returning(batch_operations.c.batch_id)
+    """Insert the batch as `pending` unless its id is taken; say how the id was found. A batch
+    cancelled before anybody saw it is filled in with this request (and stays cancelled)."""
+    row = insert(batch_operations).values(
+        batch_id=request.batch_id,
+        operation_type=request.operation_type.value,
+        handler=request.handler,
+        actor_id=request.actor_id,
+        mode=request.mode.value,
+        status=BatchStatus.PENDING.value,
+        total_operations=len(request.operations),
+        fingerprint=fingerprint,
+        correlation_id=correlation_id,
+        created_at=now,
+        # Kept with it: a cancel skips its operations at once, a retry runs them again.
+        request=request.model_dump(mode="json"),
+        dry_run=request.dry_run,
+        retry_of=request.retry_of,
     )
+    filled_in = [
+        "operation_type",
+        "handler",
+        "actor_id",
+        "mode",
+        "total_operations",
+        "fingerprint",
+        "correlation_id",
+        "request",
+        "dry_run",
+        "retry_of",
+    ]
+    written: Any = await conn.execute(
+        row.on_conflict_do_update(
+            index_elements=[batch_operations.c.batch_id],
+            set_={name: row.excluded[name] for name in filled_in},
+            where=batch_operations.c.fingerprint == UNKNOWN_REQUEST,
+        ).returning(literal_column("xmax = 0"))
+    )
+    inserted = written.scalar_one_or_none()
     if inserted is not None:
-        return Stored.NEW
+        # A new row, or the cancelled one filled in: never to be forgotten if publishing fails.
+        return Stored.NEW if inserted else Stored.SAME
     stored = await conn.scalar(
         select(batch_operations.c.fingerprint).where(
             batch_operations.c.batch_id == request.batch_id

@@ -23,7 +23,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData(
     naming_convention={
@@ -161,6 +161,31 @@ operation_results = Table(
     Column("error_code", String(30)),
     # The operation event exactly as published.
     Column("event", LargeBinary, nullable=False),
+    # The relay publishes the events of these rows themselves (no outbox row per operation):
+    # `txid`, the inserting transaction's id, tells it which rows can no longer be joined by
+    # a transaction still open (see entrypoints/relay.py); `announce` is false for a dry run's.
+    Column(
+        "txid",
+        BigInteger,
+        nullable=False,
+        server_default=text("(pg_current_xact_id())::text::bigint"),
+    ),
+    Column("announce", Boolean, nullable=False, server_default=text("true")),
+    Column("traceparent", String(64)),
+    # BRIN: almost free to keep up as rows are appended in txid order, and enough to find the
+    # newest ones; a B-tree would cost each operation one more index insertion.
+    Index("ix_operation_results_txid", "txid", postgresql_using="brin"),
+)
+
+# How far the relay has published operation events: every announced result row of a txid
+# below `horizon` has been published, but those of the `pending` transactions (running when
+# the relay last looked). See adapters/operation_events.py.
+relay_positions = Table(
+    "relay_positions",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("horizon", BigInteger, nullable=False),
+    Column("pending", ARRAY(BigInteger), nullable=False, server_default=text("'{}'")),
 )
 
 outbox = Table(

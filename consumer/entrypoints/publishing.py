@@ -221,8 +221,9 @@ async def publish_lines(
                 out.write(f"line {item.line}: batch {item.request.batch_id}\n")
             out.write(f"published {len(requests)} batches ({operations} operations)\n")
             return EXIT_OK
-        # Subscribed before publishing, so that no completion can slip past.
-        async with publisher.subscribe("batch.#") as events:
+        # Subscribed before publishing, so that no completion can slip past. A dry run's
+        # completion has a routing key of its own; its rejection has the usual one.
+        async with publisher.subscribe("batch.#", "dryrun.#") as events:
             await _publish_in_order(publisher, requests, Progress("published", len(requests), err))
             found = await _collect(
                 events,

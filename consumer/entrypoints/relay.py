@@ -1,8 +1,11 @@
-"""The outbox relay's worker: publish committed events with confirms, then settle their rows.
+"""The relay's worker: publish committed events with confirms, then mark them published.
 
-A crash between the broker's confirm and the settling re-publishes the event (same event_id and
-body), so delivery is at-least-once and never lossy. The SQL is in adapters/outbox.py, the AMQP
-in adapters/event_publisher.py; this module owns the loop, its wake-ups and its backoff.
+Batch events (completions, rejections, reply_to copies) come from the outbox; operation events
+straight from operation_results, past the relay's position (adapters/operation_events.py). A crash
+between the broker's confirm and the marking re-publishes the event (same event_id and body),
+so delivery is at-least-once and never lossy. The SQL is in adapters/outbox.py and
+adapters/operation_events.py, the AMQP in adapters/event_publisher.py; this module owns the
+loop, its wake-ups and its backoff.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ import structlog
 from consumer import metrics
 from consumer.adapters.db_faults import classify
 from consumer.adapters.event_publisher import EventPublisher
-from consumer.adapters.outbox import UnsentEvent, settle, take_unsent
+from consumer.adapters.operation_events import advance, take_operation_events
+from consumer.adapters.outbox import settle, take_unsent
 from consumer.adapters.pg import ConnectionPool
 from consumer.log_config import LogThrottle
 from consumer.service_layer.availability import DatabaseAvailability
 from consumer.service_layer.batch_run import Interrupted
 from consumer.service_layer.faults import Fault, describe
+from consumer.service_layer.unit_of_work import OutboxMessage
 from publisher import PublishError, UnroutableError
 
 log = structlog.get_logger(__name__)
@@ -40,10 +45,12 @@ class OutboxRelay:
         availability: DatabaseAvailability,
         publisher: EventPublisher,
         *,
+        exchange: str,
         batch_size: int,
         poll_seconds: float,
     ) -> None:
         self._pool = pool
+        self._exchange = exchange  # of operation events: the results exchange
         self._availability = availability
         self.publisher = publisher
         self._batch_size = batch_size
@@ -63,57 +70,66 @@ class OutboxRelay:
         """Relay until `stopping` is set, then flush what is committed and return."""
         while not stopping.is_set():
             try:
-                relayed = await self._pass_through_faults(stopping)
+                more = await self._pass_through_faults(stopping)
             except Interrupted:
                 break  # shutting down during an outage: nothing can be flushed
-            if relayed < self._batch_size:
+            if not more:
                 await self._idle(stopping)
         await self.flush()
 
     async def flush(self) -> None:
         """Relay until nothing unsent is left (or the broker/database refuses)."""
         try:
-            while await self.relay_once() == self._batch_size:
+            while await self.relay_once():
                 pass
         except Exception as exc:  # noqa: BLE001 - shutting down: report, the rows stay unsent
             log.warning("relay_flush_failed", error=describe(exc))
 
-    async def relay_once(self) -> int:
-        """Publish one batch of unsent events; returns how many rows it took."""
+    async def relay_once(self) -> bool:
+        """Publish one batch of unsent events (operation events, then the outbox's); returns
+        whether more may be waiting."""
         self._wakeup.clear()
         self._hurry.clear()
         session = await self._pool.acquire()
         try:
+            # The outbox is read first: a completion seen now had its operations' rows
+            # committed before it, so the operation events read next include them and go out
+            # ahead of it, unless they are more than one pass takes: then it waits.
             unsent = await take_unsent(session, self._batch_size)
-            if not unsent:
-                return 0
-            sent = await self._publish(unsent)
-            if sent:
-                await settle(session, sent)
-                await session.commit()
-            if len(sent) < len(unsent):
-                missing = len(unsent) - len(sent)
+            operations = await take_operation_events(session, self._exchange, self._batch_size)
+            messages = [] if operations is None else list(operations.messages)
+            if operations is None or operations.complete:
+                messages += [event.message for event in unsent]
+            sent = await self._publish(messages) if messages else set()
+            kept = [event for event in unsent if id(event.message) in sent]
+            if kept:
+                await settle(session, kept)
+            if operations is not None and len(sent) == len(messages):
+                await advance(session, operations)
+            await session.commit()
+            if len(sent) < len(messages):
+                missing = len(messages) - len(sent)
                 raise PublishError(f"{missing} events were not confirmed; will retry")
-            return len(unsent)
+            held_back = operations is not None and not operations.complete
+            return held_back or len(unsent) == self._batch_size
         finally:
             await self._pool.release(session)
 
-    async def _publish(self, unsent: list[UnsentEvent]) -> list[UnsentEvent]:
-        """The events the broker took: confirmed, or returned because nobody is bound."""
-        outcomes = await self.publisher.publish_all([event.message for event in unsent])
-        sent = []
-        for event, outcome in zip(unsent, outcomes, strict=True):
-            message = event.message
+    async def _publish(self, messages: list[OutboxMessage]) -> set[int]:
+        """The `id()` of each message the broker took: confirmed, or returned because nobody
+        is bound for it (there is no one to deliver to)."""
+        outcomes = await self.publisher.publish_all(messages)
+        sent = set()
+        for message, outcome in zip(messages, outcomes, strict=True):
             if isinstance(outcome, UnroutableError):
                 metrics.EVENTS_RELAYED.labels("unroutable").inc()
-                # Nobody subscribes to this routing key: there is no one to deliver to.
                 log.info(
                     "event_unroutable",
                     routing_key=message.routing_key,
                     event_id=str(message.message_id),
                     correlation_id=message.correlation_id,
                 )
-                sent.append(event)
+                sent.add(id(message))
             elif outcome is not None:
                 _throttled.warning(
                     "event_publish_failed",
@@ -123,10 +139,10 @@ class OutboxRelay:
                 )
             else:
                 metrics.EVENTS_RELAYED.labels("published").inc()
-                sent.append(event)
+                sent.add(id(message))
         return sent
 
-    async def _pass_through_faults(self, stopping: asyncio.Event) -> int:
+    async def _pass_through_faults(self, stopping: asyncio.Event) -> bool:
         """One pass, tried again with backoff while it fails; an unreachable database is
         waited out instead (raises Interrupted when shutdown comes first)."""
         async for attempt in stamina.retry_context(
@@ -139,7 +155,7 @@ class OutboxRelay:
         ):
             with attempt:
                 if stopping.is_set():
-                    return 0
+                    return False
                 try:
                     return await self.relay_once()
                 except Exception as exc:

@@ -82,8 +82,7 @@ class Announcer:
             for body in await uow.batches.result_events(state.batch_id)
         ]
         body = self._events.completion(state, stored.correlation_id, results).model_dump_json()
-        assert state.completed_at is not None  # noqa: S101 - set by complete()
-        await uow.batches.complete(state.batch_id, state.status, state.completed_at, body.encode())
+        await uow.batches.complete(state, body.encode())
         return replace(stored, completion_event=body.encode())
 
     async def resend_completion(self, batch_id: UUID, delivery: Delivery) -> None:

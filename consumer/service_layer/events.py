@@ -22,7 +22,6 @@ from contracts import (
     completion_event_id,
     dryrun_routing_key,
     operation_event_id,
-    operation_routing_key,
 )
 
 
@@ -32,7 +31,7 @@ class EventFactory:
     def __init__(self, topology: Topology, telemetry: Telemetry | None = None) -> None:
         self._topology = topology
         # Events carry the trace context they were made in, when the process traces.
-        self._traceparent = (telemetry or Telemetry()).traceparent
+        self.traceparent = (telemetry or Telemetry()).traceparent
 
     def succeeded(
         self,
@@ -122,16 +121,6 @@ class EventFactory:
             rejected_at=now,
         )
 
-    def operation_message(self, result: OperationResult, body: bytes) -> OutboxMessage:
-        return OutboxMessage(
-            exchange=self._topology.results_exchange,
-            routing_key=operation_routing_key(result.operation_type, result.outcome.value),
-            message_id=result.event_id,
-            correlation_id=result.correlation_id,
-            body=body,
-            traceparent=self._traceparent(),
-        )
-
     @staticmethod
     def completion_routing_key(batch: BatchState) -> str:
         """`batch.<type>.<status>`, or `dryrun.<type>.<status>` for a dry run."""
@@ -158,7 +147,7 @@ class EventFactory:
                 message_id=event_id,
                 correlation_id=correlation_id,
                 body=body,
-                traceparent=self._traceparent(),
+                traceparent=self.traceparent(),
             )
         ]
         if reply_to:
@@ -171,7 +160,7 @@ class EventFactory:
                     correlation_id=reply_correlation_id,
                     body=body,
                     mandatory=False,
-                    traceparent=self._traceparent(),
+                    traceparent=self.traceparent(),
                 )
             )
         return messages

@@ -173,10 +173,11 @@ class ResultRecorder:
         *,
         cancellable: bool,
     ) -> None:
-        """The result rows and, but for a dry run, their events; not committed."""
-        quiet = run.request.dry_run  # a dry run publishes its completion only
+        """The result rows (the relay publishes their events but for a dry run's); not
+        committed."""
+        announce = not run.request.dry_run  # a dry run publishes its completion only
+        traceparent = self._events.traceparent()
         for result in results:
-            body = result.model_dump_json().encode()
             await uow.batches.add_result(
                 run.batch_id,
                 result.index,
@@ -184,7 +185,8 @@ class ResultRecorder:
                 result.outcome,
                 result.status,
                 result.error.code.value if result.error else None,
-                body,
-                None if quiet else self._events.operation_message(result, body),
+                result.model_dump_json().encode(),
+                announce=announce,
+                traceparent=traceparent,
                 cancellable=cancellable,
             )

@@ -43,8 +43,9 @@ class OperationRunner:
         self.stop_requested = False
 
     async def run(self, run: BatchRun) -> None:
-        if run.state.cancel_requested:  # cancelled before it ran: nothing runs
-            await self._recorder.record(run, self._recorder.cancelled(run, run.pending()))
+        if run.state.cancel_requested:  # cancelled before it ran (on): nothing more runs
+            if pending := run.pending():  # none when a crash came between them and the end
+                await self._recorder.record(run, self._recorder.cancelled(run, pending))
         elif run.request.dry_run:
             await self._rehearse(run)
         elif run.request.mode is Mode.ATOMIC:

@@ -17,7 +17,7 @@ from uuid import UUID
 
 from consumer.domain.batch import BatchState
 from consumer.domain.model import Actor, Order, Professional, ResourceKind, Service, User
-from contracts import BatchStatus, ErrorCode, Outcome, RejectionReason
+from contracts import ErrorCode, Outcome, RejectionReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +101,15 @@ class BatchRepository(abc.ABC):
         status: int,
         error_code: str | None,
         event: bytes,
-        announcement: OutboxMessage | None,
         *,
+        announce: bool,
+        traceparent: str | None,
         cancellable: bool,
     ) -> None:
-        """Record one result, count it and queue its event (`announcement`, None for a dry
-        run's) for the relay. Raises DuplicateResult when the index already has a result, and
-        BatchCancelled, when `cancellable` (the result of an operation that ran), if a cancel
-        of the batch was committed first."""
+        """Record one result; unless not `announce` (a dry run's), the relay publishes its
+        `event` (with `traceparent`) from there. Raises DuplicateResult when the index already
+        has a result, and BatchCancelled, when `cancellable` (the result of an operation that
+        ran), if a cancel of the batch was committed first."""
 
     @abc.abstractmethod
     async def mark_in_hand(self, batch_id: UUID, index: int) -> None:
@@ -125,9 +126,9 @@ class BatchRepository(abc.ABC):
         nothing (see claim)."""
 
     @abc.abstractmethod
-    async def complete(
-        self, batch_id: UUID, status: BatchStatus, completed_at: datetime, completion_event: bytes
-    ) -> None: ...
+    async def complete(self, state: BatchState, completion_event: bytes) -> None:
+        """Store the terminal status, counters and completion time of `state`, and its
+        completion event."""
 
 
 class MarketplaceRepository(abc.ABC):

@@ -157,4 +157,12 @@ class ScenarioDatabase:
         await eventually(gone, what=f"backends {sorted(pids)} ended", timeout=timeout)
 
     async def unsent_events(self) -> int:
-        return int(await self.scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
+        """Outbox rows not sent, and operation events the relay's position has not passed."""
+        return int(
+            await self.scalar(
+                "SELECT (SELECT count(*) FROM outbox WHERE sent_at IS NULL)"
+                " + (SELECT count(*) FROM operation_results r, relay_positions w"
+                " WHERE w.name = 'operation_events' AND r.announce"
+                " AND (r.txid >= w.horizon OR r.txid = ANY(w.pending)))"
+            )
+        )

@@ -1,10 +1,10 @@
 """kill -9 of the consumer at three points of a batch, then a restart: the oracle holds.
 
 The consumer is paused at an exact point by a row lock the test holds: an order's row
-(`FOR UPDATE`) stops an operation before it changes anything; the batch row `FOR SHARE` stops
-an operation after its effect is written but before its commit (the update of the batch's
-counters waits); the batch row `FOR KEY SHARE` lets operations commit but stops the final
-`SELECT … FOR UPDATE` that marks the batch terminal.
+(`FOR UPDATE`) stops an operation before it changes anything; the batch row `FOR UPDATE`
+stops an operation in the statement that writes its effect and its result, before its commit
+(that statement takes the batch row `FOR KEY SHARE`); the batch row `FOR KEY SHARE` lets
+operations commit but stops the final `SELECT … FOR UPDATE` that marks the batch terminal.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class TestConsumerKilledMidBatch:
             await scenario.db.wait_for_results(target.batch_id, 1)
             await scenario.db.wait_until_blocked(order_lock)
             async with scenario.db.holding(
-                "SELECT 1 FROM batch_operations WHERE batch_id = :b FOR SHARE", b=target.batch_id
+                "SELECT 1 FROM batch_operations WHERE batch_id = :b FOR UPDATE", b=target.batch_id
             ) as batch_lock:
                 await order_lock.release()
                 await scenario.db.wait_until_blocked(batch_lock)

@@ -11,8 +11,8 @@ import pytest
 from consumer.adapters.database import create_engine
 from consumer.adapters.maintenance import cleanup, user_stats
 from consumer.config import Settings
-from contracts import BatchRequest, ErrorCode, OperationResult
-from publisher import BatchPublisher, TopologyMismatchError
+from contracts import BatchCompleted, BatchRequest, ErrorCode, Event, OperationResult
+from publisher import BatchPublisher, EventSubscription, TopologyMismatchError
 from tests.integration.helpers import batch, batch_row, count_batches, patch
 from tests.support import EventLog
 
@@ -36,6 +36,38 @@ class TestSubscriptions:
         assert first.index == 1
         assert first.error is not None
         assert first.error.code is ErrorCode.CONFLICT
+
+    async def test_a_subscription_to_several_patterns_yields_each_matching_event_once(
+        self, settings: Settings
+    ) -> None:
+        body = batch(6, patch(3, status="accepted"), patch(9, status="completed"))
+        request = BatchRequest.model_validate_json(json.dumps(body))
+        async with (
+            BatchPublisher(settings.amqp_url, namespace=settings.namespace) as publisher,
+            # The last two both match the completion: it must still arrive once.
+            publisher.subscribe("operation.*.failed", "batch.#", "batch.*.partial") as events,
+        ):
+            await publisher.publish(request)
+            received = await _events_until_quiet(events, quiet_for=1.0, within=20)
+
+        kinds = [(type(e).__name__, getattr(e, "index", None)) for e in received]
+        assert kinds == [("OperationResult", 1), ("BatchCompleted", None)]
+
+
+async def _events_until_quiet(
+    events: EventSubscription, *, quiet_for: float, within: float
+) -> list[Event]:
+    """Every event until a completion has arrived and nothing more came for `quiet_for`
+    seconds (a duplicate would have)."""
+    received: list[Event] = []
+    iterator = aiter(events)
+    async with asyncio.timeout(within):
+        while True:
+            wait = quiet_for if any(isinstance(e, BatchCompleted) for e in received) else None
+            try:
+                received.append(await asyncio.wait_for(anext(iterator), wait))
+            except TimeoutError:
+                return received
 
 
 class TestTopologyMismatch:

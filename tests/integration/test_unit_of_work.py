@@ -19,7 +19,7 @@ from consumer.adapters.unit_of_work import SqlUnitOfWork
 from consumer.domain.batch import BatchState
 from consumer.domain.model import Order, OrderStatus
 from consumer.service_layer.faults import DatabaseUnavailable, Fault
-from consumer.service_layer.unit_of_work import OutboxMessage, StoredBatch
+from consumer.service_layer.unit_of_work import StoredBatch
 from contracts import BatchStatus, Mode, Outcome
 from tests.integration.helpers import eventually, order
 
@@ -65,9 +65,17 @@ async def claim_batch(uow: SqlUnitOfWork) -> uuid.UUID:
 
 
 async def record(uow: SqlUnitOfWork, batch_id: uuid.UUID, index: int, resource_id: int) -> None:
-    message = OutboxMessage("ex", f"operation.{index}", uuid.uuid4(), None, b"{}")
     await uow.batches.add_result(
-        batch_id, index, resource_id, Outcome.SUCCEEDED, 200, None, b"{}", message, cancellable=True
+        batch_id,
+        index,
+        resource_id,
+        Outcome.SUCCEEDED,
+        200,
+        None,
+        b"{}",
+        announce=False,
+        traceparent=None,
+        cancellable=True,
     )
 
 

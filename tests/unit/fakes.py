@@ -9,6 +9,7 @@ and then fails cannot leak the change past a rollback.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -42,7 +43,7 @@ from consumer.service_layer.unit_of_work import (
     StoredBatch,
     StoredResult,
 )
-from contracts import BatchStatus, Mode, Outcome
+from contracts import BatchStatus, Mode, Outcome, Topology, operation_routing_key
 
 # The fingerprint of a batch cancelled before anybody saw its request (as the SQL adapter).
 UNKNOWN_REQUEST = bytes(32)
@@ -148,6 +149,19 @@ def demo_marketplace(order_count: int = 10) -> FakeDatabase:
     )
 
 
+def operation_event(body: bytes, traceparent: str | None) -> OutboxMessage:
+    """The message the relay publishes for a result row (default namespace)."""
+    event = json.loads(body)
+    return OutboxMessage(
+        exchange=Topology().results_exchange,
+        routing_key=operation_routing_key(event["operation_type"], event["outcome"]),
+        message_id=UUID(event["event_id"]),
+        correlation_id=event["correlation_id"],
+        body=body,
+        traceparent=traceparent,
+    )
+
+
 def copy_batch(batch: StoredBatch) -> StoredBatch:
     return replace(batch, state=replace(batch.state))
 
@@ -212,7 +226,9 @@ class FakeBatchRepository(BatchRepository):
         ) or existing.fingerprint not in (batch.fingerprint, UNKNOWN_REQUEST):
             return copy_batch(existing), False
         # Like the SQL adapter: the request's columns, but a cancel asked for in advance stays.
-        taken = replace(copy_batch(batch), correlation_id=existing.correlation_id)
+        taken = replace(
+            copy_batch(batch), correlation_id=existing.correlation_id or batch.correlation_id
+        )
         taken.state.created_at = existing.state.created_at
         taken.state.cancel_requested = existing.state.cancel_requested
         self._staged.batches[batch.state.batch_id] = taken
@@ -261,8 +277,9 @@ class FakeBatchRepository(BatchRepository):
         status: int,
         error_code: str | None,
         event: bytes,
-        announcement: OutboxMessage | None,
         *,
+        announce: bool,
+        traceparent: str | None,
         cancellable: bool,
     ) -> None:
         self._staged.check()
@@ -278,7 +295,6 @@ class FakeBatchRepository(BatchRepository):
         self._staged.results[key] = ResultRow(
             batch_id, index, resource_id, outcome, status, error_code, event
         )
-        # Counted like the SQL adapter does: a column update, not BatchState.add_result.
         counted = copy_batch(batch)
         if outcome is Outcome.SUCCEEDED:
             counted.state.completed += 1
@@ -287,20 +303,17 @@ class FakeBatchRepository(BatchRepository):
         else:
             counted.state.skipped += 1
         self._staged.batches[batch_id] = counted
-        if announcement is not None:
-            self._staged.outbox.append(announcement)
+        if announce:  # what the relay will publish from the result row
+            self._staged.outbox.append(operation_event(event, traceparent))
 
-    async def complete(
-        self, batch_id: UUID, status: BatchStatus, completed_at: datetime, completion_event: bytes
-    ) -> None:
+    async def complete(self, state: BatchState, completion_event: bytes) -> None:
         self._staged.check()
-        batch = self._current(batch_id)
+        batch = self._current(state.batch_id)
         if batch is None:
-            raise LookupError(f"batch {batch_id} does not exist")
-        completed = replace(copy_batch(batch), completion_event=completion_event)
-        completed.state.status = status
-        completed.state.completed_at = completed_at
-        self._staged.batches[batch_id] = completed
+            raise LookupError(f"batch {state.batch_id} does not exist")
+        self._staged.batches[state.batch_id] = replace(
+            batch, state=replace(state), completion_event=completion_event
+        )
 
     async def mark_in_hand(self, batch_id: UUID, index: int) -> None:
         self._staged.check()

@@ -76,7 +76,8 @@ class TestFakeUnitOfWork:
                 200,
                 None,
                 b"{}",
-                announcement(b"{}"),
+                announce=False,
+                traceparent=None,
                 cancellable=True,
             )
             await uow.commit()
@@ -90,7 +91,8 @@ class TestFakeUnitOfWork:
                     409,
                     "CONFLICT",
                     b"",
-                    announcement(b""),
+                    announce=False,
+                    traceparent=None,
                     cancellable=True,
                 )
         assert db.batches[BATCH_ID].state.completed == 1

@@ -26,7 +26,6 @@ from tests.unit.executor.helpers import (
     ConsumerCrash,
     ScriptedHandler,
     an_event,
-    announcement,
     batch_body,
     delivery,
     executor_for,
@@ -127,7 +126,8 @@ class TestRedelivery:
                     200,
                     None,
                     theirs,
-                    announcement(theirs),
+                    announce=True,
+                    traceparent=None,
                     cancellable=True,
                 )
                 await uow.commit()

@@ -1,0 +1,207 @@
+"""Operation events read from operation_results past the relay's position (the real
+database): whole transactions only, nothing read twice, a row committed late by a transaction
+that began early still read, and the position's pending set no larger than the transactions
+running at one moment."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy import literal_column, select
+
+from consumer.adapters.operation_events import advance, take_operation_events
+from consumer.adapters.pg import ConnectionPool, Session, Statement
+from consumer.adapters.tables import relay_positions
+from contracts import operation_event_id
+from tests.faults.test_operation_events_order import INSERT_BATCH, INSERT_RESULT, an_event
+
+EXCHANGE = "test.results"
+_POSITION = Statement(
+    select(relay_positions.c.horizon, relay_positions.c.pending, literal_column("xmin::text"))
+)
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[ConnectionPool]:
+    pool = ConnectionPool(database_url, size=3, command_timeout=10)
+    yield pool
+    await pool.close(timeout=5)
+
+
+async def commit_results(pool: ConnectionPool, count: int) -> uuid.UUID:
+    """One transaction writing `count` result rows of a new batch."""
+    batch_id = uuid.uuid4()
+    session = await pool.acquire()
+    try:
+        connection = session._connection
+        await connection.execute(
+            INSERT_BATCH.replace(":b", "$1").replace(":f", "$2"), batch_id, uuid.uuid4().bytes * 2
+        )
+        async with connection.transaction():
+            for index in range(count):
+                await connection.execute(
+                    INSERT_RESULT.replace(":b", "$1").replace(":i", "$2").replace(":event", "$3"),
+                    batch_id,
+                    index,
+                    an_event(batch_id, index),
+                )
+    finally:
+        await pool.release(session)
+    return batch_id
+
+
+@dataclass
+class OpenTransaction:
+    """A transaction of the test's that wrote one result row and is still open."""
+
+    session: Session
+    transaction: Any  # asyncpg's
+    batch_id: uuid.UUID
+    txid: int
+
+
+async def open_transaction_with_a_result(pool: ConnectionPool) -> OpenTransaction:
+    batch_id = await commit_results(pool, 0)
+    session = await pool.acquire()
+    connection = session._connection
+    transaction = connection.transaction()
+    await transaction.start()
+    await connection.execute(
+        INSERT_RESULT.replace(":b", "$1").replace(":i", "$2").replace(":event", "$3"),
+        batch_id,
+        0,
+        an_event(batch_id, 0),
+    )
+    txid = await connection.fetchval("SELECT pg_current_xact_id()::text::bigint")
+    return OpenTransaction(session, transaction, batch_id, int(txid))
+
+
+async def take_all(session: Session, limit: int) -> list[str]:
+    """Every unpublished event, pass after pass of `limit`, as routing key:event id."""
+    taken: list[str] = []
+    while True:
+        events = await take_operation_events(session, EXCHANGE, limit)
+        assert events is not None
+        taken += [m.routing_key + ":" + str(m.message_id) for m in events.messages]
+        await advance(session, events)
+        await session.commit()
+        if not events.messages:
+            return taken
+
+
+async def position(session: Session) -> tuple[int, list[int], int]:
+    """(horizon, pending, the row version's xmin: it changes with every write)."""
+    row: Any = await session.fetchrow(_POSITION)
+    await session.commit()
+    return int(row[0]), list(row[1]), int(row[2])
+
+
+class TestReadingPastThePosition:
+    async def test_every_event_is_read_once_and_a_transaction_is_never_cut(
+        self, pool: ConnectionPool
+    ) -> None:
+        for count in (3, 4, 3):
+            await commit_results(pool, count)
+        session = await pool.acquire()
+        try:
+            first = await take_operation_events(session, EXCHANGE, 5)
+            assert first is not None
+            assert len(first.messages) == 3, (
+                "5 rows would cut the second transaction short: only the first one goes"
+            )
+            assert not first.complete, "more were committed than this pass took"
+            await session.rollback()
+
+            taken = await take_all(session, 5)
+        finally:
+            await pool.release(session)
+        assert len(taken) == 10
+        assert len(set(taken)) == 10, "nothing read twice"
+
+    async def test_a_transaction_larger_than_the_limit_is_read_whole(
+        self, pool: ConnectionPool
+    ) -> None:
+        await commit_results(pool, 7)
+        session = await pool.acquire()
+        try:
+            events = await take_operation_events(session, EXCHANGE, 5)
+            assert events is not None
+            assert len(events.messages) == 7
+        finally:
+            await pool.release(session)
+
+    async def test_only_one_relay_reads_operation_events_at_a_time(
+        self, pool: ConnectionPool
+    ) -> None:
+        await commit_results(pool, 2)
+        one, other = await pool.acquire(), await pool.acquire()
+        try:
+            assert await take_operation_events(one, EXCHANGE, 10) is not None
+            assert await take_operation_events(other, EXCHANGE, 10) is None
+        finally:
+            await pool.release(one)
+            await pool.release(other)
+
+
+class TestALongTransaction:
+    async def test_its_rows_are_read_when_it_commits_and_it_alone_is_pending_meanwhile(
+        self, pool: ConnectionPool
+    ) -> None:
+        held = await open_transaction_with_a_result(pool)
+        relay = await pool.acquire()
+        try:
+            for _ in range(20):  # transactions that begin after it and commit before it
+                await commit_results(pool, 1)
+            early = await take_all(relay, 100)
+            horizon, pending, _ = await position(relay)
+            assert len(early) == 20
+            assert held.txid in pending
+            assert len(pending) <= 3, f"only transactions running at a moment, not {pending}"
+            assert horizon > held.txid
+
+            await held.transaction.commit()
+            late = await take_all(relay, 100)
+            _, pending, _ = await position(relay)
+        finally:
+            await pool.release(held.session)
+            await pool.release(relay)
+        assert len(late) == 1, "the late row once, nothing of the others again"
+        assert str(operation_event_id(held.batch_id, 0)) in late[0]
+        assert held.txid not in pending
+
+    async def test_its_rolled_back_rows_are_never_read_and_it_leaves_the_pending_set(
+        self, pool: ConnectionPool
+    ) -> None:
+        held = await open_transaction_with_a_result(pool)
+        relay = await pool.acquire()
+        try:
+            await commit_results(pool, 1)
+            assert len(await take_all(relay, 100)) == 1
+            assert held.txid in (await position(relay))[1]
+            await held.transaction.rollback()
+            await commit_results(pool, 1)
+            assert len(await take_all(relay, 100)) == 1
+            assert held.txid not in (await position(relay))[1]
+        finally:
+            await pool.release(held.session)
+            await pool.release(relay)
+
+
+class TestAnIdleRelay:
+    async def test_does_not_write_its_position_when_there_is_nothing_to_publish(
+        self, pool: ConnectionPool
+    ) -> None:
+        await commit_results(pool, 1)
+        relay = await pool.acquire()
+        try:
+            assert len(await take_all(relay, 100)) == 1
+            before = await position(relay)
+            await commit_results(pool, 0)  # other transactions move the snapshot on
+            assert await take_all(relay, 100) == []
+            assert await position(relay) == before
+        finally:
+            await pool.release(relay)
