@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import aio_pika
@@ -82,42 +81,6 @@ async def drop_database(url: URL) -> None:
 async def checkpoint(url: URL) -> None:
     """Start each timed phase from a clean checkpoint (fewer full-page writes carried over)."""
     await execute_admin(url, "CHECKPOINT")
-
-
-@dataclass(frozen=True, slots=True)
-class DbCounters:
-    """Server-side counters of the bench database (pg_stat_database). A backend flushes its
-    figures when it exits, so take snapshots with no bench connection open."""
-
-    transactions: int
-    inserted: int
-    updated: int
-
-    @classmethod
-    async def read(cls, url: URL) -> DbCounters:
-        engine = create_engine(render(url.set(database="postgres")), pool_size=1)
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT pg_stat_clear_snapshot()"))
-                row = (
-                    await conn.execute(
-                        text(
-                            "SELECT xact_commit + xact_rollback, tup_inserted, tup_updated "
-                            "FROM pg_stat_database WHERE datname = :name"
-                        ),
-                        {"name": url.database},
-                    )
-                ).one()
-                return cls(int(row[0]), int(row[1]), int(row[2]))
-        finally:
-            await engine.dispose()
-
-    def per_operation(self, earlier: DbCounters, operations: int) -> dict[str, float]:
-        return {
-            "transactions": round((self.transactions - earlier.transactions) / operations, 2),
-            "rows_inserted": round((self.inserted - earlier.inserted) / operations, 2),
-            "rows_updated": round((self.updated - earlier.updated) / operations, 2),
-        }
 
 
 def new_namespace() -> str:

@@ -24,18 +24,31 @@ class Options:
     timeout: float = 300.0
     py_spy: str | None = None
     history: int = 0
+    # Rounds of interleaved phases (raw baseline, batchops, the naive peer), medians reported.
+    rounds: int = 3
+    peer: bool = True
 
 
-def order_count(o: Options) -> int:
-    """Orders to seed so that every operation of the run gets one of its own."""
-    # Mirrors run_raw: a warm-up batch per connection, the 1-connection phase, the N phase.
-    raw = (
+def raw_operations(o: Options) -> int:
+    """Operations of one raw phase (mirrors run_raw): a warm-up batch per connection, the
+    1-connection phase, the N-connection phase."""
+    return (
         o.connections * o.ops_per_batch
         + o.raw_ops
         + math.ceil(o.raw_ops / o.connections) * o.connections
     )
-    service = (o.consumers + o.single_runs + o.batches) * o.ops_per_batch
-    return raw + service + 10
+
+
+def service_operations(o: Options) -> int:
+    """Operations of one batchops (or peer) phase: a warm-up batch per process, the single
+    batches, the load."""
+    return (o.consumers + o.single_runs + o.batches) * o.ops_per_batch
+
+
+def order_count(o: Options) -> int:
+    """Orders to seed so that every operation of the run gets one of its own."""
+    services = 2 if o.peer else 1
+    return o.rounds * (raw_operations(o) + services * service_operations(o)) + 10
 
 
 def service_env(o: Options, database_url: str, amqp_url: str, namespace: str) -> dict[str, str]:

@@ -169,3 +169,13 @@ async def run_raw(
         sequential_ms=round(statistics.median(chunk_ms), 1),
         client_cpu_ms_per_op=round(cpu_ms, 3),
     )
+
+
+async def run_raw_untimed(dsn: str, orders: OrderIds, *, operations: int, chunk: int) -> None:
+    """`operations` raw operations on one connection, in batches of `chunk` (a batch row each,
+    as batchops has): what they make the database do is counted, not how long they take."""
+    conn = await asyncpg.connect(dsn, timeout=10, command_timeout=60)
+    try:
+        await _run_sequence(conn, await _plan(conn, orders.take(operations), chunk), chunk)
+    finally:
+        await conn.close(timeout=10)

@@ -34,16 +34,24 @@ def _die_with_parent() -> None:
 
 
 class ServiceProcess:
-    """One batchops process; its output (JSON log lines) goes to `log_path`."""
+    """One `batchops COMMAND` process (or the process `argv` names, e.g. a peer); its output
+    (log lines) goes to `log_path`."""
 
-    def __init__(self, command: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        command: str,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        argv: list[str] | None = None,
+    ) -> None:
         # The working directory is the log directory: no stray `.env` file changes the settings.
         self.log_path = log_path
         self._log = log_path.open("wb")
         # A session of its own: a Ctrl-C on the bench's terminal reaches the bench only, and
         # the bench decides how its services stop.
         self.process = subprocess.Popen(
-            [batchops_executable(), command],
+            argv or [batchops_executable(), command],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -104,16 +112,26 @@ class ServiceProcess:
 
 
 async def start_services(
-    count: int, command: str, env: dict[str, str], log_dir: Path, timeout: float = 30.0
+    count: int,
+    command: str,
+    env: dict[str, str],
+    log_dir: Path,
+    timeout: float = 30.0,
+    *,
+    argv: list[str] | None = None,
+    label: str | None = None,
 ) -> list[ServiceProcess]:
-    """Start `count` processes and return once each consumes the work queue. On failure every
-    process started so far is stopped before the error propagates."""
+    """Start `count` processes (`batchops COMMAND`, or `argv`) and return once each consumes
+    the work queue; their logs are `LABEL-N.log` (LABEL: `command` unless given). On failure
+    every process started so far is stopped before the error propagates."""
     started: list[ServiceProcess] = []
     try:
         for number in range(count):
-            started.append(ServiceProcess(command, env, log_dir / f"{command}-{number}.log"))
+            log_path = log_dir / f"{label or command}-{number}.log"
+            started.append(ServiceProcess(command, env, log_path, argv=argv))
         for service in started:
-            # structlog's JSON line for RequestConsumer.start(): `"event": "consuming"`.
+            # structlog's JSON line for RequestConsumer.start(): `"event": "consuming"` (the
+            # peers print the same line).
             await service.wait_for_log('"consuming"', timeout)
     except BaseException:
         for service in started:
