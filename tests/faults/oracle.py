@@ -9,7 +9,10 @@
    database recorded; no other event was published (rolled-back work left no event).
 4. Nothing is left pending: the requests queue has no ready or unacknowledged message, the
    outbox has no unsent row, and the dead-letter queue holds exactly the expected messages.
-5. Nothing was wrongly failed: no operation ended INTERNAL_ERROR (500), UNAVAILABLE
+5. A batch whose cancel was accepted (`expect_cancelled`) ends `cancelled`: the operations that
+   committed before the cancel took effect are judged as above, every other one reports SKIPPED
+   "cancelled", and nothing ran after the cancel took effect (tests/faults/cancelled.py).
+6. Nothing was wrongly failed: no operation ended INTERNAL_ERROR (500), UNAVAILABLE
    (503) or SKIPPED (424) where the model, run as if there had been no fault, predicts anything
    else. A fault that healed in time may cost latency, never a result.
 
@@ -41,6 +44,7 @@ from contracts import (
     operation_routing_key,
 )
 from tests.faults.broker import EventRecorder, QueueProbe, Received
+from tests.faults.cancelled import ran_before_cancel
 from tests.faults.database import ScenarioDatabase
 from tests.faults.model import (
     NOTE_HANDLERS,
@@ -51,7 +55,7 @@ from tests.faults.model import (
 )
 from tests.integration.helpers import eventually
 
-TERMINAL = frozenset({"completed", "partial", "failed"})
+TERMINAL = frozenset({"completed", "partial", "failed", "cancelled"})
 # What a healthy operation must never end with because of a fault that healed in time.
 FAILURE_CODES = frozenset(
     {ErrorCode.INTERNAL_ERROR.value, ErrorCode.UNAVAILABLE.value, ErrorCode.SKIPPED.value}
@@ -108,6 +112,7 @@ class Oracle:
         self._orders_taken: dict[int, uuid.UUID] = {}  # order -> the batch that changes it
         self._partner: dict[uuid.UUID, uuid.UUID] = {}  # batch -> the batch it commutes with
         self.commuting_orders: set[int] = set()
+        self.cancelled: set[uuid.UUID] = set()
 
     def expect(self, request: BatchRequest) -> None:
         """Judge `request` at the end; batches may not share orders (their interleaving would
@@ -134,6 +139,10 @@ class Oracle:
         self.expect(first)
         self.expect(second)
 
+    def expect_cancelled(self, batch_id: uuid.UUID) -> None:
+        """Judge `batch_id` as a batch whose cancel was accepted (published before or after)."""
+        self.cancelled.add(batch_id)
+
     async def check(
         self, stop_consumers: Callable[[], None], allow: Allowances | None = None
     ) -> Report:
@@ -147,7 +156,8 @@ class Oracle:
             row.batch_id: row
             for row in await self._db.rows(
                 "SELECT batch_id, status, completed_operations, failed_operations,"
-                " skipped_operations, completion_event, operation_type FROM batch_operations"
+                " skipped_operations, completion_event, operation_type, cancel_requested_at"
+                " FROM batch_operations"
             )
         }
         results: dict[uuid.UUID, list[Any]] = defaultdict(list)
@@ -182,8 +192,9 @@ class Oracle:
         async def all_terminal() -> bool:
             rows = await self._db.rows(
                 "SELECT count(*) FROM batch_operations WHERE batch_id = ANY(:ids)"
-                " AND status IN ('completed', 'partial', 'failed')",
+                " AND status = ANY(:terminal)",
                 ids=ids,
+                terminal=sorted(TERMINAL),
             )
             return int(rows[0][0]) == len(ids)
 
@@ -273,10 +284,17 @@ class Oracle:
                     f"0..{len(request.operations) - 1}"
                 )
                 continue
-            failed = self._judge_results(request, rows, model, allow, problems)
+            cancelled = batch_id in self.cancelled
+            ran = len(rows)
+            if cancelled:
+                ran, found = ran_before_cancel(request, rows, row.cancel_requested_at)
+                problems += found
+            # What ran is judged against the model; what the cancel skipped had no effect.
+            before = request.model_copy(update={"operations": request.operations[:ran]})
+            failed = self._judge_results(before, rows[:ran], model, allow, problems)
             if failed:
                 wrongly_failed[batch_id] = failed
-            self._judge_counters(request, row, rows, problems)
+            self._judge_counters(request, row, rows, problems, cancelled=cancelled)
             for r in rows:
                 key = operation_routing_key(request.operation_type.value, r.outcome)
                 expected_events[operation_event_id(batch_id, r.index)] = (key, r.event)
@@ -347,7 +365,12 @@ class Oracle:
 
     @staticmethod
     def _judge_counters(
-        request: BatchRequest, batch: Any, rows: list[Any], problems: list[str]
+        request: BatchRequest,
+        batch: Any,
+        rows: list[Any],
+        problems: list[str],
+        *,
+        cancelled: bool = False,
     ) -> None:
         where = f"batch {request.batch_id}"
         if batch.status not in TERMINAL:
@@ -365,12 +388,18 @@ class Oracle:
         status = (
             "completed" if succeeded == len(rows) else "failed" if succeeded == 0 else "partial"
         )
-        if batch.status != status:
+        if cancelled and batch.status != "cancelled":
+            problems.append(f"{where} is {batch.status}, but its cancel was accepted")
+        elif not cancelled and batch.status != status:
             problems.append(f"{where} is {batch.status}, its results make it {status}")
         if batch.completion_event is None:
             problems.append(f"{where} is terminal without a completion event")
             return
         completion = BatchCompleted.model_validate_json(batch.completion_event)
+        if completion.status.value != batch.status:
+            problems.append(
+                f"{where} is {batch.status}, its completion says {completion.status.value}"
+            )
         stored = [OperationResult.model_validate_json(r.event) for r in rows]
         if completion.results != stored:
             problems.append(f"{where}: the completion's results differ from the stored results")

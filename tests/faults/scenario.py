@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,10 @@ from pathlib import Path
 import yarl
 from sqlalchemy import make_url
 
+from consumer.bootstrap import bootstrap
 from consumer.config import Settings
+from consumer.domain.model import Actor
+from consumer.service_layer.job_control import JobControl, Verdict
 from contracts import BatchRequest, Topology
 from publisher import BatchPublisher
 from tests.faults.broker import EventRecorder, QueueProbe
@@ -32,6 +36,7 @@ class Scenario:
     oracle: Oracle
     publisher: BatchPublisher
     consumers: Consumers
+    job_control: JobControl
     proxies: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     @property
@@ -59,6 +64,14 @@ class Scenario:
             self.oracle.expect_commuting(first, second)
         for request in [first for first, _ in pairs] + [second for _, second in pairs]:
             await self.publisher.publish(request)
+
+    async def cancel(self, batch_id: uuid.UUID, actor: Actor | None = None) -> Verdict:
+        """Cancel as the service's job control does (for `actor`; None: an operator, as
+        `batchops cancel`); an accepted cancel makes the oracle judge the batch as cancelled."""
+        verdict = await self.job_control.cancel(batch_id, actor)
+        if verdict is Verdict.ACCEPTED:
+            self.oracle.expect_cancelled(batch_id)
+        return verdict
 
     async def not_terminal(self, requests: Sequence[BatchRequest]) -> int:
         """How many of `requests` are not terminal yet (not even recorded, or running)."""
@@ -137,6 +150,8 @@ async def open_scenario(
     db = ScenarioDatabase(observer_url or settings.database_url)
     probe = QueueProbe(settings.amqp_url)
     consumers = Consumers(consumer_env(settings), directory)
+    # The service's own job control, wired as a process serving the API has it (no consumer).
+    wired = bootstrap(settings, consume=False)
     try:
         async with (
             BatchPublisher(
@@ -147,11 +162,14 @@ async def open_scenario(
             EventRecorder(settings.amqp_url, settings.topology.results_exchange) as recorder,
         ):
             oracle = Oracle(db, probe, recorder, settings.topology, seeded_orders)
-            scenario = Scenario(settings, db, probe, oracle, publisher, consumers)
+            scenario = Scenario(
+                settings, db, probe, oracle, publisher, consumers, wired.job_control
+            )
             async with scenario.proxies:
                 try:
                     yield scenario
                 finally:
                     consumers.close()
     finally:
+        await wired.close()
         await db.dispose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import aio_pika
 import pytest
 
+from consumer.service_layer.job_control import Verdict
 from contracts import Mode, operation_event_id
 from tests.faults.model import notes_batch
 from tests.faults.oracle import Allowances
@@ -95,3 +96,54 @@ class TestTheOracle:
         assert "order 6" not in str(failed.value), (
             f"order 6 ({notes_6!r}) holds each line once, in some order: that is no problem"
         )
+
+
+class TestTheOracleOnCancelledBatches:
+    async def test_it_reports_an_operation_that_took_effect_after_the_cancel(
+        self, scenario: Scenario
+    ) -> None:
+        await scenario.consumers.start()
+        batch = notes_batch((3, "a0"), (6, "a1"), (9, "a2"))
+        async with scenario.db.holding("SELECT 1 FROM orders WHERE id = 6 FOR UPDATE") as lock:
+            await scenario.publish(batch)
+            await scenario.db.wait_for_results(batch.batch_id, 1)
+            await scenario.db.wait_until_blocked(lock)
+            assert await scenario.cancel(batch.batch_id) is Verdict.ACCEPTED
+        await scenario.db.wait_for_results(batch.batch_id, 3)
+        # Forge what a cancel must never let happen: operation 1, in hand when the cancel
+        # came, committed after it all the same.
+        await scenario.db.execute(
+            "UPDATE operation_results SET outcome = 'succeeded', error_code = NULL,"
+            " event = convert_to(jsonb_set(convert_from(event, 'UTF8')::jsonb - 'error',"
+            " '{outcome}', '\"succeeded\"')::text, 'UTF8')"
+            ' WHERE batch_id = :b AND "index" = 1',
+            b=batch.batch_id,
+        )
+        await scenario.db.execute("UPDATE orders SET notes = 'a1' WHERE id = 6")
+
+        with pytest.raises(AssertionError) as failed:
+            await scenario.check()
+
+        assert (
+            f"batch {batch.batch_id} (cancelled): operations [1] were run at or after the moment "
+            "the cancel took effect"
+        ) in str(failed.value)
+
+    async def test_it_reports_a_batch_that_went_on_although_its_cancel_was_accepted(
+        self, scenario: Scenario
+    ) -> None:
+        await scenario.consumers.start()
+        batch = notes_batch((3, "a0"), (6, "a1"))
+        await scenario.publish(batch)
+        await scenario.db.wait_for_results(batch.batch_id, 2)
+        scenario.oracle.expect_cancelled(batch.batch_id)  # as if a cancel had been accepted
+
+        with pytest.raises(AssertionError) as failed:
+            await scenario.check()
+
+        for problem in (
+            "its cancel was accepted but is not recorded on the batch row",
+            "no operation reports SKIPPED 'cancelled'",
+            f"batch {batch.batch_id} is completed, but its cancel was accepted",
+        ):
+            assert problem in str(failed.value)
