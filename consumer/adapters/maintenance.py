@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from consumer.adapters.batches import UNKNOWN_REQUEST
 from consumer.adapters.tables import batch_operations, outbox
 from consumer.domain.stats import StatsRow, UserStats, summarize
 from contracts import BatchStatus
@@ -22,13 +23,18 @@ class CleanupCounts:
 
 
 async def cleanup(conn: AsyncConnection, cutoff: datetime, *, dry_run: bool) -> CleanupCounts:
-    """Delete terminal batches (and their results) finished before `cutoff`, and sent events.
+    """Delete terminal batches (and their results) finished before `cutoff`, cancels in
+    advance made before it whose request never arrived, and sent events.
 
     Once a batch is deleted its batch_id is forgotten: a later re-submission runs again.
     """
-    old_batches = (batch_operations.c.status.in_(_TERMINAL)) & (
-        batch_operations.c.completed_at < cutoff
+    finished = batch_operations.c.status.in_(_TERMINAL) & (batch_operations.c.completed_at < cutoff)
+    never_arrived = (
+        (batch_operations.c.fingerprint == UNKNOWN_REQUEST)
+        & (batch_operations.c.status == BatchStatus.PENDING.value)
+        & (batch_operations.c.cancel_requested_at < cutoff)
     )
+    old_batches = finished | never_arrived
     sent_events = outbox.c.sent_at.is_not(None) & (outbox.c.sent_at < cutoff)
     if dry_run:
         batches = await conn.scalar(select(func.count()).where(old_batches)) or 0

@@ -15,12 +15,15 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from consumer.adapters.database import create_engine
+from consumer.adapters.maintenance import cleanup
 from consumer.config import Settings
 from consumer.domain.model import Actor, Role
 from consumer.service_layer.job_control import Verdict
@@ -356,3 +359,28 @@ class TestCancelTooLate:
         assert await world.cancel(batch_id, ADMIN) is Verdict.REFUSED
         assert await stored_batch(world, batch_id) == before
         await judge(world, consumer, Allowances(rejections=1, dead_letters=1))
+
+
+class TestCleanupOfCancelsInAdvance:
+    async def test_a_cancel_in_advance_whose_request_never_came_is_deleted_after_the_cutoff(
+        self, world: Scenario, settings: Settings
+    ) -> None:
+        never_sent = notes_batch((3, "n0"))
+        assert await world.cancel(never_sent.batch_id, ADMIN) is Verdict.ACCEPTED
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                before = await cleanup(conn, datetime.now(UTC) - timedelta(days=1), dry_run=False)
+            assert before.batches == 0, "a recent cancel in advance is kept"
+            assert await batch_status(world, never_sent.batch_id) == "pending"
+            async with engine.begin() as conn:
+                counted = await cleanup(
+                    conn, datetime.now(UTC) + timedelta(seconds=1), dry_run=True
+                )
+                deleted = await cleanup(
+                    conn, datetime.now(UTC) + timedelta(seconds=1), dry_run=False
+                )
+        finally:
+            await engine.dispose()
+        assert (counted.batches, deleted.batches) == (1, 1)
+        assert await batch_status(world, never_sent.batch_id) is None
