@@ -94,4 +94,4 @@ def safe_next(target: str | None) -> str:
     """Only a console path: never an open redirect to another site."""
     if target and target.startswith("/console") and not target.startswith("//"):
         return target
-    return "/console/batches"
+    return "/console"
