@@ -127,8 +127,13 @@ class Browser:
         height = self.driver.execute_script(
             "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)"
         )
-        self.driver.set_window_size(1280, min(max(int(height) + 40, 600), 2000))
+        # A headless window cannot grow past its screen: emulate a taller one instead.
+        metrics = {"width": 1280, "height": min(int(height) + 20, 2000)}
+        self.driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {**metrics, "deviceScaleFactor": 1, "mobile": False},
+        )
         directory = Path(SCREENSHOTS)
         directory.mkdir(parents=True, exist_ok=True)
         self.driver.save_screenshot(str(directory / f"{name}.png"))
-        self.driver.set_window_size(1280, 900)
+        self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

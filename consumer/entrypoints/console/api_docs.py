@@ -38,7 +38,8 @@ def asyncapi_view(document: dict[str, Any]) -> dict[str, Any]:
     channels = [
         {
             "name": name,
-            "address": channel.get("address", ""),
+            # A null address: the channel is named by each message (a reply_to queue).
+            "address": channel.get("address") or "(each message's reply_to)",
             "description": channel.get("description", ""),
             "messages": [_ref_name(m) or key for key, m in channel.get("messages", {}).items()],
             "bindings": channel.get("bindings", {}),
@@ -74,6 +75,8 @@ def router() -> APIRouter:
             swagger_js_url=f"{VENDOR}/swagger-ui-bundle.js",
             swagger_css_url=f"{VENDOR}/swagger-ui.css",
             swagger_favicon_url="/console/static/favicon.svg",
+            # Its default would have every visitor's browser ask swagger.io to validate.
+            swagger_ui_parameters={"validatorUrl": None},
         )
 
     async def redoc() -> HTMLResponse:
