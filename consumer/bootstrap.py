@@ -31,6 +31,7 @@ from consumer.service_layer.events import EventFactory
 from consumer.service_layer.executor import BatchExecutor
 from consumer.service_layer.handlers import HANDLERS, OperationHandler
 from consumer.service_layer.intake import IntakePolicy
+from consumer.service_layer.job_control import JobControl
 from consumer.service_layer.registry import load_custom_handlers
 from consumer.service_layer.retry import RetryPolicy, Transactions, instrument_retries
 from consumer.service_layer.unit_of_work import AbstractUnitOfWork
@@ -83,6 +84,7 @@ class Service:
     pool: ConnectionPool
     availability: DatabaseAvailability
     executor: BatchExecutor
+    job_control: JobControl
     relay: OutboxRelay
     consumer: RequestConsumer
     queue_watch: QueueWatch | None = None
@@ -122,6 +124,7 @@ class Service:
                 max_body_bytes=self.settings.max_body_bytes,
                 readiness=readiness,
                 max_operations=self.settings.max_operations,
+                job_control=self.job_control,
                 amqp_url=self.settings.amqp_url,
                 topology=self.settings.topology,
                 queues=self.queue_watch,
@@ -232,6 +235,12 @@ def bootstrap(
         poll_seconds=settings.relay_poll_seconds,
     )
     executor = _executor(settings, transactions, handlers, custom_handlers, relay, telemetry)
+    job_control = JobControl(
+        transactions,
+        EventFactory(settings.topology, telemetry),
+        on_outbox=relay.wake,
+        telemetry=telemetry,
+    )
     gate = SerialGate(pool, transactions) if settings.serialize_batches else None
     return Service(
         settings=settings,
@@ -239,6 +248,7 @@ def bootstrap(
         pool=pool,
         availability=availability,
         executor=executor,
+        job_control=job_control,
         relay=relay,
         consumer=RequestConsumer(
             executor, settings.topology, settings.prefetch, availability, gate=gate

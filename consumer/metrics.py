@@ -11,6 +11,7 @@ __all__ = [
     "DATABASE_OUTAGES",
     "DATABASE_REACHABLE",
     "DEAD_LETTERED",
+    "DRY_RUNS_FINISHED",
     "EVENTS_RELAYED",
     "HTTP_DURATION",
     "HTTP_REQUESTS",
@@ -31,6 +32,11 @@ _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 
 BATCHES_FINISHED = Counter(
     "batchops_batches_finished_total",
     "Batches that reached a terminal status",
+    ["status", "operation_type"],
+)
+DRY_RUNS_FINISHED = Counter(
+    "batchops_dry_runs_finished_total",
+    "Dry runs that reached a terminal status (apart from batches: they changed nothing)",
     ["status", "operation_type"],
 )
 BATCHES_REJECTED = Counter(

@@ -40,7 +40,8 @@ class ProcessTelemetry(Telemetry):
             metrics.OPERATIONS.labels(result.outcome.value, code).inc()
 
     def batch_finished(self, state: BatchState) -> None:
-        metrics.BATCHES_FINISHED.labels(state.status.value, state.operation_type).inc()
+        counter = metrics.DRY_RUNS_FINISHED if state.dry_run else metrics.BATCHES_FINISHED
+        counter.labels(state.status.value, state.operation_type).inc()
         if state.duration_seconds is not None:
             metrics.BATCH_DURATION.observe(state.duration_seconds)
 

@@ -34,6 +34,7 @@ from contracts.topology import (
     UNKNOWN_OPERATION_TYPE,
     Topology,
     batch_routing_key,
+    dryrun_routing_key,
     is_operation_routing_key,
     operation_routing_key,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "Topology",
     "batch_routing_key",
     "completion_event_id",
+    "dryrun_routing_key",
     "is_operation_routing_key",
     "operation_event_id",
     "operation_routing_key",

@@ -10,6 +10,7 @@ from contracts.topology import (
     DEFAULT_DELIVERY_LIMIT,
     Topology,
     batch_routing_key,
+    dryrun_routing_key,
     operation_routing_key,
 )
 
@@ -104,6 +105,15 @@ CHANNELS: dict[str, Any] = {
         {"operation_type": "operationType", "status": "completionStatus"},
         ["BatchCompleted"],
         "One completion per executed batch. `batch.#` matches completions and rejections.",
+    ),
+    "dryRunCompletions": _routing_key_channel(
+        dryrun_routing_key("{operation_type}", "{status}"),
+        _RESULTS,
+        "topic",
+        {"operation_type": "operationType", "status": "completionStatus"},
+        ["BatchCompleted"],
+        "The completion of a dry run (`dry_run: true`), its only event: the results say what "
+        "would have happened, nothing changed. `dryrun.#` matches every one.",
     ),
     "batchRejections": _routing_key_channel(
         batch_routing_key("{operation_type}", BatchStatus.REJECTED.value),

@@ -264,6 +264,12 @@ _OPERATIONS: dict[str, tuple[str, str, list[str], str]] = {
         ["BatchCompleted"],
         "Relayed from the outbox once the batch is terminal; re-sent for a duplicate.",
     ),
+    "publishDryRunCompletion": (
+        "send",
+        "dryRunCompletions",
+        ["BatchCompleted"],
+        "Relayed from the outbox once a dry run is terminal (its only event).",
+    ),
     "publishBatchRejection": (
         "send",
         "batchRejections",

@@ -20,6 +20,7 @@ from pydantic import (
     model_serializer,
 )
 
+from contracts._serialization import LeavesOutSilentFields, leave_out
 from contracts.errors import ErrorCode
 from contracts.requests import MAX_OPERATIONS
 
@@ -43,6 +44,8 @@ class BatchStatus(StrEnum):
     PARTIAL = "partial"
     FAILED = "failed"
     REJECTED = "rejected"
+    # Stopped on request before every operation ran (the rest reported SKIPPED).
+    CANCELLED = "cancelled"
 
     @property
     def is_terminal(self) -> bool:
@@ -73,10 +76,11 @@ class OperationError(BaseModel):
     type: str = Field(description="One fixed word per code, e.g. PermissionError.")
 
 
-class OperationResult(BaseModel):
+class OperationResult(LeavesOutSilentFields):
     """Body of an `operation.*.*` event and each element of a completion's `results`."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Described as validated: the serializer only leaves out fields that say nothing.
+    model_config = ConfigDict(extra="ignore", frozen=True, json_schema_mode_override="validation")
 
     event_id: EventId
     event_type: Literal["batchops.operation.v1"] = OPERATION_EVENT_TYPE
@@ -94,30 +98,31 @@ class OperationResult(BaseModel):
     )
     error: OperationError | None = Field(None, description="Failure or skip only.")
     occurred_at: datetime
+    retry_of: uuid.UUID | None = Field(
+        None, description="Only in a retry's events: the batch whose failures it runs again."
+    )
 
     @model_serializer(mode="wrap")
     def _leave_out_the_absent(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # A serializer rather than Field(exclude_if=...), which older pydantic releases ignore.
-        dumped = handler(self)
-        if isinstance(dumped, dict):
-            for name in ("data", "error"):
-                if getattr(self, name) is None:
-                    dumped.pop(name, None)
-        return dumped
+        return leave_out(handler(self), self, absent=("data", "error", "retry_of"))
 
 
-class BatchCompleted(BaseModel):
+class BatchCompleted(LeavesOutSilentFields):
     """Body of a `batch.*.<completed|partial|failed>` event and of the reply_to message."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Described as validated: the serializer only leaves out fields that say nothing.
+    model_config = ConfigDict(extra="ignore", frozen=True, json_schema_mode_override="validation")
 
     event_id: EventId
     event_type: Literal["batchops.batch.v1"] = BATCH_EVENT_TYPE
     batch_id: uuid.UUID
     correlation_id: CorrelationId = None
     operation_type: str
-    status: Literal[BatchStatus.COMPLETED, BatchStatus.PARTIAL, BatchStatus.FAILED] = Field(
-        description="completed: every operation succeeded; failed: none did; else partial."
+    status: Literal[
+        BatchStatus.COMPLETED, BatchStatus.PARTIAL, BatchStatus.FAILED, BatchStatus.CANCELLED
+    ] = Field(
+        description="completed: every operation succeeded; failed: none did; cancelled: "
+        "stopped on request before every operation ran; else partial."
     )
     total_operations: int = Field(ge=1, le=MAX_OPERATIONS)
     completed_operations: Count = Field(description="Operations that succeeded.")
@@ -130,6 +135,18 @@ class BatchCompleted(BaseModel):
     completed_at: datetime
     duration_seconds: float | None = Field(ge=0, description="completed_at - started_at.")
     results: list[OperationResult] = Field(description="Every operation's result, by index.")
+    dry_run: bool = Field(
+        False,
+        description="Only in a dry run's completion (true): the results say what would have "
+        "happened; nothing changed.",
+    )
+    retry_of: uuid.UUID | None = Field(
+        None, description="Only in a retry's completion: the batch whose failures it ran again."
+    )
+
+    @model_serializer(mode="wrap")
+    def _leave_out_the_absent(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return leave_out(handler(self), self, absent=("retry_of",), unless_true=("dry_run",))
 
 
 class RejectionReason(BaseModel):

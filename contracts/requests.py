@@ -8,7 +8,19 @@ from enum import StrEnum
 from typing import Annotated, Any, Self
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    Strict,
+    StrictBool,
+    model_serializer,
+    model_validator,
+)
+
+from contracts._serialization import LeavesOutSilentFields, leave_out
 
 MAX_OPERATIONS = 50
 MAX_BODY_BYTES = 256 * 1024
@@ -87,10 +99,11 @@ class Operation(BaseModel):
     )
 
 
-class BatchRequest(BaseModel):
+class BatchRequest(LeavesOutSilentFields):
     """A batch of 1 to 50 operations of one type, run in list order on behalf of `actor_id`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Described as validated: the serializer only leaves out fields that say nothing.
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_mode_override="validation")
 
     batch_id: UUID = Field(description="The idempotency key; also the AMQP message_id.")
     operation_type: OperationType = Field(description="Also the routing key.")
@@ -106,6 +119,20 @@ class BatchRequest(BaseModel):
     operations: list[Operation] = Field(
         min_length=1, max_length=MAX_OPERATIONS, description="Executed in list order."
     )
+    dry_run: StrictBool = Field(
+        False,
+        description="true: validate, authorise and run every operation in one transaction that "
+        "is rolled back; nothing changes, and only the completion is published "
+        "(dryrun.<type>.<status>).",
+    )
+    retry_of: UUID | None = Field(
+        None, description="The batch whose failed and skipped operations this one runs again."
+    )
+
+    @model_serializer(mode="wrap")
+    def _leave_out_the_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Sent only when they say something: a consumer that predates them accepts the rest.
+        return leave_out(handler(self), self, absent=("retry_of",), unless_true=("dry_run",))
 
     @model_validator(mode="after")
     def _handler_only_for_custom(self) -> Self:

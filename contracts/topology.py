@@ -71,6 +71,11 @@ def is_operation_routing_key(routing_key: str) -> bool:
     return routing_key.startswith(_OPERATION_PREFIX)
 
 
+def dryrun_routing_key(operation_type: str, status: str) -> str:
+    """`dryrun.<type>.<status>`: the completion of a dry run, its only event."""
+    return f"dryrun.{operation_type}.{status}"
+
+
 def batch_routing_key(operation_type: str, status: str) -> str:
-    """`batch.<type>.<completed|partial|failed|rejected>`."""
+    """`batch.<type>.<completed|partial|failed|rejected|cancelled>`."""
     return f"batch.{operation_type}.{status}"

@@ -5,10 +5,22 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
-from sqlalchemy import Column, bindparam, insert, select, update
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    bindparam,
+    func,
+    insert,
+    not_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from consumer.adapters.marketplace import SAVES
@@ -17,13 +29,14 @@ from consumer.adapters.pg import Record, Session, Statement
 from consumer.adapters.queries import batch_state
 from consumer.adapters.tables import batch_operations, operation_results
 from consumer.service_layer.unit_of_work import (
+    BatchCancelled,
     BatchRepository,
     DuplicateResult,
     OutboxMessage,
     StoredBatch,
     StoredResult,
 )
-from contracts import BatchStatus, Outcome
+from contracts import UNKNOWN_OPERATION_TYPE, BatchStatus, Mode, Outcome
 
 _RESULTS_PK = "pk_operation_results"
 
@@ -39,7 +52,12 @@ _CLAIMED_COLUMNS = (
     "correlation_id",
     "created_at",
     "started_at",
+    "request",
+    "dry_run",
+    "retry_of",
 )
+# The fingerprint of a batch cancelled before anybody saw its request.
+_UNKNOWN_REQUEST = bytes(32)
 _CLAIM = Statement(
     pg_insert(batch_operations)
     .values({name: bindparam(name) for name in _CLAIMED_COLUMNS})
@@ -47,7 +65,8 @@ _CLAIM = Statement(
     .returning(batch_operations.c.batch_id)
 )
 # Taken over by the consumer of the same request: a batch the HTTP API stored as `pending`
-# before publishing it, or one refused earlier for a reason fixed since (never executed).
+# before publishing it, one refused earlier for a reason fixed since (never executed), or one
+# cancelled in advance (it keeps its cancel, and so runs nothing).
 _TAKE_OVER = Statement(
     update(batch_operations)
     .where(
@@ -56,16 +75,23 @@ _TAKE_OVER = Statement(
             (batch_operations.c.status == BatchStatus.PENDING.value)
             | (batch_operations.c.status == BatchStatus.REJECTED.value)
         )
-        & (batch_operations.c.fingerprint == bindparam("fingerprint"))
+        & (
+            (batch_operations.c.fingerprint == bindparam("fingerprint"))
+            | (batch_operations.c.fingerprint == _UNKNOWN_REQUEST)
+        )
     )
     .values(
-        status=BatchStatus.PROCESSING.value,
-        started_at=bindparam("started_at"),
-        total_operations=bindparam("total_operations"),  # a rejected batch counted none
-        completed_at=None,
-        completion_event=None,
-        code=None,
-        errors=None,
+        {
+            **{
+                name: bindparam(name)
+                for name in _CLAIMED_COLUMNS
+                if name not in ("batch_id", "created_at", "correlation_id")
+            },
+            "completed_at": None,
+            "completion_event": None,
+            "code": None,
+            "errors": None,
+        }
     )
     .returning(batch_operations.c.batch_id)
 )
@@ -84,9 +110,15 @@ _RECORD_REJECTION = Statement(
         & (batch_operations.c.fingerprint == _rejected.excluded.fingerprint),
     ).returning(batch_operations.c.batch_id)
 )
-_BATCH = select(batch_operations).where(batch_operations.c.batch_id == bindparam("batch_id"))
+# Every column but the request, which only retries and cancels read (see request_of).
+_BATCH = select(*(c for c in batch_operations.c if c.name != "request")).where(
+    batch_operations.c.batch_id == bindparam("batch_id")
+)
 _GET_BATCH = Statement(_BATCH)
 _GET_BATCH_FOR_UPDATE = Statement(_BATCH.with_for_update())
+_REQUEST_OF = Statement(
+    select(batch_operations.c.request).where(batch_operations.c.batch_id == bindparam("batch_id"))
+)
 _RESULTS = Statement(
     select(operation_results.c.index, operation_results.c.outcome)
     .where(operation_results.c.batch_id == bindparam("batch_id"))
@@ -98,7 +130,10 @@ _RESULT_EVENTS = Statement(
     .order_by(operation_results.c.index)
 )
 _UPDATE_BATCH = update(batch_operations).where(batch_operations.c.batch_id == bindparam("batch_id"))
-_MARK_IN_HAND = Statement(_UPDATE_BATCH.values(in_hand=bindparam("in_hand")))
+_CANCEL_REQUESTED = batch_operations.c.cancel_requested_at.is_not(None)
+_MARK_IN_HAND = Statement(
+    _UPDATE_BATCH.values(in_hand=bindparam("in_hand")).returning(_CANCEL_REQUESTED)
+)
 _COMPLETE = Statement(
     _UPDATE_BATCH.values(
         status=bindparam("status"),
@@ -106,11 +141,54 @@ _COMPLETE = Statement(
         completion_event=bindparam("completion_event"),
     )
 )
+_REQUEST_CANCEL = Statement(
+    _UPDATE_BATCH.values(
+        cancel_requested_at=func.coalesce(
+            batch_operations.c.cancel_requested_at, bindparam("at", type_=DateTime(timezone=True))
+        ),
+        cancel_requested_by=func.coalesce(
+            batch_operations.c.cancel_requested_by, bindparam("by", type_=Integer)
+        ),
+    )
+)
+_placeholder = pg_insert(batch_operations).values(
+    batch_id=bindparam("batch_id"),
+    operation_type=UNKNOWN_OPERATION_TYPE,
+    actor_id=bindparam("actor_id"),
+    mode=Mode.CONTINUE.value,
+    status=BatchStatus.PENDING.value,
+    total_operations=0,
+    fingerprint=_UNKNOWN_REQUEST,
+    created_at=bindparam("at"),
+    cancel_requested_at=bindparam("at"),
+    cancel_requested_by=bindparam("by", type_=Integer),
+)
+# A batch nobody has seen: a placeholder that its claim takes over. Should its claim come first
+# after all, the cancel lands on that batch as on any other still running.
+_CANCEL_IN_ADVANCE = Statement(
+    _placeholder.on_conflict_do_update(
+        index_elements=[batch_operations.c.batch_id],
+        set_={
+            "cancel_requested_at": func.coalesce(
+                batch_operations.c.cancel_requested_at, _placeholder.excluded.cancel_requested_at
+            ),
+            "cancel_requested_by": func.coalesce(
+                batch_operations.c.cancel_requested_by, _placeholder.excluded.cancel_requested_by
+            ),
+        },
+        where=(batch_operations.c.status == BatchStatus.PENDING.value)
+        | (batch_operations.c.status == BatchStatus.PROCESSING.value),
+    )
+)
 
 
-def _recording(counter: Column[int]) -> dict[str | None, Statement]:
-    """The result row, its event's outbox row and the batch counter in one statement; with a
-    variant per deferred write that may ride along."""
+def _recording(counter: Column[int], *, announced: bool) -> dict[str | None, Statement]:
+    """The result row, its event's outbox row (unless not `announced`) and the batch counter
+    in one statement; with a variant per deferred write that may ride along.
+
+    The counter's update is refused (no row returned) when the batch was asked to cancel and
+    the result is `cancellable`: the batch row's lock orders it against the cancel, so an
+    operation either commits before the cancel or does not take effect at all."""
     result = insert(operation_results).values(
         batch_id=bindparam("batch_id"),
         index=bindparam("index"),
@@ -120,20 +198,33 @@ def _recording(counter: Column[int]) -> dict[str | None, Statement]:
         error_code=bindparam("error_code"),
         event=bindparam("event"),
     )
-    announcement = outbox_insert(prefix="o_")
-    record = _UPDATE_BATCH.values({counter: counter + 1}).add_cte(
-        result.cte("result"), announcement.cte("announcement")
+    counted = (
+        _UPDATE_BATCH.where(
+            batch_operations.c.cancel_requested_at.is_(None)
+            | not_(bindparam("cancellable", type_=Boolean))
+        )
+        .values({counter: counter + 1})
+        .returning(batch_operations.c.batch_id)
     )
+    ctes = [result.cte("result")]
+    if announced:
+        ctes.append(outbox_insert(prefix="o_").cte("announcement"))
+    record = counted.add_cte(*ctes)
     variants: dict[str | None, Statement] = {None: Statement(record)}
-    for key, save in SAVES.items():
-        variants[key] = Statement(record.add_cte(save.cte("effect")))
+    if announced:  # a dry run's writes never ride along: they are rolled back
+        for key, save in SAVES.items():
+            variants[key] = Statement(record.add_cte(save.cte("effect")))
     return variants
 
 
-_RECORD = {
-    Outcome.SUCCEEDED: _recording(batch_operations.c.completed_operations),
-    Outcome.FAILED: _recording(batch_operations.c.failed_operations),
-    Outcome.SKIPPED: _recording(batch_operations.c.skipped_operations),
+_COUNTERS = {
+    Outcome.SUCCEEDED: batch_operations.c.completed_operations,
+    Outcome.FAILED: batch_operations.c.failed_operations,
+    Outcome.SKIPPED: batch_operations.c.skipped_operations,
+}
+_RECORD = {outcome: _recording(counter, announced=True) for outcome, counter in _COUNTERS.items()}
+_RECORD_QUIETLY = {
+    outcome: _recording(counter, announced=False) for outcome, counter in _COUNTERS.items()
 }
 
 
@@ -143,18 +234,11 @@ class SqlBatchRepository(BatchRepository):
 
     async def claim(self, batch: StoredBatch) -> tuple[StoredBatch, bool]:
         state = batch.state
-        inserted = await self._session.fetchval(_CLAIM, _claimed_columns(batch))
+        columns = _claimed_columns(batch)
+        inserted = await self._session.fetchval(_CLAIM, columns)
         if inserted is not None:
             return batch, True
-        taken_over = await self._session.fetchval(
-            _TAKE_OVER,
-            {
-                "batch_id": state.batch_id,
-                "fingerprint": batch.fingerprint,
-                "started_at": state.started_at,
-                "total_operations": state.total,
-            },
-        )
+        taken_over = await self._session.fetchval(_TAKE_OVER, columns)
         existing = await self.get(state.batch_id)
         if existing is None:  # deleted between the two statements by cleanup
             raise LookupError(f"batch {state.batch_id} disappeared while being claimed")
@@ -179,6 +263,10 @@ class SqlBatchRepository(BatchRepository):
         row = await self._session.fetchrow(query, {"batch_id": batch_id})
         return None if row is None else _stored_batch(row)
 
+    async def request_of(self, batch_id: UUID) -> dict[str, Any] | None:
+        stored = await self._session.fetchval(_REQUEST_OF, {"batch_id": batch_id})
+        return None if stored is None else dict(json.loads(stored))
+
     async def results(self, batch_id: UUID) -> list[StoredResult]:
         rows = await self._session.fetch(_RESULTS, {"batch_id": batch_id})
         return [StoredResult(index, Outcome(outcome)) for index, outcome in rows]
@@ -196,7 +284,9 @@ class SqlBatchRepository(BatchRepository):
         status: int,
         error_code: str | None,
         event: bytes,
-        announcement: OutboxMessage,
+        announcement: OutboxMessage | None,
+        *,
+        cancellable: bool,
     ) -> None:
         parameters = {
             "batch_id": batch_id,
@@ -206,17 +296,34 @@ class SqlBatchRepository(BatchRepository):
             "status": status,
             "error_code": error_code,
             "event": event,
-            **outbox_parameters(announcement, prefix="o_"),
+            "cancellable": cancellable,
         }
+        if announcement is not None:
+            parameters |= outbox_parameters(announcement, prefix="o_")
+        variants = _RECORD[outcome] if announcement is not None else _RECORD_QUIETLY[outcome]
         try:
-            await self._session.execute_with_deferred(_RECORD[outcome], parameters)
+            counted = await self._session.execute_with_deferred(variants, parameters)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == _RESULTS_PK:
                 raise DuplicateResult(f"batch {batch_id} operation {index}") from exc
             raise
+        if counted is None:
+            raise BatchCancelled(f"batch {batch_id} was cancelled before operation {index}")
 
     async def mark_in_hand(self, batch_id: UUID, index: int) -> None:
-        await self._session.execute(_MARK_IN_HAND, {"batch_id": batch_id, "in_hand": index})
+        cancelled = await self._session.fetchval(
+            _MARK_IN_HAND, {"batch_id": batch_id, "in_hand": index}
+        )
+        if cancelled:
+            raise BatchCancelled(f"batch {batch_id} was cancelled before operation {index}")
+
+    async def request_cancel(self, batch_id: UUID, by: int | None, at: datetime) -> None:
+        await self._session.execute(_REQUEST_CANCEL, {"batch_id": batch_id, "by": by, "at": at})
+
+    async def cancel_in_advance(self, batch_id: UUID, by: int | None, at: datetime) -> None:
+        await self._session.execute(
+            _CANCEL_IN_ADVANCE, {"batch_id": batch_id, "actor_id": by or 0, "by": by, "at": at}
+        )
 
     async def complete(
         self, batch_id: UUID, status: BatchStatus, completed_at: datetime, completion_event: bytes
@@ -246,6 +353,9 @@ def _claimed_columns(batch: StoredBatch) -> dict[str, object]:
         "correlation_id": batch.correlation_id,
         "created_at": state.created_at,
         "started_at": state.started_at,
+        "request": None if batch.request is None else json.dumps(batch.request),
+        "dry_run": state.dry_run,
+        "retry_of": state.retry_of,
     }
 
 

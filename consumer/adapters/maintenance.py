@@ -48,7 +48,8 @@ async def user_stats(conn: AsyncConnection, actor_id: int) -> UserStats:
             func.coalesce(func.sum(batch_operations.c.total_operations), 0),
             func.coalesce(func.sum(batch_operations.c.completed_operations), 0),
         )
-        .where(batch_operations.c.actor_id == actor_id)
+        # A dry run changed nothing: it is history, not a figure.
+        .where(batch_operations.c.actor_id == actor_id, batch_operations.c.dry_run.is_(False))
         .group_by(batch_operations.c.status, batch_operations.c.operation_type)
     )
     return summarize(StatsRow(*row) for row in rows)

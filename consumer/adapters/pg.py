@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,20 +109,34 @@ class Session:
 
     async def execute_with_deferred(
         self, variants: Mapping[str | None, Statement], params: Mapping[str, object]
-    ) -> None:
+    ) -> Any:
         """Run the variant of a statement that carries the deferred write (`variants[key]`),
-        or the plain one (`variants[None]`) when nothing is deferred."""
+        or the plain one (`variants[None]`) when nothing is deferred; returns the first value
+        of its first row (None when it returned none)."""
         deferred, self._deferred = self._deferred, None
         if deferred is not None and deferred[0].key in variants:
             write, write_params = deferred
             self.chained = False
             await self._begin()
-            await self._run(
-                self._connection.execute, variants[write.key], {**params, **write_params}
-            )
-            return
+            statement, arguments = variants[write.key], {**params, **write_params}
+            return await self._run(self._connection.fetchval, statement, arguments)
         self._deferred = deferred
-        await self.execute(variants[None], params)
+        return await self.fetchval(variants[None], params)
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A savepoint in the open transaction (see AbstractUnitOfWork.savepoint)."""
+        await self._prepare()
+        await self._raw("SAVEPOINT operation")
+        try:
+            yield
+            await self.flush()
+        except BaseException:
+            self._deferred = None
+            if not self.broken:
+                await self._raw("ROLLBACK TO SAVEPOINT operation")
+            raise
+        await self._raw("RELEASE SAVEPOINT operation")
 
     async def flush(self) -> None:
         if self._deferred is not None:

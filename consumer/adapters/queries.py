@@ -30,6 +30,9 @@ def batch_state(row: Mapping[str, Any]) -> BatchState:
         skipped=row["skipped_operations"],
         started_at=row["started_at"],
         completed_at=row["completed_at"],
+        cancel_requested=row["cancel_requested_at"] is not None,
+        dry_run=row["dry_run"],
+        retry_of=row["retry_of"],
     )
 
 
@@ -62,6 +65,9 @@ SUMMARY_COLUMNS = [
     batch_operations.c.completed_at,
     batch_operations.c.code,
     batch_operations.c.errors,
+    batch_operations.c.cancel_requested_at,
+    batch_operations.c.dry_run,
+    batch_operations.c.retry_of,
 ]
 
 

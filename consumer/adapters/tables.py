@@ -128,6 +128,14 @@ batch_operations = Table(
     # A rejected batch's error code and reasons (the `errors` of its rejection event).
     Column("code", String(30)),
     Column("errors", JSONB),
+    # The request as accepted: what a retry runs again, and what a cancel skips.
+    Column("request", JSONB),
+    # Set once a cancel is asked for (by that actor; NULL: an operator's `batchops cancel`);
+    # every operation that commits after it is refused, so nothing runs after the cancel.
+    Column("cancel_requested_at", DateTime(timezone=True)),
+    Column("cancel_requested_by", Integer),
+    Column("dry_run", Boolean, nullable=False, server_default=text("false")),
+    Column("retry_of", Uuid),
     # History look-ups: newest first, per actor or for everyone, optionally by status.
     Index("ix_batch_operations_actor_created", "actor_id", text("created_at DESC")),
     Index("ix_batch_operations_created", text("created_at DESC")),

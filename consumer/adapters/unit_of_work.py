@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
+
 from consumer.adapters.batches import SqlBatchRepository
 from consumer.adapters.marketplace import SqlMarketplaceRepository
 from consumer.adapters.outbox import SqlOutboxRepository
@@ -30,6 +32,9 @@ class SqlUnitOfWork(AbstractUnitOfWork):
 
     async def flush(self) -> None:
         await self._require_session().flush()
+
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
+        return self._require_session().savepoint()
 
     async def close(self) -> None:
         session, self._session = self._session, None

@@ -27,6 +27,10 @@ class BatchState:
     skipped: int = 0
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    # Asked to stop: it ends `cancelled`, whatever its operations' outcomes.
+    cancel_requested: bool = False
+    dry_run: bool = False
+    retry_of: UUID | None = None
 
     @property
     def finished(self) -> int:
@@ -58,7 +62,11 @@ class BatchState:
             raise BatchStateError(f"{self.total - self.finished} operations have no result yet")
         if self.status.is_terminal:
             return self.status
-        self.status = terminal_status(self.completed, self.total)
+        self.status = (
+            BatchStatus.CANCELLED
+            if self.cancel_requested
+            else terminal_status(self.completed, self.total)
+        )
         self.completed_at = now
         return self.status
 

@@ -9,6 +9,7 @@ import asyncio
 import os
 import signal
 import sys
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -172,7 +173,32 @@ def _add_publish_command(commands: Commands) -> None:
     publish.add_argument(
         "--timeout", type=float, default=60.0, metavar="SECONDS", help="how long --wait waits"
     )
+    publish.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="rehearse: run every operation and keep nothing (only a dryrun.* completion)",
+    )
     publish.set_defaults(command=lazy("consumer.entrypoints.publishing", "publish"))
+
+    cancel = command_parser(
+        commands,
+        "cancel",
+        "stop a batch before its next operation (one nobody has seen yet: when it arrives)",
+    )
+    cancel.add_argument("batch_id", type=uuid.UUID, metavar="BATCH_ID", help="the batch id")
+    cancel.set_defaults(command=lazy("consumer.entrypoints.job_commands", "cancel"))
+    retry = command_parser(
+        commands,
+        "retry",
+        "publish a new batch of the operations of a partial, failed or cancelled batch that "
+        "did not succeed",
+    )
+    retry.add_argument("batch_id", type=uuid.UUID, metavar="BATCH_ID", help="the batch id")
+    retry.add_argument("--wait", action="store_true", help="wait for its completion")
+    retry.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="how long --wait waits"
+    )
+    retry.set_defaults(command=lazy("consumer.entrypoints.job_commands", "retry"))
 
 
 def _add_maintenance_commands(commands: Commands) -> None:

@@ -270,7 +270,7 @@ def publish(settings: Settings, args: argparse.Namespace) -> int:
         settings.amqp_url, namespace=settings.namespace, delivery_limit=settings.delivery_limit
     )
     if not is_json_lines(args.format, args.file, text):
-        request = _one_request(text, args.file)
+        request = _rehearsed(_one_request(text, args.file), rehearse=args.dry_run)
         if too_many := over_limit(request, settings.max_operations):
             lines = [f"{args.file} is not a valid batch request:", *(f"  - {p}" for p in too_many)]
             raise CommandFailed("\n".join(lines), EXIT_BAD_INPUT)
@@ -282,6 +282,10 @@ def publish(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandFailed("\n".join(lines), EXIT_BAD_INPUT)
     if not requests:
         raise CommandFailed(f"{args.file} holds no batch requests", EXIT_BAD_INPUT)
+    requests = [
+        NumberedRequest(item.line, _rehearsed(item.request, rehearse=args.dry_run))
+        for item in requests
+    ]
     with broker_errors(settings.amqp_url):
         return asyncio.run(
             publish_lines(
@@ -293,6 +297,11 @@ def publish(settings: Settings, args: argparse.Namespace) -> int:
                 err=sys.stderr,
             )
         )
+
+
+def _rehearsed(request: BatchRequest, *, rehearse: bool) -> BatchRequest:
+    """With `--dry-run`, the request as a dry run."""
+    return request.model_copy(update={"dry_run": True}) if rehearse else request
 
 
 def _one_request(text: str, path: Path) -> BatchRequest:

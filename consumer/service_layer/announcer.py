@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
 
@@ -14,7 +15,7 @@ from consumer.service_layer.intake import Delivery, Rejection
 from consumer.service_layer.retry import Transactions
 from consumer.service_layer.telemetry import OutboxListener, Telemetry
 from consumer.service_layer.unit_of_work import AbstractUnitOfWork, StoredBatch
-from contracts import BatchStatus, OperationResult, completion_event_id
+from contracts import BatchStatus, OperationResult, batch_routing_key, completion_event_id
 
 log = structlog.get_logger(__name__)
 
@@ -42,15 +43,31 @@ class Announcer:
             stored = await uow.batches.get(batch_id, for_update=True)
             if stored is None:
                 raise LookupError(f"batch {batch_id} vanished while it ran")
-            finished = None
-            if not stored.state.is_complete:
-                stored = await self._complete(uow, stored)
-                finished = stored.state
-            await self._enqueue_completion(uow, stored, delivery)
+            finished = await self.close_in(uow, stored, delivery.reply_to, delivery.correlation_id)
             await uow.commit()
             return finished
 
-        finished = await self._tx.run(close)
+        self.announced(await self._tx.run(close))
+
+    async def close_in(
+        self,
+        uow: AbstractUnitOfWork,
+        stored: StoredBatch,
+        reply_to: str | None = None,
+        reply_correlation_id: str | None = None,
+    ) -> BatchState | None:
+        """In `uow`'s transaction: give the batch its terminal status and completion event
+        (unless it has them) and queue the completion; returns the state when it was this
+        call that finished it. Call `announced` once it commits."""
+        finished = None
+        if not stored.state.is_complete:
+            stored = await self._complete(uow, stored)
+            finished = stored.state
+        await self._enqueue_completion(uow, stored, reply_to, reply_correlation_id)
+        return finished
+
+    def announced(self, finished: BatchState | None) -> None:
+        """After the commit of `close_in`: wake the relay, count and log a finished batch."""
         self._on_outbox(urgent=True)
         if finished is not None:
             self._telemetry.batch_finished(finished)
@@ -67,35 +84,36 @@ class Announcer:
         body = self._events.completion(state, stored.correlation_id, results).model_dump_json()
         assert state.completed_at is not None  # noqa: S101 - set by complete()
         await uow.batches.complete(state.batch_id, state.status, state.completed_at, body.encode())
-        return StoredBatch(
-            state, stored.handler, stored.fingerprint, stored.correlation_id, body.encode()
-        )
+        return replace(stored, completion_event=body.encode())
 
     async def resend_completion(self, batch_id: UUID, delivery: Delivery) -> None:
         async def resend(uow: AbstractUnitOfWork) -> None:
             stored = await uow.batches.get(batch_id)
             if stored is None:
                 raise LookupError(f"batch {batch_id} vanished")
-            await self._enqueue_completion(uow, stored, delivery)
+            await self._enqueue_completion(uow, stored, delivery.reply_to, delivery.correlation_id)
             await uow.commit()
 
         await self._tx.run(resend)
         self._on_outbox(urgent=True)
 
     async def _enqueue_completion(
-        self, uow: AbstractUnitOfWork, stored: StoredBatch, delivery: Delivery
+        self,
+        uow: AbstractUnitOfWork,
+        stored: StoredBatch,
+        reply_to: str | None,
+        reply_correlation_id: str | None,
     ) -> None:
         if stored.completion_event is None:
             raise LookupError(f"batch {stored.state.batch_id} is terminal but has no completion")
         state = stored.state
         for message in self._events.batch_messages(
-            state.operation_type,
-            state.status.value,
+            self._events.completion_routing_key(state),
             completion_event_id(state.batch_id),
             stored.completion_event,
             stored.correlation_id,
-            delivery.reply_to,
-            delivery.correlation_id,
+            reply_to,
+            reply_correlation_id,
         ):
             await uow.outbox.add(message)
 
@@ -123,8 +141,7 @@ class Announcer:
                     rejected_batch(rejection, delivery.correlation_id, body, now)
                 )
             for message in self._events.batch_messages(
-                rejection.operation_type,
-                BatchStatus.REJECTED.value,
+                batch_routing_key(rejection.operation_type, BatchStatus.REJECTED.value),
                 event.event_id,
                 body,
                 delivery.correlation_id,

@@ -20,6 +20,7 @@ from contracts import (
     Topology,
     batch_routing_key,
     completion_event_id,
+    dryrun_routing_key,
     operation_event_id,
     operation_routing_key,
 )
@@ -54,6 +55,7 @@ class EventFactory:
             outcome=Outcome.SUCCEEDED,
             data=data,
             occurred_at=now,
+            retry_of=batch.retry_of,
         )
 
     def failed(
@@ -78,6 +80,7 @@ class EventFactory:
             outcome=Outcome.SKIPPED if code is ErrorCode.SKIPPED else Outcome.FAILED,
             error=OperationError(code=code, message=message, type=code.error_type),
             occurred_at=now,
+            retry_of=batch.retry_of,
         )
 
     def completion(
@@ -102,6 +105,8 @@ class EventFactory:
             completed_at=batch.completed_at,
             duration_seconds=batch.duration_seconds,
             results=results,
+            dry_run=batch.dry_run,
+            retry_of=batch.retry_of,
         )
 
     def rejected(
@@ -127,10 +132,15 @@ class EventFactory:
             traceparent=self._traceparent(),
         )
 
+    @staticmethod
+    def completion_routing_key(batch: BatchState) -> str:
+        """`batch.<type>.<status>`, or `dryrun.<type>.<status>` for a dry run."""
+        route = dryrun_routing_key if batch.dry_run else batch_routing_key
+        return route(batch.operation_type, batch.status.value)
+
     def batch_messages(
         self,
-        operation_type: str,
-        status: str,
+        routing_key: str,
         event_id: UUID,
         body: bytes,
         correlation_id: str | None,
@@ -144,7 +154,7 @@ class EventFactory:
         messages = [
             OutboxMessage(
                 exchange=self._topology.results_exchange,
-                routing_key=batch_routing_key(operation_type, status),
+                routing_key=routing_key,
                 message_id=event_id,
                 correlation_id=correlation_id,
                 body=body,

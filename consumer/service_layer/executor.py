@@ -136,11 +136,14 @@ class BatchExecutor:
                 created_at=now,
                 status=BatchStatus.PROCESSING,
                 started_at=now,
+                dry_run=request.dry_run,
+                retry_of=request.retry_of,
             ),
             handler=request.handler,
             fingerprint=fingerprint(request),
             correlation_id=delivery.correlation_id,
             completion_event=None,
+            request=request.model_dump(mode="json"),
         )
 
         async def claim(uow: AbstractUnitOfWork) -> tuple[StoredBatch, bool]:

@@ -14,11 +14,16 @@ from consumer.service_layer.batch_run import BatchRun
 from consumer.service_layer.events import EventFactory
 from consumer.service_layer.retry import Transactions
 from consumer.service_layer.telemetry import OutboxListener, Telemetry
-from consumer.service_layer.unit_of_work import AbstractUnitOfWork, DuplicateResult
+from consumer.service_layer.unit_of_work import (
+    AbstractUnitOfWork,
+    BatchCancelled,
+    DuplicateResult,
+)
 from contracts import ErrorCode, Mode, Operation, OperationResult, Outcome
 
 log = structlog.get_logger(__name__)
 POISONED = "the operation crashed the consumer on every delivery"
+CANCELLED = "not executed: the batch was cancelled"
 
 
 class ResultRecorder:
@@ -108,13 +113,21 @@ class ResultRecorder:
             *self.skipped(run, rest, reason),
         ]
 
+    def cancelled(
+        self, run: BatchRun, operations: Sequence[tuple[int, Operation]]
+    ) -> list[OperationResult]:
+        return self.skipped(run, operations, CANCELLED)
+
     # -- committing ---------------------------------------------------------------------------
 
-    async def record(self, run: BatchRun, results: list[OperationResult]) -> Outcome:
-        """Commit results that carry no effect in a transaction of their own."""
+    async def record(
+        self, run: BatchRun, results: list[OperationResult], *, cancellable: bool = False
+    ) -> Outcome:
+        """Commit results in a transaction of their own: results that carry no effect, or a
+        dry run's (`cancellable`: refused if a cancel came first, see commit)."""
 
         async def commit(uow: AbstractUnitOfWork) -> Outcome:
-            return await self.commit(uow, run, results)
+            return await self.commit(uow, run, results, cancellable=cancellable)
 
         outcome = await self._tx.run(commit)
         for result in results:
@@ -128,32 +141,50 @@ class ResultRecorder:
         results: list[OperationResult],
         *,
         chain: bool = False,
+        cancellable: bool = True,
     ) -> Outcome:
         """Write result rows and their events with whatever `uow` already holds, then commit
         (with `chain`, the next transaction opens in the same round trip).
 
         Returns the outcome of the first result, or the one already stored when another
         delivery of this batch committed it first (that effect then stays rolled back here).
+        Raises BatchCancelled, having rolled back, when the results are `cancellable` (those
+        of operations that ran) and the batch was asked to cancel first.
         """
         try:
-            for result in results:
-                body = result.model_dump_json().encode()
-                error_code = result.error.code.value if result.error else None
-                await uow.batches.add_result(
-                    run.batch_id,
-                    result.index,
-                    result.resource_id,
-                    result.outcome,
-                    result.status,
-                    error_code,
-                    body,
-                    self._events.operation_message(result, body),
-                )
+            await self.write(uow, run, results, cancellable=cancellable)
         except DuplicateResult:
             await uow.rollback()
             stored = {r.index: r.outcome for r in await uow.batches.results(run.batch_id)}
             return stored[results[0].index]
+        except BatchCancelled:
+            await uow.rollback()
+            raise
         await uow.commit(chain=chain)
         self._on_outbox(urgent=False)
         self._telemetry.results_recorded(results)
         return results[0].outcome
+
+    async def write(
+        self,
+        uow: AbstractUnitOfWork,
+        run: BatchRun,
+        results: Sequence[OperationResult],
+        *,
+        cancellable: bool,
+    ) -> None:
+        """The result rows and, but for a dry run, their events; not committed."""
+        quiet = run.request.dry_run  # a dry run publishes its completion only
+        for result in results:
+            body = result.model_dump_json().encode()
+            await uow.batches.add_result(
+                run.batch_id,
+                result.index,
+                result.resource_id,
+                result.outcome,
+                result.status,
+                result.error.code.value if result.error else None,
+                body,
+                None if quiet else self._events.operation_message(result, body),
+                cancellable=cancellable,
+            )

@@ -19,7 +19,7 @@ from consumer.service_layer.handlers import OperationContext
 from consumer.service_layer.recorder import ResultRecorder
 from consumer.service_layer.retry import Transactions
 from consumer.service_layer.telemetry import Telemetry
-from consumer.service_layer.unit_of_work import AbstractUnitOfWork
+from consumer.service_layer.unit_of_work import AbstractUnitOfWork, BatchCancelled
 from contracts import ErrorCode, Mode, Operation, OperationResult, Outcome
 
 log = structlog.get_logger(__name__)
@@ -43,7 +43,11 @@ class OperationRunner:
         self.stop_requested = False
 
     async def run(self, run: BatchRun) -> None:
-        if run.request.mode is Mode.ATOMIC:
+        if run.state.cancel_requested:  # cancelled before it ran: nothing runs
+            await self._recorder.record(run, self._recorder.cancelled(run, run.pending()))
+        elif run.request.dry_run:
+            await self._rehearse(run)
+        elif run.request.mode is Mode.ATOMIC:
             await self._run_atomic(run)
         else:
             await self._run_in_order(run)
@@ -75,6 +79,10 @@ class OperationRunner:
                     run.outcomes[index] = await self._execute(
                         uow, run, index, operation, chain=chain
                     )
+        except BatchCancelled:
+            # The operation in hand was rolled back: it and the rest are skipped.
+            await uow.close()
+            await self._recorder.record(run, self._recorder.cancelled(run, run.pending()))
         finally:
             await uow.close()
 
@@ -110,7 +118,7 @@ class OperationRunner:
                 batch_id=str(run.batch_id),
             ):
                 return await self._tx.retry(attempt)
-        except Interrupted:
+        except (Interrupted, BatchCancelled):
             raise
         except Exception as exc:  # noqa: BLE001 - any failure becomes this operation's result
             code, message = self._crash_report(exc)
@@ -138,6 +146,8 @@ class OperationRunner:
             await self._tx.retry(lambda: self._atomic_attempt(run, progress))
         except Interrupted:
             raise
+        except BatchCancelled:  # everything it ran is rolled back with it
+            await self._recorder.record(run, self._recorder.cancelled(run, run.pending()))
         except Exception as exc:  # noqa: BLE001 - transient beyond retries, or a failed commit
             code, message = self._crash_report(exc)
             results = self._recorder.rolled_back(
@@ -180,7 +190,7 @@ class OperationRunner:
             failed = (failure.code, failure.message, failure.public_type)
             raise _RollBack(self._recorder.rolled_back(run, index, *failed)) from None
         except Exception as exc:
-            if isinstance(exc, Interrupted) or self._tx.classify(exc).transient:
+            if _escapes(exc) or self._tx.classify(exc).transient:
                 raise
             code, message = self._crash_report(exc)
             results = self._recorder.rolled_back(run, index, code, message, type(exc).__name__)
@@ -194,6 +204,85 @@ class OperationRunner:
         async with self._tx.unit_of_work() as uow:
             await uow.batches.mark_in_hand(run.batch_id, index)
             await uow.commit()
+
+    # -- dry run: every operation in one transaction that is rolled back --------------------
+
+    async def _rehearse(self, run: BatchRun) -> None:
+        if run.outcomes:
+            return  # its results are recorded: it already ran
+        progress = _Progress()
+        try:
+            results = await self._tx.retry(lambda: self._rehearsal(run, progress))
+            await self._recorder.record(run, results, cancellable=True)
+        except Interrupted:
+            raise
+        except BatchCancelled:
+            await self._recorder.record(run, self._recorder.cancelled(run, run.pending()))
+        except Exception as exc:  # noqa: BLE001 - transient beyond retries
+            code, message = self._crash_report(exc)
+            failed = (code, message, type(exc).__name__)
+            await self._recorder.record(
+                run, self._recorder.rolled_back(run, progress.reached, *failed)
+            )
+
+    async def _rehearsal(self, run: BatchRun, progress: _Progress) -> list[OperationResult]:
+        """Every operation as for real, each in a savepoint, later ones seeing earlier ones'
+        effects; then everything is rolled back. Returns what a real run would have said."""
+        results: list[OperationResult] = []
+        async with self._tx.unit_of_work() as uow:
+            now = self._clock()
+            run.actor_stale = True  # one transaction: read the actor in it
+            for index, operation in enumerate(run.request.operations):
+                progress.reached = index
+                results.append(await self._rehearse_operation(uow, run, index, operation, now))
+                if not results[-1].success and run.request.mode is not Mode.CONTINUE:
+                    break
+            await uow.rollback()  # the rehearsal leaves nothing behind
+        return self._as_a_real_run(run, results)
+
+    async def _rehearse_operation(
+        self,
+        uow: AbstractUnitOfWork,
+        run: BatchRun,
+        index: int,
+        operation: Operation,
+        now: datetime,
+    ) -> OperationResult:
+        try:
+            async with uow.savepoint():  # a failed operation's writes go, the rest stay
+                context = OperationContext(uow, run.request.actor_id, await run.actor_for(uow), now)
+                data = await run.handler(context, operation)
+        except OperationFailed as failure:
+            failed = (failure.code, failure.message, failure.public_type)
+            return self._recorder.failed(run, index, operation, *failed)
+        except Exception as exc:
+            if _escapes(exc) or self._tx.classify(exc).transient:
+                raise
+            code, message = self._crash_report(exc)
+            return self._recorder.failed(run, index, operation, code, message, type(exc).__name__)
+        run.note_success(operation)
+        return self._recorder.succeeded(run, index, operation, data, now)
+
+    def _as_a_real_run(
+        self, run: BatchRun, results: list[OperationResult]
+    ) -> list[OperationResult]:
+        """The rehearsal's results completed as the batch's mode would: after a failure,
+        stop_on_error skips the rest, atomic rolls everything back."""
+        failure = next((r for r in results if not r.success), None)
+        if failure is None or run.request.mode is Mode.CONTINUE:
+            return results
+        assert failure.error is not None  # noqa: S101 - every failed result has its error
+        error = (failure.error.code, failure.error.message, failure.error.type)
+        if run.request.mode is Mode.ATOMIC:
+            return self._recorder.rolled_back(run, failure.index, *error)
+        reason = f"not executed: operation {failure.index} failed (stop_on_error)"
+        rest = [(i, op) for i, op in enumerate(run.request.operations) if i > failure.index]
+        return [*results, *self._recorder.skipped(run, rest, reason)]
+
+
+def _escapes(exc: Exception) -> bool:
+    """What must leave an operation as it is, never becoming its result."""
+    return isinstance(exc, Interrupted | BatchCancelled)
 
 
 @dataclass(slots=True)

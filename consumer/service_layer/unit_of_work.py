@@ -8,10 +8,11 @@ for PostgreSQL, tests implement them in memory.
 from __future__ import annotations
 
 import abc
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 from uuid import UUID
 
 from consumer.domain.batch import BatchState
@@ -32,6 +33,8 @@ class StoredBatch:
     # Why a `rejected` batch was refused.
     code: ErrorCode | None = None
     errors: list[RejectionReason] | None = None
+    # The request as accepted (JSON), stored with a claim; `get` leaves it out (see request_of).
+    request: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +58,19 @@ class DuplicateResult(Exception):
     """The operation already has a result row (committed by a competing consumer)."""
 
 
+class BatchCancelled(Exception):
+    """A cancel was asked for before this operation's result could commit: it must not take
+    effect (roll back), and it and every operation after it are skipped."""
+
+
 class BatchRepository(abc.ABC):
     @abc.abstractmethod
     async def claim(self, batch: StoredBatch) -> tuple[StoredBatch, bool]:
         """Insert `batch` unless its id exists; returns the stored batch and whether it is new
         work. A `pending` batch (stored by the HTTP API before it published the request) or a
         `rejected` one (refused for a reason fixed since), with the same fingerprint, is new
-        work too: it becomes `processing` with this start."""
+        work too: it becomes `processing` with this start; so is one cancelled in advance (its
+        request unknown until now), which keeps its cancel."""
 
     @abc.abstractmethod
     async def record_rejection(self, batch: StoredBatch) -> bool:
@@ -70,6 +79,10 @@ class BatchRepository(abc.ABC):
 
     @abc.abstractmethod
     async def get(self, batch_id: UUID, *, for_update: bool = False) -> StoredBatch | None: ...
+
+    @abc.abstractmethod
+    async def request_of(self, batch_id: UUID) -> dict[str, Any] | None:
+        """The request as the batch was accepted (JSON), when it was stored."""
 
     @abc.abstractmethod
     async def results(self, batch_id: UUID) -> list[StoredResult]: ...
@@ -88,14 +101,28 @@ class BatchRepository(abc.ABC):
         status: int,
         error_code: str | None,
         event: bytes,
-        announcement: OutboxMessage,
+        announcement: OutboxMessage | None,
+        *,
+        cancellable: bool,
     ) -> None:
-        """Record one result, count it and queue its event (`announcement`) for the relay.
-        Raises DuplicateResult when the index already has a result."""
+        """Record one result, count it and queue its event (`announcement`, None for a dry
+        run's) for the relay. Raises DuplicateResult when the index already has a result, and
+        BatchCancelled, when `cancellable` (the result of an operation that ran), if a cancel
+        of the batch was committed first."""
 
     @abc.abstractmethod
     async def mark_in_hand(self, batch_id: UUID, index: int) -> None:
-        """Note, outside the batch's own transaction, which operation runs now."""
+        """Note, outside the batch's own transaction, which operation runs now. Raises
+        BatchCancelled when a cancel of the batch was asked for."""
+
+    @abc.abstractmethod
+    async def request_cancel(self, batch_id: UUID, by: int | None, at: datetime) -> None:
+        """Ask the (stored, unfinished) batch to stop before its next operation."""
+
+    @abc.abstractmethod
+    async def cancel_in_advance(self, batch_id: UUID, by: int | None, at: datetime) -> None:
+        """Record the cancel of a batch nobody has seen yet: when its request arrives, it runs
+        nothing (see claim)."""
 
     @abc.abstractmethod
     async def complete(
@@ -178,6 +205,11 @@ class AbstractUnitOfWork(abc.ABC):
 
     async def flush(self) -> None:  # noqa: B027 - optional: only adapters that hold writes back
         """Run now any write held back to ride along with the next statement."""
+
+    @abc.abstractmethod
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
+        """A savepoint in the open transaction: what the block wrote is undone when it raises
+        (and the exception goes on), kept when it ends normally."""
 
     async def close(self) -> None:  # noqa: B027 - optional: only adapters that keep something
         """Give back what a chained commit kept (nothing otherwise)."""

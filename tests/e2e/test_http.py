@@ -110,7 +110,7 @@ class TestServedApi:
         )
 
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-        assert "Tested: 8" in result.stdout, result.stdout[-3000:]
+        assert "Tested: 10" in result.stdout, result.stdout[-3000:]  # every operation
 
 
 class TestConsumerProbes:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from consumer.adapters.database import create_engine
 from consumer.adapters.tokens import create_token
+from consumer.bootstrap import bootstrap
 from consumer.config import Settings
 from consumer.entrypoints.http.app import ApiContext, create_app
 from publisher import BatchPublisher
@@ -25,16 +26,21 @@ def auth(token: str) -> dict[str, str]:
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     engine = create_engine(settings.database_url, pool_size=2)
+    # The service's own job control (its pool opens on first use), without its consumer.
+    wired = bootstrap(settings, consume=False)
     application = create_app(
         ApiContext(
             engine=engine,
             publisher=BatchPublisher(settings.amqp_url, namespace=settings.namespace),
             max_body_bytes=settings.max_body_bytes,
             readiness={},
+            max_operations=settings.max_operations,
+            job_control=wired.job_control,
         )
     )
     async with application.router.lifespan_context(application):
         yield application
+    await wired.close()
     await engine.dispose()
 
 

@@ -67,7 +67,7 @@ async def claim_batch(uow: SqlUnitOfWork) -> uuid.UUID:
 async def record(uow: SqlUnitOfWork, batch_id: uuid.UUID, index: int, resource_id: int) -> None:
     message = OutboxMessage("ex", f"operation.{index}", uuid.uuid4(), None, b"{}")
     await uow.batches.add_result(
-        batch_id, index, resource_id, Outcome.SUCCEEDED, 200, None, b"{}", message
+        batch_id, index, resource_id, Outcome.SUCCEEDED, 200, None, b"{}", message, cancellable=True
     )
 
 

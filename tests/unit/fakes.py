@@ -8,12 +8,16 @@ and then fails cannot leak the change past a rollback.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
+from typing import Any
 from uuid import UUID
 
+from consumer.domain.batch import BatchState
 from consumer.domain.model import (
     Actor,
     Order,
@@ -29,6 +33,7 @@ from consumer.service_layer.faults import DatabaseUnavailable, Fault
 from consumer.service_layer.retry import RetryPolicy, Transactions, instrument_retries
 from consumer.service_layer.unit_of_work import (
     AbstractUnitOfWork,
+    BatchCancelled,
     BatchRepository,
     DuplicateResult,
     MarketplaceRepository,
@@ -37,7 +42,10 @@ from consumer.service_layer.unit_of_work import (
     StoredBatch,
     StoredResult,
 )
-from contracts import BatchStatus, Outcome
+from contracts import BatchStatus, Mode, Outcome
+
+# The fingerprint of a batch cancelled before anybody saw its request (as the SQL adapter).
+UNKNOWN_REQUEST = bytes(32)
 
 
 class TransientFault(Exception):
@@ -198,16 +206,15 @@ class FakeBatchRepository(BatchRepository):
         if existing is None:
             self._staged.batches[batch.state.batch_id] = copy_batch(batch)
             return batch, True
-        if (
-            existing.state.status not in (BatchStatus.PENDING, BatchStatus.REJECTED)
-            or existing.fingerprint != batch.fingerprint
-        ):
+        if existing.state.status not in (
+            BatchStatus.PENDING,
+            BatchStatus.REJECTED,
+        ) or existing.fingerprint not in (batch.fingerprint, UNKNOWN_REQUEST):
             return copy_batch(existing), False
-        taken = replace(copy_batch(existing), completion_event=None, code=None, errors=None)
-        taken.state.status = BatchStatus.PROCESSING
-        taken.state.started_at = batch.state.started_at
-        taken.state.total = batch.state.total  # a rejected batch counted none
-        taken.state.completed_at = None
+        # Like the SQL adapter: the request's columns, but a cancel asked for in advance stays.
+        taken = replace(copy_batch(batch), correlation_id=existing.correlation_id)
+        taken.state.created_at = existing.state.created_at
+        taken.state.cancel_requested = existing.state.cancel_requested
         self._staged.batches[batch.state.batch_id] = taken
         return copy_batch(taken), True
 
@@ -232,6 +239,11 @@ class FakeBatchRepository(BatchRepository):
         existing = self._current(batch_id)
         return None if existing is None else copy_batch(existing)
 
+    async def request_of(self, batch_id: UUID) -> dict[str, Any] | None:
+        self._staged.check()
+        existing = self._current(batch_id)
+        return None if existing is None else existing.request
+
     async def results(self, batch_id: UUID) -> list[StoredResult]:
         self._staged.check()
         return [StoredResult(row.index, row.outcome) for row in self._rows(batch_id)]
@@ -249,7 +261,9 @@ class FakeBatchRepository(BatchRepository):
         status: int,
         error_code: str | None,
         event: bytes,
-        announcement: OutboxMessage,
+        announcement: OutboxMessage | None,
+        *,
+        cancellable: bool,
     ) -> None:
         self._staged.check()
         key = (batch_id, index)
@@ -259,6 +273,8 @@ class FakeBatchRepository(BatchRepository):
         batch = self._current(batch_id)
         if batch is None:
             raise LookupError(f"batch {batch_id} has no row for its results")
+        if cancellable and batch.state.cancel_requested:
+            raise BatchCancelled(f"batch {batch_id} was cancelled before operation {index}")
         self._staged.results[key] = ResultRow(
             batch_id, index, resource_id, outcome, status, error_code, event
         )
@@ -271,7 +287,8 @@ class FakeBatchRepository(BatchRepository):
         else:
             counted.state.skipped += 1
         self._staged.batches[batch_id] = counted
-        self._staged.outbox.append(announcement)
+        if announcement is not None:
+            self._staged.outbox.append(announcement)
 
     async def complete(
         self, batch_id: UUID, status: BatchStatus, completed_at: datetime, completion_event: bytes
@@ -289,7 +306,33 @@ class FakeBatchRepository(BatchRepository):
         self._staged.check()
         batch = self._current(batch_id)
         if batch is not None:
+            if batch.state.cancel_requested:
+                raise BatchCancelled(f"batch {batch_id} was cancelled before operation {index}")
             self._staged.batches[batch_id] = replace(copy_batch(batch), in_hand=index)
+
+    async def request_cancel(self, batch_id: UUID, by: int | None, at: datetime) -> None:
+        self._staged.check()
+        batch = self._current(batch_id)
+        if batch is not None:
+            cancelled = copy_batch(batch)
+            cancelled.state.cancel_requested = True
+            self._staged.batches[batch_id] = cancelled
+
+    async def cancel_in_advance(self, batch_id: UUID, by: int | None, at: datetime) -> None:
+        self._staged.check()
+        if self._current(batch_id) is not None:
+            await self.request_cancel(batch_id, by, at)
+            return
+        placeholder = BatchState(
+            batch_id=batch_id,
+            operation_type="unknown",
+            actor_id=by or 0,
+            mode=Mode.CONTINUE,
+            total=0,
+            created_at=at,
+            cancel_requested=True,
+        )
+        self._staged.batches[batch_id] = StoredBatch(placeholder, None, UNKNOWN_REQUEST, None, None)
 
 
 class FakeMarketplaceRepository(MarketplaceRepository):
@@ -416,6 +459,34 @@ class FakeUnitOfWork(AbstractUnitOfWork):
     ) -> None:
         await super().__aexit__(exc_type, exc, tb)
         self._staged.active = False
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        staged = self._staged
+        kept = (
+            dict(staged.batches),
+            dict(staged.results),
+            dict(staged.orders),
+            dict(staged.professionals),
+            dict(staged.services),
+            dict(staged.users),
+            set(staged.deleted),
+            list(staged.outbox),
+        )
+        try:
+            yield
+        except BaseException:
+            (
+                staged.batches,
+                staged.results,
+                staged.orders,
+                staged.professionals,
+                staged.services,
+                staged.users,
+                staged.deleted,
+                staged.outbox,
+            ) = kept
+            raise
 
     async def commit(self, *, chain: bool = False) -> None:
         if self._connected_since != self.db.outages:

@@ -19,6 +19,7 @@ from contracts import (
     Outcome,
     Topology,
     batch_routing_key,
+    dryrun_routing_key,
     operation_routing_key,
 )
 from contracts.asyncapi import COMMITTED_ASYNCAPI, asyncapi_document
@@ -176,6 +177,7 @@ class TestCoverage:
             {operation_routing_key(t, o.value) for t in types for o in Outcome}
             | {batch_routing_key(t, s) for t in types for s in finished}
             | {batch_routing_key(t, "rejected") for t in [*types, UNKNOWN_OPERATION_TYPE]}
+            | {dryrun_routing_key(t, s) for t in types for s in finished}
         )
 
         described = set().union(*(expand(ch) for ch in channels_on(NAMES.results_exchange)))

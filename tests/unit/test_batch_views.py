@@ -29,6 +29,9 @@ def a_rejected_row(**fields: Any) -> dict[str, Any]:
         "completed_at": NOW,
         "code": "VALIDATION_ERROR",
         "errors": [{"loc": ["mode"], "msg": "Input should be 'continue'", "type": "enum"}],
+        "cancel_requested_at": None,
+        "dry_run": False,
+        "retry_of": None,
         **fields,
     }
 

@@ -7,6 +7,7 @@ import asyncpg
 import pytest
 from sqlalchemy import bindparam, select, update
 
+from consumer.adapters import batches, marketplace, outbox
 from consumer.adapters.pg import Session, Statement
 from consumer.adapters.tables import batch_operations, orders
 
@@ -85,3 +86,33 @@ class TestSessionMarksBrokenConnections:
             await session.execute(Statement(select(orders.c.id)))
 
         assert not session.broken
+
+
+def _statements() -> list[tuple[str, Statement]]:
+    """Every statement the adapters compile when they load, by name."""
+    found: list[tuple[str, Statement]] = []
+
+    def visit(name: str, value: object) -> None:
+        if isinstance(value, Statement):
+            found.append((name, value))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(f"{name}[{key}]", item)
+
+    for module in (batches, marketplace, outbox):
+        for name, value in vars(module).items():
+            visit(f"{module.__name__}.{name}", value)
+    return found
+
+
+class TestEveryCompiledStatement:
+    def test_there_are_statements_to_check(self) -> None:
+        assert len(_statements()) > 20
+
+    @pytest.mark.parametrize(("name", "statement"), _statements(), ids=lambda x: str(x)[:60])
+    def test_none_needs_sqlalchemy_to_finish_compiling_it(
+        self, name: str, statement: Statement
+    ) -> None:
+        # `IN (list)` and the like compile to placeholders only SQLAlchemy's own execution
+        # expands: asyncpg would get them verbatim.
+        assert "POSTCOMPILE" not in statement.sql, f"{name}: {statement.sql}"

@@ -69,12 +69,28 @@ class TestFakeUnitOfWork:
                 )
             )
             await uow.batches.add_result(
-                BATCH_ID, 0, 1, Outcome.SUCCEEDED, 200, None, b"{}", announcement(b"{}")
+                BATCH_ID,
+                0,
+                1,
+                Outcome.SUCCEEDED,
+                200,
+                None,
+                b"{}",
+                announcement(b"{}"),
+                cancellable=True,
             )
             await uow.commit()
         async with FakeUnitOfWork(db) as uow:
             with pytest.raises(DuplicateResult):
                 await uow.batches.add_result(
-                    BATCH_ID, 0, 1, Outcome.FAILED, 409, "CONFLICT", b"", announcement(b"")
+                    BATCH_ID,
+                    0,
+                    1,
+                    Outcome.FAILED,
+                    409,
+                    "CONFLICT",
+                    b"",
+                    announcement(b""),
+                    cancellable=True,
                 )
         assert db.batches[BATCH_ID].state.completed == 1

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,8 +23,9 @@ from consumer.adapters.maintenance import user_stats
 from consumer.adapters.queries import backlog
 from consumer.adapters.tokens import authenticate
 from consumer.domain.model import Actor
-from consumer.entrypoints.http import labels, problems
+from consumer.entrypoints.http import jobs, labels, problems
 from consumer.entrypoints.http.access import AccessLog, remember_user
+from consumer.entrypoints.http.labels import results_csv
 from consumer.entrypoints.http.middleware import BodyLimit, ErrorGuard, QueryHygiene
 from consumer.entrypoints.http.schemas import (
     Accepted,
@@ -42,6 +41,7 @@ from consumer.entrypoints.http.submission import rejected_problem, submit, to_re
 from consumer.entrypoints.queue_watch import QueueWatch
 from consumer.log_config import LogThrottle
 from consumer.service_layer.faults import describe
+from consumer.service_layer.job_control import JobControl
 from contracts import (
     MAX_BODY_BYTES,
     MAX_OPERATIONS,
@@ -75,6 +75,8 @@ class ApiContext:
     # Extra readiness checks by name (e.g. "consumer": is it consuming?).
     readiness: dict[str, Callable[[], bool]]
     max_operations: int = MAX_OPERATIONS
+    # Cancel and retry (a process serving the API always has it; tests may go without).
+    job_control: JobControl | None = None
     # The console's view of the broker: dead letters (amqp_url, topology) and queue figures.
     amqp_url: str = DEFAULT_AMQP_URL
     topology: Topology = field(default_factory=Topology)
@@ -95,8 +97,7 @@ def create_app(context: ApiContext, *, probes_only: bool = False) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         redirect_slashes=False,
-        # Served from assets inside the package by the console (no CDN): see install_web.
-        docs_url=None,
+        docs_url=None,  # /docs and /redoc: console.install_web, from files in the package
         redoc_url=None,
     )
     app.state.context = context
@@ -158,14 +159,6 @@ CurrentActor = Annotated[Actor, Depends(current_actor)]
 AcceptLanguage = Annotated[str | None, Header()]
 
 
-def summarize(row: dict[str, Any], lang: str) -> dict[str, Any]:
-    return {
-        **queries.with_figures(row),
-        "status_display": labels.status_label(row["status"], lang),
-        "operation_type_display": labels.operation_type_label(row["operation_type"], lang),
-    }
-
-
 @dataclass
 class Routes:
     """The API's route functions, bound to one context."""
@@ -204,6 +197,19 @@ class Routes:
                 404: {"model": Problem, "description": "no such batch for you"},
             },
         )
+        for path, endpoint in (("cancel", self.cancel), ("retry", self.retry)):
+            _route(
+                router,
+                f"{API}/{{batch_id}}/{path}",
+                endpoint,
+                methods=["POST"],
+                status_code=202,
+                response_model=BatchDetail if path == "cancel" else Accepted,
+                responses={
+                    404: {"model": Problem, "description": "no such batch for you"},
+                    409: {"model": Problem, "description": "the batch's state does not allow it"},
+                },
+            )
         _route(
             router,
             f"{API}/",
@@ -263,7 +269,7 @@ class Routes:
         async with self.context.engine.connect() as conn:
             row = await self._visible(conn, batch_id, actor)
             results = await queries.batch_results(conn, batch_id, status.value if status else None)
-        return {**summarize(row, labels.language(accept_language)), "results": results}
+        return {**labels.summarize(row, labels.language(accept_language)), "results": results}
 
     async def results(
         self,
@@ -278,7 +284,7 @@ class Routes:
         if format == "json":
             return JSONResponse([r.model_dump(mode="json") for r in results])
         return Response(
-            _csv(results),
+            results_csv(results),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="batch-{batch_id}-results.csv"'},
         )
@@ -311,7 +317,7 @@ class Routes:
             count=count,
             limit=limit,
             offset=offset,
-            results=[BatchSummary.model_validate(summarize(row, lang)) for row in rows],
+            results=[BatchSummary.model_validate(labels.summarize(row, lang)) for row in rows],
         )
 
     async def stats(self, actor: CurrentActor) -> Stats:
@@ -326,13 +332,37 @@ class Routes:
             by_operation_type=totals.by_operation_type,
         )
 
+    async def cancel(
+        self, batch_id: uuid.UUID, actor: CurrentActor, accept_language: AcceptLanguage = None
+    ) -> Any:
+        lang = labels.language(accept_language)
+        return await jobs.cancel(self.context.engine, self._jobs(), batch_id, actor, lang)
+
+    async def retry(self, batch_id: uuid.UUID, actor: CurrentActor, response: Response) -> Any:
+        context = self.context
+        accepted = await jobs.retry(
+            context.engine, context.publisher, self._jobs(), batch_id, actor
+        )
+        response.headers["Location"] = accepted.location
+        return accepted
+
+    def _jobs(self) -> JobControl:
+        if self.context.job_control is None:
+            raise problems.ProblemError(503, "job control is not available in this process")
+        return self.context.job_control
+
     async def submit(
         self,
         submission: BatchSubmission,
         actor: CurrentActor,
         response: Response,
         wait: Annotated[int | None, Query(ge=0, le=MAX_WAIT_SECONDS)] = None,
+        dry_run: Annotated[
+            bool, Query(description="rehearse: run everything, keep nothing")
+        ] = False,
     ) -> Any:
+        if dry_run:
+            submission = submission.model_copy(update={"dry_run": True})
         request = to_request(submission, actor, self.context.max_operations)
         outcome = await submit(self.context.engine, self.context.publisher, request, wait)
         location = f"{API}/{request.batch_id}/"
@@ -368,21 +398,3 @@ def _route(
             include_in_schema=listed,
             **options,
         )
-
-
-def _csv(results: list[Any]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["index", "resource_id", "outcome", "status", "error_code", "error_message"])
-    for r in results:
-        writer.writerow(
-            [
-                r.index,
-                r.resource_id,
-                r.outcome.value,
-                r.status,
-                r.error.code.value if r.error else "",
-                r.error.message if r.error else "",
-            ]
-        )
-    return out.getvalue()

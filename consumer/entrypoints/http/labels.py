@@ -1,6 +1,13 @@
-"""Display names of statuses and operation types, in English or Brazilian Portuguese."""
+"""How batches are shown: display names of statuses and operation types (English or Brazilian
+Portuguese), a batch's summary, its results as CSV."""
 
 from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from consumer.adapters.queries import with_figures
 
 _STATUS = {
     "en": {
@@ -10,6 +17,7 @@ _STATUS = {
         "partial": "Partially completed",
         "failed": "Failed",
         "rejected": "Rejected",
+        "cancelled": "Cancelled",
     },
     "pt-BR": {
         "pending": "Pendente",
@@ -18,6 +26,7 @@ _STATUS = {
         "partial": "Parcialmente concluído",
         "failed": "Falhou",
         "rejected": "Rejeitado",
+        "cancelled": "Cancelado",
     },
 }
 _OPERATION_TYPE = {
@@ -63,3 +72,30 @@ def status_label(status: str, lang: str) -> str:
 
 def operation_type_label(operation_type: str, lang: str) -> str:
     return _OPERATION_TYPE[lang].get(operation_type, operation_type)
+
+
+def summarize(row: dict[str, Any], lang: str) -> dict[str, Any]:
+    """A stored batch as the HTTP API shows it: its row, its figures and display labels."""
+    return {
+        **with_figures(row),
+        "status_display": status_label(row["status"], lang),
+        "operation_type_display": operation_type_label(row["operation_type"], lang),
+    }
+
+
+def results_csv(results: list[Any]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["index", "resource_id", "outcome", "status", "error_code", "error_message"])
+    for r in results:
+        writer.writerow(
+            [
+                r.index,
+                r.resource_id,
+                r.outcome.value,
+                r.status,
+                r.error.code.value if r.error else "",
+                r.error.message if r.error else "",
+            ]
+        )
+    return out.getvalue()

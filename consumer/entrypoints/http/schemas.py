@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from contracts import (
     MAX_OPERATIONS,
@@ -31,6 +31,9 @@ class BatchSubmission(BaseModel):
     handler: HandlerName | None = None
     mode: Mode = Mode.CONTINUE
     operations: list[Operation] = Field(min_length=1, max_length=MAX_OPERATIONS)
+    dry_run: StrictBool = Field(
+        False, description="Rehearse: run everything, keep nothing (also `?dry_run=true`)."
+    )
 
 
 class BatchSummary(BaseModel):
@@ -56,6 +59,11 @@ class BatchSummary(BaseModel):
     code: ErrorCode | None = Field(None, description="A rejected batch's error code.")
     errors: list[RejectionReason] | None = Field(
         None, description="Why a rejected batch was refused (its rejection event's errors)."
+    )
+    dry_run: bool = Field(False, description="A rehearsal: its results changed nothing.")
+    retry_of: UUID | None = Field(None, description="The batch whose failures this one retries.")
+    cancel_requested_at: datetime | None = Field(
+        None, description="When a cancel was asked for (the batch ends `cancelled`)."
     )
 
 

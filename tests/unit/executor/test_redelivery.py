@@ -120,7 +120,15 @@ class TestRedelivery:
         async def competing_consumer_commits_operation_0() -> None:
             async with FakeUnitOfWork(db) as uow:
                 await uow.batches.add_result(
-                    BATCH_ID, 0, 1, Outcome.SUCCEEDED, 200, None, theirs, announcement(theirs)
+                    BATCH_ID,
+                    0,
+                    1,
+                    Outcome.SUCCEEDED,
+                    200,
+                    None,
+                    theirs,
+                    announcement(theirs),
+                    cancellable=True,
                 )
                 await uow.commit()
 
