@@ -90,6 +90,14 @@ async def batch_events(
     return found
 
 
+async def batch_request(conn: AsyncConnection, batch_id: UUID) -> dict[str, Any] | None:
+    """The request as the batch was accepted (None for a batch stored without it)."""
+    request = await conn.scalar(
+        select(batch_operations.c.request).where(batch_operations.c.batch_id == batch_id)
+    )
+    return request if isinstance(request, dict) else None
+
+
 async def rejection_bodies(conn: AsyncConnection, event_ids: Iterable[UUID]) -> dict[UUID, bytes]:
     """The stored rejection events among `event_ids` (the reasons behind dead letters)."""
     wanted = list(event_ids)

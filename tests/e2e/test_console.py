@@ -17,7 +17,7 @@ import pytest
 
 from consumer.config import Settings
 from tests.e2e.browser import Browser, chromium
-from tests.e2e.conftest import ServeProcess, run_cli
+from tests.e2e.conftest import ServeProcess, order_locked, run_cli
 from tests.integration.helpers import eventually, publish_raw
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "order_update.json"
@@ -31,15 +31,17 @@ class Console:
     tokens: dict[int, str]
     partial_batch: str  # professional 6's example batch: 2 succeeded, 1 CONFLICT
 
-    async def submit(self, user: int, operations: list[dict[str, Any]]) -> str:
-        """A batch over the HTTP API, waited for; its id."""
+    async def submit(
+        self, user: int, operations: list[dict[str, Any]], *, wait: bool = True
+    ) -> str:
+        """A batch over the HTTP API (waited for unless `wait` is False); its id."""
         async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as client:
             answer = await client.post(
-                "/api/v1/batch/?wait=10",
+                "/api/v1/batch/" + ("?wait=10" if wait else ""),
                 headers={"Authorization": f"Bearer {self.tokens[user]}"},
                 json={"operation_type": "order_update", "operations": operations},
             )
-        assert answer.status_code == 200, answer.text
+        assert answer.status_code == (200 if wait else 202), answer.text
         return str(answer.json()["batch_id"])
 
 
@@ -143,12 +145,15 @@ class TestBatches:
         assert "batch.order_update.partial committed" in facts
         rows = [row.text for row in browser.all("table.operations tbody tr")]
         assert len(rows) == 3
+        assert "PATCH resource 3" in rows[0]  # the input
         assert "succeeded 200" in rows[0]
         assert "operation.order_update.succeeded" in rows[0]
         assert "CONFLICT: order status cannot change from pending to completed" in rows[2]
         assert "ms" in rows[2]  # how long it took
-        browser.click("#operation-0 summary")  # the data of the first operation
-        browser.shows('"status": "accepted"', "#operation-0")
+        browser.click("#operation-1 td.input summary")  # what the second operation asked for
+        browser.shows('"notes": "call before arriving"', "#operation-1")
+        browser.click("#operation-0 details.result summary")  # the order as it became
+        browser.shows('"client_id": 3', "#operation-0")
         browser.screenshot("batch")
 
         cookies = {c["name"]: c["value"] for c in browser.driver.get_cookies()}
@@ -179,6 +184,49 @@ class TestBatches:
 
         browser.sign_in(console.tokens[PROFESSIONAL])
         browser.shows(console.partial_batch, "#batch-list")
+
+
+class TestJobControl:
+    async def test_a_partial_batch_is_retried_and_the_retry_links_back(
+        self, console: Console, browser: Browser
+    ) -> None:
+        browser.sign_in(console.tokens[PROFESSIONAL])
+        browser.open(f"/console/batches/{console.partial_batch}")
+        assert browser.all("#cancel") == []  # finished: nothing left to stop
+
+        browser.click("#retry")
+
+        browser.shows(f"published as the retry of {console.partial_batch}")
+        assert browser.path != f"/console/batches/{console.partial_batch}"
+        browser.shows("failed", "#batch-status", timeout=20)  # order 9 still cannot complete
+        assert console.partial_batch in browser.text("dl.facts")  # Retry of …
+        rows = [row.text for row in browser.all("table.operations tbody tr")]
+        assert len(rows) == 1
+        assert "PATCH resource 9" in rows[0]
+        browser.screenshot("retry")
+
+    async def test_a_running_batch_is_cancelled_before_its_next_operation(
+        self, console: Console, browser: Browser
+    ) -> None:
+        browser.sign_in(console.tokens[ADMIN])
+        async with order_locked(console.settings.database_url, 15):
+            stuck = await console.submit(
+                ADMIN,
+                [
+                    {"method": "PATCH", "resource_id": 15, "data": {"notes": "first"}},
+                    {"method": "PATCH", "resource_id": 16, "data": {"notes": "second"}},
+                ],
+                wait=False,
+            )
+            browser.open(f"/console/batches/{stuck}")
+            browser.shows("processing", "#batch-status")
+            browser.screenshot("batch-running")
+            browser.click("#cancel")
+            browser.shows("cancel requested: the batch stops before its next operation")
+        browser.shows("cancelled", "#batch-status", timeout=20)
+        assert "Cancel requested" in browser.text("dl.facts")
+        assert browser.all("#cancel") == []
+        assert "cancelled" in browser.text("#operation-1")
 
 
 class TestOperatorPages:

@@ -9,7 +9,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from consumer.entrypoints.console import api_docs, batch_pages, operator_pages, sign_in
+from consumer.entrypoints.console import (
+    api_docs,
+    batch_pages,
+    job_actions,
+    operator_pages,
+    sign_in,
+)
 from consumer.entrypoints.console.render import STATIC, page
 from consumer.entrypoints.console.session import Forbidden, SignInRequired, sign_in_location
 
@@ -23,6 +29,7 @@ def install_web(app: FastAPI, context: Any) -> None:  # noqa: ARG001 - routes re
         api_docs.router(),
         sign_in.router(),
         batch_pages.router(),
+        job_actions.router(),
         operator_pages.router(),
     ):
         app.include_router(routes)

@@ -16,7 +16,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from consumer.adapters import queries
-from consumer.adapters.console_queries import BatchQuery, EventRecord, batch_events, batch_page
+from consumer.adapters.console_queries import (
+    BatchQuery,
+    EventRecord,
+    batch_events,
+    batch_page,
+    batch_request,
+)
+from consumer.entrypoints.console.job_actions import available_actions
 from consumer.entrypoints.console.render import page
 from consumer.entrypoints.console.session import Viewer, viewer
 from contracts import (
@@ -116,7 +123,12 @@ async def batches(request: Request) -> HTMLResponse:
 
 @dataclass(frozen=True, slots=True)
 class OperationView:
-    result: OperationResult
+    """One operation of the batch: what was asked (when the request is stored) and what came
+    of it (once it ran)."""
+
+    index: int
+    input: dict[str, Any] | None
+    result: OperationResult | None
     took: float | None  # seconds since the previous operation finished (or the batch started)
     # Its event while the outbox holds it; the relay deletes an operation event once the broker
     # confirmed it (its result row keeps the body), so none here means published.
@@ -124,29 +136,36 @@ class OperationView:
 
     @property
     def routing_key(self) -> str:
+        assert self.result is not None  # noqa: S101 - asked only of operations that ran
         return operation_routing_key(self.result.operation_type, self.result.outcome.value)
 
 
 def operation_views(
-    started: datetime | None, results: list[OperationResult], events: dict[Any, list[EventRecord]]
+    row: dict[str, Any],
+    request: dict[str, Any] | None,
+    results: list[OperationResult],
+    events: dict[Any, list[EventRecord]],
 ) -> list[OperationView]:
-    views, previous = [], started
-    for result in results:
-        took = (result.occurred_at - previous).total_seconds() if previous else None
-        previous = result.occurred_at
-        own = events.get(operation_event_id(result.batch_id, result.index), [])
-        views.append(OperationView(result, took if took is None or took >= 0 else None, own))
+    asked = list((request or {}).get("operations") or [])
+    by_index = {result.index: result for result in results}
+    views, previous = [], row["started_at"]
+    for index in range(max(row["total_operations"], len(asked), len(by_index))):
+        result = by_index.get(index)
+        took = None
+        if result is not None:
+            took = (result.occurred_at - previous).total_seconds() if previous else None
+            previous = result.occurred_at
+        own = events.get(operation_event_id(row["batch_id"], index), []) if result else []
+        views.append(
+            OperationView(
+                index,
+                asked[index] if index < len(asked) else None,
+                result,
+                took if took is None or took >= 0 else None,
+                own,
+            )
+        )
     return views
-
-
-def available_actions(row: dict[str, Any]) -> list[str]:
-    """The actions the batch page offers for this batch.
-
-    JOB CONTROL: once the service can cancel and retry a batch, add here "cancel" (while the
-    status is pending or processing) and "retry" (partial, failed or cancelled), and add their
-    POST routes in `router()` below; batch.html has the marked spot for their buttons.
-    """
-    return ["download"] if row["status"] != BatchStatus.REJECTED.value else []
 
 
 async def batch(request: Request, batch_id: uuid.UUID) -> HTMLResponse:
@@ -164,14 +183,15 @@ async def batch(request: Request, batch_id: uuid.UUID) -> HTMLResponse:
             )
         results = await queries.batch_results(conn, batch_id)
         events = await batch_events(conn, batch_id, row["total_operations"])
+        request_body = await batch_request(conn, batch_id)
     figures = queries.with_figures(row)
     return page(
         "batch.html",
         who=who,
         batch=figures,
-        operations=operation_views(row["started_at"], results, events),
+        operations=operation_views(row, request_body, results, events),
         completion=events.get(completion_event_id(batch_id), []),
-        actions=available_actions(row),
+        actions=available_actions(row, has_request=request_body is not None),
         live=not BatchStatus(row["status"]).is_terminal,
         notice=request.query_params.get("notice", ""),
     )
@@ -242,9 +262,4 @@ def router() -> APIRouter:
 
     routes.add_api_route("/console/batches/{batch_id}/results.csv", as_csv, methods=["GET"])
     routes.add_api_route("/console/batches/{batch_id}/results.json", as_json, methods=["GET"])
-    # JOB CONTROL: POST /console/batches/{batch_id}/cancel and /retry go here (see
-    # available_actions): read the form with session.form(request, who) (it checks the CSRF
-    # token), call the service's cancel or retry as the viewer, then answer
-    # RedirectResponse(f"/console/batches/{id}?notice=...", 303) to the batch (the new one
-    # for a retry).
     return routes
