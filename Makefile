@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 # and the chaos soak publish batches for it; the batchops package and its image do not hold it.
 EXAMPLE_PLUGIN := examples/handlers
 
-.PHONY: install demo test lint types unit schema asyncapi interop floors clean
+.PHONY: install demo test lint types unit schema asyncapi interop floors clean browser rules \
+	console-screenshots web-assets
 
 $(BIN)/batchops: pyproject.toml $(EXAMPLE_PLUGIN)/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,9 +22,10 @@ install: $(BIN)/batchops
 demo: install
 	$(BIN)/python examples/demo.py
 
-## Lint, type-check, validate the AsyncAPI document and run every test against the real
-## services; then the Node.js interop example when node is on PATH.
-test: lint types asyncapi
+## Lint, type-check, validate the AsyncAPI document and the alert rules, and run every test
+## against the real services (the console's in Chromium); then the Node.js interop example
+## when node is on PATH.
+test: lint types asyncapi rules browser
 	$(BIN)/python -m pytest
 	@if command -v node >/dev/null 2>&1; then $(MAKE) --no-print-directory interop; \
 	else echo "make test: node is not on PATH, the Node.js interop example did not run"; fi
@@ -32,6 +34,29 @@ test: lint types asyncapi
 asyncapi:
 	cd tools/asyncapi && npm ci --no-audit --no-fund --silent
 	node tools/asyncapi/validate.mjs contracts/schemas/asyncapi.json
+
+## Debian's Chromium and its chromium-driver for the console's browser tests (installed with
+## apt-get when missing; Selenium drives them, nothing is downloaded by the tests).
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null; fi
+
+## The Prometheus alert rules in deploy/ through promtool (Debian's prometheus package).
+rules:
+	@if ! command -v promtool >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends prometheus >/dev/null; fi
+	promtool check rules deploy/prometheus/batchops-alerts.yml
+
+## Refresh the screenshots of docs/console.md from the console's browser tests.
+console-screenshots: install browser
+	BATCHOPS_CONSOLE_SCREENSHOTS=docs/console $(BIN)/python -m pytest tests/e2e/test_console.py
+
+## Copy htmx, Swagger UI and ReDoc from npm into the package (after a version change in
+## tools/web-assets/package.json); the copies are committed.
+web-assets:
+	cd tools/web-assets && npm ci --no-audit --no-fund --silent && node vendor.mjs
 
 ## examples/node against the real broker and `batchops consume` (needs node and npm).
 interop: install
@@ -70,4 +95,4 @@ schema: install
 	$(BIN)/batchops schema --openapi --output contracts/schemas
 
 clean:
-	rm -rf $(VENV) $(FLOORS) tools/asyncapi/node_modules examples/node/node_modules .mypy_cache .ruff_cache .pytest_cache *.egg-info $(EXAMPLE_PLUGIN)/*.egg-info
+	rm -rf $(VENV) $(FLOORS) tools/asyncapi/node_modules tools/web-assets/node_modules examples/node/node_modules .mypy_cache .ruff_cache .pytest_cache *.egg-info $(EXAMPLE_PLUGIN)/*.egg-info

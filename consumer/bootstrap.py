@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from consumer.adapters.serial import SerialGate
 from consumer.adapters.unit_of_work import SqlUnitOfWork
 from consumer.config import Settings
 from consumer.entrypoints.http.app import ApiContext, create_app
+from consumer.entrypoints.queue_watch import QueueWatch
 from consumer.entrypoints.rabbit import RequestConsumer
 from consumer.entrypoints.relay import OutboxRelay
 from consumer.observability import ProcessTelemetry
@@ -46,6 +48,32 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
+class ListenError(Exception):
+    """The HTTP port cannot be listened on (in use, not allowed, an unknown host)."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The HTTP API's socket, bound here rather than by uvicorn, so that a port in use is one
+    clear error instead of uvicorn's log lines and exit."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (another process has the "
+            "port? set BATCHOPS_HTTP_PORT, or BATCHOPS_METRICS_PORT for `consume`)"
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
+
+
 @dataclass
 class Service:
     """What one process runs: consumer + outbox relay (`consume`), the HTTP API (`http`), or
@@ -59,6 +87,7 @@ class Service:
     job_control: JobControl
     relay: OutboxRelay
     consumer: RequestConsumer
+    queue_watch: QueueWatch | None = None
     consume: bool = True
     http: bool = False
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -96,6 +125,9 @@ class Service:
                 readiness=readiness,
                 max_operations=self.settings.max_operations,
                 job_control=self.job_control,
+                amqp_url=self.settings.amqp_url,
+                topology=self.settings.topology,
+                queues=self.queue_watch,
             ),
             probes_only=probes_only,
         )
@@ -107,9 +139,10 @@ class Service:
             access_log=False,
             lifespan="on",
         )
+        listening = listen(config.host, config.port)
         server = _EmbeddedServer(config)
         self._http_server = server
-        self._http_task = asyncio.create_task(server.serve(), name="http")
+        self._http_task = asyncio.create_task(server.serve(sockets=[listening]), name="http")
         while not server.started:
             if self._http_task.done():
                 self._http_task.result()  # raises why it could not start
@@ -141,6 +174,10 @@ class Service:
             if self.consume
             else []
         )
+        if self.queue_watch is not None:
+            background.append(
+                asyncio.create_task(self.queue_watch.run(relay_stopping), name="queue-watch")
+            )
         try:
             await self.stopping.wait()
         finally:
@@ -217,6 +254,7 @@ def bootstrap(
         consumer=RequestConsumer(
             executor, settings.topology, settings.prefetch, availability, gate=gate
         ),
+        queue_watch=QueueWatch(settings.amqp_url, settings.topology, settings.broker_poll_seconds),
         consume=consume,
         http=http,
     )

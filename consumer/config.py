@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts import (
@@ -13,6 +13,8 @@ from contracts import (
     Topology,
 )
 from publisher import DEFAULT_AMQP_URL
+
+_DATABASE_URL_FORM = "write postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE"
 
 
 class Settings(BaseSettings):
@@ -59,9 +61,40 @@ class Settings(BaseSettings):
     watchdog_interval_seconds: PositiveFloat = 5.0
     stall_seconds: PositiveFloat = 30.0
 
+    # How often the depth and consumers of the queues are read from the broker (gauges, console).
+    broker_poll_seconds: PositiveFloat = 15.0
+
     shutdown_timeout_seconds: PositiveFloat = 30.0
     log_level: str = "INFO"
     log_format: str = Field("auto", pattern="^(auto|json|console)$")
+
+    @field_validator("database_url")
+    @classmethod
+    def _asyncpg_url(cls, value: str) -> str:
+        """Refuse at once what would otherwise fail deep inside SQLAlchemy with an import
+        error (`postgresql://` asks for psycopg, which batchops does not install)."""
+        scheme, separator, rest = value.partition("://")
+        if not separator or not rest:
+            raise ValueError(f"{value!r} is not a URL: {_DATABASE_URL_FORM}")
+        if scheme != "postgresql+asyncpg":
+            raise ValueError(
+                f"batchops reaches PostgreSQL through asyncpg, so the URL must start with "
+                f"postgresql+asyncpg://, not {scheme}:// ({_DATABASE_URL_FORM})"
+            )
+        return value
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_urls(cls, value: str) -> str:
+        """One AMQP URL, or several (a cluster's nodes) separated by commas."""
+        for url in value.split(","):
+            scheme, separator, rest = url.strip().partition("://")
+            if not separator or scheme not in ("amqp", "amqps") or not rest:
+                raise ValueError(
+                    f"{url.strip()!r} is not an AMQP URL: write "
+                    "amqp://USER:PASSWORD@HOST:PORT/VHOST (or amqps://)"
+                )
+        return value
 
     @property
     def topology(self) -> Topology:

@@ -10,7 +10,13 @@ from collections.abc import Callable
 import structlog
 
 
-def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
+def configure_logging(
+    level: str = "INFO", fmt: str = "auto", *, libraries: str = "WARNING"
+) -> None:
+    """structlog for our lines, and the standard library's loggers (uvicorn, aio-pika, aiormq,
+    asyncpg, alembic) through the same processors and renderer: every line is JSON when
+    stderr is not a terminal. Library lines below `libraries` (and below `level`) are dropped:
+    a one-shot command says what went wrong in its own one line."""
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
@@ -28,12 +34,34 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # Libraries (aio-pika, publisher, alembic) log through the standard library.
-    logging.basicConfig(
-        level=max(logging.getLevelName(level.upper()), logging.WARNING),
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
+    _route_standard_logging(level, libraries, shared, renderer)
+
+
+def _route_standard_logging(
+    level: str,
+    libraries: str,
+    shared: list[structlog.typing.Processor],
+    renderer: structlog.typing.Processor,
+) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
     )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    # Libraries chatter at INFO (every connection, every server start): warnings and worse.
+    root.setLevel(max(logging.getLevelName(level.upper()), logging.getLevelName(libraries)))
+    # uvicorn configures its own loggers only when given a log_config; we give it none, so its
+    # lines propagate here. Python's warnings become log lines too.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    logging.captureWarnings(True)
 
 
 class LogThrottle:

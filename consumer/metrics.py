@@ -13,11 +13,15 @@ __all__ = [
     "DEAD_LETTERED",
     "DRY_RUNS_FINISHED",
     "EVENTS_RELAYED",
+    "HTTP_DURATION",
+    "HTTP_REQUESTS",
     "IN_FLIGHT",
     "OPERATIONS",
     "OPERATION_DURATION",
     "OUTBOX_BACKLOG",
     "OUTBOX_OLDEST_AGE",
+    "QUEUE_CONSUMERS",
+    "QUEUE_MESSAGES",
     "REDELIVERIES",
     "REGISTRY",
     "RETRIES",
@@ -36,10 +40,14 @@ DRY_RUNS_FINISHED = Counter(
     ["status", "operation_type"],
 )
 BATCHES_REJECTED = Counter(
-    "batchops_batches_rejected_total", "Requests refused before execution", ["code"]
+    "batchops_batches_rejected_total",
+    "Requests refused before execution, by error code and the kind of the first fault",
+    ["code", "reason"],
 )
 OPERATIONS = Counter(
-    "batchops_operations_total", "Operations by outcome and error code", ["outcome", "code"]
+    "batchops_operations_total",
+    "Operations by outcome and error code (OK for a success)",
+    ["outcome", "code"],
 )
 BATCH_DURATION = Histogram(
     "batchops_batch_duration_seconds",
@@ -79,4 +87,25 @@ RETRIES = Counter(
     "batchops_transaction_retries_total",
     "Transactions tried again after the database refused them or a connection broke",
     ["fault"],
+)
+HTTP_REQUESTS = Counter(
+    "batchops_http_requests_total",
+    "HTTP requests answered, by method, route template (not the raw path) and status",
+    ["method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "batchops_http_request_duration_seconds",
+    "From a request's arrival to the end of its answer",
+    ["method", "route"],
+    buckets=_SECONDS,
+)
+QUEUE_MESSAGES = Gauge(
+    "batchops_queue_messages",
+    "Messages ready in a batchops queue, read from the broker on a timer (passive declare)",
+    ["queue"],
+)
+QUEUE_CONSUMERS = Gauge(
+    "batchops_queue_consumers",
+    "Consumers attached to a batchops queue, read with the depth",
+    ["queue"],
 )

@@ -35,7 +35,8 @@ class ProcessTelemetry(Telemetry):
 
     def results_recorded(self, results: Sequence[OperationResult]) -> None:
         for result in results:
-            code = result.error.code.value if result.error else ""
+            # A success is code OK: Prometheus label values are never left empty.
+            code = result.error.code.value if result.error else "OK"
             metrics.OPERATIONS.labels(result.outcome.value, code).inc()
 
     def batch_finished(self, state: BatchState) -> None:
@@ -44,8 +45,8 @@ class ProcessTelemetry(Telemetry):
         if state.duration_seconds is not None:
             metrics.BATCH_DURATION.observe(state.duration_seconds)
 
-    def batch_rejected(self, code: ErrorCode) -> None:
-        metrics.BATCHES_REJECTED.labels(code.value).inc()
+    def batch_rejected(self, code: ErrorCode, reason: str) -> None:
+        metrics.BATCHES_REJECTED.labels(code.value, reason).inc()
 
     def database_reachable(self, reachable: bool) -> None:
         metrics.DATABASE_REACHABLE.set(1 if reachable else 0)

@@ -1,8 +1,8 @@
 """`make demo`: the whole path on this machine, from an empty database to a finished batch.
 
-Uses a database named `<your database>_demo` (dropped and re-created each run) and the
-namespace `batchops-demo`, so it never touches real data. Run it as `.venv/bin/python
-examples/demo.py` once batchops is installed (`make install`).
+Uses a database named `<your database>_demo` and the namespace `batchops-demo`, so it never
+touches real data, and removes both when it ends (`batchops teardown --yes`), whatever happened.
+Run it as `.venv/bin/python examples/demo.py` once batchops is installed (`make install`).
 """
 
 from __future__ import annotations
@@ -46,6 +46,14 @@ def main() -> int:
     }
     _step(f"fresh demo database {demo_url.database!r}")
     asyncio.run(_drop_database(env["BATCHOPS_DATABASE_URL"]))
+    try:
+        return _demonstrate(env, port)
+    finally:
+        _step("cleaning up: the demo's database, queues and exchanges")
+        _run([BATCHOPS, "teardown", "--yes"], env)
+
+
+def _demonstrate(env: dict[str, str], port: int) -> int:
     _run([BATCHOPS, "db", "upgrade"], env)
     _run([BATCHOPS, "seed", "--orders", "20"], env)
 

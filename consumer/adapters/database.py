@@ -92,3 +92,22 @@ async def upgrade(database_url: str) -> bool:
     created = await create_database_if_missing(database_url)
     await asyncio.to_thread(upgrade_database, database_url)
     return created
+
+
+async def drop_database(database_url: str) -> bool:
+    """Drop the database named in `database_url`, closing its connections; False when there
+    was none."""
+    url = make_url(database_url)
+    if not url.database:
+        raise ValueError("BATCHOPS_DATABASE_URL names no database")
+    admin = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            exists = await conn.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}
+            )
+            quoted = admin.dialect.identifier_preparer.quote(url.database)
+            await conn.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+            return bool(exists)
+    finally:
+        await admin.dispose()

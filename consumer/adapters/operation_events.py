@@ -29,6 +29,7 @@ from sqlalchemy import (
     all_,
     any_,
     bindparam,
+    cast,
     func,
     literal_column,
     or_,
@@ -89,6 +90,20 @@ _MOVE = Statement(
     update(relay_positions)
     .where(relay_positions.c.name == POSITION)
     .values(horizon=bindparam("horizon"), pending=bindparam("pending", type_=_TXIDS))
+)
+
+
+
+def _position(column: ColumnElement[Any]) -> Any:
+    return select(column).where(relay_positions.c.name == POSITION).scalar_subquery()
+
+
+# The result rows whose events the relay has not published yet (for the read side: those of
+# its pass in progress may be out already, it moves once they are confirmed).
+UNPUBLISHED: ColumnElement[bool] = operation_results.c.announce.is_(True) & or_(
+    operation_results.c.txid >= _position(relay_positions.c.horizon),
+    # Cast: `= ANY (SELECT …)` would compare with each row of the subquery, not each element.
+    operation_results.c.txid == any_(cast(_position(relay_positions.c.pending), _TXIDS)),
 )
 
 

@@ -7,15 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, any_, case, func, or_, select, true
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumer.adapters.operation_events import POSITION
+from consumer.adapters.operation_events import UNPUBLISHED
 from consumer.adapters.tables import (
     batch_operations,
     operation_results,
     outbox,
-    relay_positions,
 )
 from consumer.domain.batch import BatchState
 from contracts import BatchStatus, Mode, OperationResult, Outcome
@@ -162,20 +161,5 @@ async def backlog(conn: AsyncConnection) -> tuple[int, float]:
             ).where(outbox.c.sent_at.is_(None))
         )
     ).one()
-    position = (
-        select(relay_positions.c.horizon, relay_positions.c.pending)
-        .where(relay_positions.c.name == POSITION)
-        .subquery()
-    )
-    operations = await conn.scalar(
-        select(func.count())
-        .select_from(operation_results.join(position, true()))
-        .where(
-            operation_results.c.announce.is_(True),
-            or_(
-                operation_results.c.txid >= position.c.horizon,
-                operation_results.c.txid == any_(position.c.pending),
-            ),
-        )
-    )
+    operations = await conn.scalar(select(func.count()).where(UNPUBLISHED))
     return int(outbox_row[0]) + int(operations or 0), float(outbox_row[1])

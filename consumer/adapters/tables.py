@@ -161,9 +161,9 @@ operation_results = Table(
     Column("error_code", String(30)),
     # The operation event exactly as published.
     Column("event", LargeBinary, nullable=False),
-    # The relay publishes the events of these rows themselves (no outbox row per operation):
-    # `txid`, the inserting transaction's id, tells it which rows can no longer be joined by
-    # a transaction still open (see entrypoints/relay.py); `announce` is false for a dry run's.
+    # The relay publishes the events of these rows themselves (no outbox row per operation),
+    # telling new rows by `txid`, the inserting transaction's id (see
+    # adapters/operation_events.py); `announce` is false for a dry run's.
     Column(
         "txid",
         BigInteger,

@@ -1,4 +1,4 @@
-"""`batchops` console script. Exit codes: 0 ok, 1 failed, 2 bad input, 3 timeout.
+"""`batchops`: run, feed and look after the batchops service.
 
 The wire contract (messages, events, HTTP API) is docs/contract.md in the batchops repository."""
 
@@ -6,32 +6,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
+import os
 import signal
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeAlias
 
 from pydantic import ValidationError
 
 from consumer.config import Settings
+from consumer.entrypoints.cli_help import (
+    Commands,
+    HelpFormatter,
+    command_group,
+    command_parser,
+    environment_help,
+    lazy,
+)
+from consumer.entrypoints.cli_operator import add_operator_commands
 from consumer.entrypoints.exits import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_TIMEOUT,
     CommandFailed,
 )
-from contracts import BatchStatus, OperationType
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "EXIT_TIMEOUT", "build_parser", "main"]
-
-Command = Callable[[Settings, argparse.Namespace], int]
-# A string: argparse's class is generic only to type checkers.
-Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,86 +48,118 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:
-        print(f"batchops: invalid configuration:\n{exc}", file=sys.stderr)
+        for line in configuration_errors(exc):
+            print(f"batchops: invalid configuration: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
     from consumer.log_config import configure_logging
 
-    configure_logging(settings.log_level, settings.log_format)
+    # A service logs its libraries' warnings; a one-shot command reports in its own line.
+    service = hasattr(args, "roles")
+    configure_logging(
+        settings.log_level, settings.log_format, libraries="WARNING" if service else "CRITICAL"
+    )
     try:
         result: int = args.command(settings, args)
     except CommandFailed as exc:
         print(f"batchops: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more to say, and nobody to say it to.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print("batchops: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return result
 
 
-def _lazy(module: str, function: str) -> Command:
-    """A command whose module is imported only when it runs, so that `--help` starts fast."""
-
-    def run(settings: Settings, args: argparse.Namespace) -> int:
-        command: Command = getattr(importlib.import_module(module), function)
-        return command(settings, args)
-
-    return run
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _group(commands: Commands, name: str, text: str) -> Commands:
-    group = commands.add_parser(name, help=text, description=text)
-    group.set_defaults(group_parser=group)
-    return group.add_subparsers(metavar="ACTION")
+def configuration_errors(exc: ValidationError) -> list[str]:
+    """One line per invalid setting, named as the variable an operator sets."""
+    return [
+        f"BATCHOPS_{'_'.join(str(part) for part in error['loc']).upper()}: "
+        f"{error['msg'].removeprefix('Value error, ')}"
+        for error in exc.errors()
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="batchops", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="batchops",
+        description=__doc__,
+        epilog=environment_help(),
+        formatter_class=HelpFormatter,
     )
     commands = parser.add_subparsers(metavar="COMMAND")
     _add_setup_commands(commands)
     _add_service_commands(commands)
     _add_publish_command(commands)
     _add_maintenance_commands(commands)
-    _add_operator_commands(commands)
+    add_operator_commands(commands)
     return parser
 
 
 def _add_setup_commands(commands: Commands) -> None:
-    db = _group(commands, "db", "database schema")
-    db.add_parser("upgrade", help="create the database if missing and migrate it").set_defaults(
-        command=_db_upgrade
-    )
+    db = command_group(commands, "db", "the database schema")
+    command_parser(
+        db,
+        "upgrade",
+        "create the database if missing and run the migrations",
+        "Idempotent: run it before every start of a new version.",
+    ).set_defaults(command=_db_upgrade)
 
-    seed = commands.add_parser("seed", help="load the demo marketplace into an empty database")
-    seed.add_argument("--orders", type=int, default=100, metavar="N")
+    seed = command_parser(
+        commands,
+        "seed",
+        "load the demo marketplace into an empty database",
+        "8 users (1 admin, 2 staff, 3 clients, 3 professionals), 3 professionals, 6 services "
+        "and N orders; refuses a database that already holds users.",
+    )
+    seed.add_argument(
+        "--orders", type=int, default=100, metavar="N", help="how many pending orders to create"
+    )
     seed.set_defaults(command=_seed)
 
 
 def _add_service_commands(commands: Commands) -> None:
     for name, text, roles in (
-        ("serve", "consumer, outbox relay and HTTP API in one process", {"consume", "http"}),
-        ("consume", "consumer and outbox relay (scale out by running several)", {"consume"}),
-        ("api", "the HTTP API alone", {"http"}),
+        (
+            "serve",
+            "run the consumer, the outbox relay and the HTTP API in one process",
+            {"consume", "http"},
+        ),
+        (
+            "consume",
+            "run the consumer and the outbox relay (scale out by running several)",
+            {"consume"},
+        ),
+        ("api", "run the HTTP API and the web console alone", {"http"}),
     ):
-        commands.add_parser(name, help=text).set_defaults(command=_serve, roles=roles)
+        command_parser(
+            commands,
+            name,
+            text,
+            "Runs until SIGTERM or Ctrl-C, then stops gracefully. Configured by the BATCHOPS_* "
+            "variables (batchops --help lists them); the HTTP API listens on "
+            "BATCHOPS_HTTP_HOST:BATCHOPS_HTTP_PORT.",
+        ).set_defaults(command=_serve, roles=roles)
 
-    token = _group(commands, "token", "HTTP API tokens")
-    create = token.add_parser("create", help="create a token; printed alone on the last line")
-    create.add_argument("user_id", type=int, metavar="USER_ID")
+    token = command_group(commands, "token", "HTTP API and console tokens")
+    create = command_parser(
+        token, "create", "create a token for a user; printed alone on the last line"
+    )
+    create.add_argument("user_id", type=int, metavar="USER_ID", help="the marketplace user")
     create.set_defaults(command=_token_create)
-    revoke = token.add_parser("revoke", help="revoke a token")
-    revoke.add_argument("token", metavar="TOKEN")
+    revoke = command_parser(token, "revoke", "revoke a token at once")
+    revoke.add_argument("token", metavar="TOKEN", help="the token as it was printed")
     revoke.set_defaults(command=_token_revoke)
 
 
 def _add_publish_command(commands: Commands) -> None:
-    publish = commands.add_parser(
-        "publish", help="publish a batch request (JSON) or many (JSON lines, one per line)"
+    publish = command_parser(
+        commands,
+        "publish",
+        "publish a batch request (JSON) or many (JSON lines, one per line)",
+        "A missing batch_id is generated. JSON lines are all validated before any is published.",
     )
     publish.add_argument("file", type=Path, help="the requests; '-' reads stdin")
     publish.add_argument(
@@ -134,37 +170,42 @@ def _add_publish_command(commands: Commands) -> None:
         "JSON document",
     )
     publish.add_argument("--wait", action="store_true", help="wait for the completion events")
-    publish.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS")
+    publish.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="how long --wait waits"
+    )
     publish.add_argument(
         "--dry-run",
         action="store_true",
         help="rehearse: run every operation and keep nothing (only a dryrun.* completion)",
     )
-    publish.set_defaults(command=_lazy("consumer.entrypoints.publishing", "publish"))
+    publish.set_defaults(command=lazy("consumer.entrypoints.publishing", "publish"))
 
-    cancel = commands.add_parser(
+    cancel = command_parser(
+        commands,
         "cancel",
-        help="stop a batch before its next operation (one nobody has seen yet: when it arrives)",
+        "stop a batch before its next operation (one nobody has seen yet: when it arrives)",
     )
-    cancel.add_argument("batch_id", type=uuid.UUID, metavar="BATCH_ID")
-    cancel.set_defaults(command=_lazy("consumer.entrypoints.job_commands", "cancel"))
-    retry = commands.add_parser(
+    cancel.add_argument("batch_id", type=uuid.UUID, metavar="BATCH_ID", help="the batch id")
+    cancel.set_defaults(command=lazy("consumer.entrypoints.job_commands", "cancel"))
+    retry = command_parser(
+        commands,
         "retry",
-        help="publish a new batch of the operations of a partial, failed or cancelled batch "
-        "that did not succeed",
+        "publish a new batch of the operations of a partial, failed or cancelled batch that "
+        "did not succeed",
     )
-    retry.add_argument("batch_id", type=uuid.UUID, metavar="BATCH_ID")
+    retry.add_argument("batch_id", type=uuid.UUID, metavar="BATCH_ID", help="the batch id")
     retry.add_argument("--wait", action="store_true", help="wait for its completion")
-    retry.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS")
-    retry.set_defaults(command=_lazy("consumer.entrypoints.job_commands", "retry"))
+    retry.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="how long --wait waits"
+    )
+    retry.set_defaults(command=lazy("consumer.entrypoints.job_commands", "retry"))
 
 
-def _add_maintenance_commands(
-    commands: Commands,
-) -> None:
-    schema = commands.add_parser(
+def _add_maintenance_commands(commands: Commands) -> None:
+    schema = command_parser(
+        commands,
         "schema",
-        help="write the JSON Schemas of every message, or the AsyncAPI or OpenAPI document",
+        "write the JSON Schemas of every message, or the AsyncAPI or OpenAPI document",
     )
     documents = schema.add_mutually_exclusive_group()
     documents.add_argument(
@@ -183,46 +224,26 @@ def _add_maintenance_commands(
     )
     schema.set_defaults(command=_schema)
 
-    queues = _group(commands, "queues", "broker queues")
-    queues.add_parser(
+    queues = command_group(commands, "queues", "broker queues")
+    command_parser(
+        queues,
         "migrate",
-        help="move the work queue of an earlier version to this version's arguments, keeping "
-        "its messages (stop every consumer first; docs/operations.md)",
-    ).set_defaults(command=_lazy("consumer.entrypoints.operator", "migrate_queues"))
+        "move the work queue of an earlier version to this version's arguments, keeping its "
+        "messages",
+        "Stop every consumer first (docs/operations.md, Upgrading the work queue).",
+    ).set_defaults(command=lazy("consumer.entrypoints.operator", "migrate_queues"))
 
-    cleanup = commands.add_parser("cleanup", help="delete finished batches older than DAYS")
-    cleanup.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    cleanup = command_parser(
+        commands,
+        "cleanup",
+        "delete finished batches and sent events older than DAYS",
+        "A deleted batch's batch_id is forgotten: published again, it runs again.",
+    )
+    cleanup.add_argument(
+        "--older-than", type=float, required=True, metavar="DAYS", help="age in days (required)"
+    )
     cleanup.add_argument("--dry-run", action="store_true", help="only count what would go")
     cleanup.set_defaults(command=_cleanup)
-
-
-def _add_operator_commands(commands: Commands) -> None:
-    batches = _group(commands, "batches", "stored batches and their results")
-    show = batches.add_parser("show", help="one batch with every operation's result")
-    show.add_argument("batch_id", type=uuid.UUID, metavar="ID")
-    show.add_argument("--json", action="store_true", help="machine-readable output")
-    show.set_defaults(command=_lazy("consumer.entrypoints.operator", "show_batch"))
-    listing = batches.add_parser("list", help="recent batches, newest first")
-    listing.add_argument("--limit", type=_positive_int, default=20, metavar="N")
-    listing.add_argument("--status", choices=[s.value for s in BatchStatus], metavar="STATUS")
-    listing.add_argument(
-        "--operation-type", choices=[t.value for t in OperationType], metavar="TYPE"
-    )
-    listing.add_argument("--actor", type=int, metavar="USER_ID", help="only this actor's")
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
-    listing.set_defaults(command=_lazy("consumer.entrypoints.operator", "list_batches"))
-
-    dead = _group(commands, "dead-letters", "requests in the dead-letter queue {ns}.dead")
-    peek = dead.add_parser("list", help="show dead letters without removing them")
-    peek.add_argument("--limit", type=_positive_int, default=20, metavar="N")
-    peek.add_argument("--json", action="store_true", help="machine-readable output")
-    peek.set_defaults(command=_lazy("consumer.entrypoints.operator", "list_dead_letters"))
-    replay = dead.add_parser(
-        "replay", help="republish dead letters to the requests exchange, then remove them"
-    )
-    replay.add_argument("--limit", type=_positive_int, metavar="N", help="at most N (default all)")
-    replay.add_argument("--batch-id", type=uuid.UUID, metavar="ID", help="only this batch's")
-    replay.set_defaults(command=_lazy("consumer.entrypoints.operator", "replay_dead_letters"))
 
 
 def _db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
@@ -250,8 +271,8 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from consumer.bootstrap import bootstrap
-    from consumer.entrypoints.failures import broker_errors
+    from consumer.bootstrap import ListenError, bootstrap
+    from consumer.entrypoints.failures import broker_errors, refuse_a_missing_schema
 
     async def run() -> None:
         service = bootstrap(settings, consume="consume" in args.roles, http="http" in args.roles)
@@ -260,9 +281,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             loop.add_signal_handler(signum, service.stop)
         await service.run()
 
-    # The broker is connected at start-up; the database is reached lazily and retried.
-    with broker_errors(settings.amqp_url):
-        asyncio.run(run())
+    # The broker is connected at start-up; the database is reached lazily and retried, but
+    # one that says it does not exist (or has no tables) will not appear by waiting.
+    refuse_a_missing_schema(settings.database_url)
+    try:
+        with broker_errors(settings.amqp_url):
+            asyncio.run(run())
+    except ListenError as exc:
+        raise CommandFailed(str(exc)) from exc
     return EXIT_OK
 
 

@@ -1,4 +1,5 @@
-"""`batchops dead-letters list|replay`: inspect `{ns}.dead` and send requests back for another try.
+"""`batchops dead-letters list|replay|purge`: inspect `{ns}.dead`, send requests back for another
+try, or throw them away (the console's dead-letter page uses the same functions).
 
 Listing takes messages with basic.get *without* acking them and then returns them (nack with
 requeue), so nothing is lost and a classic queue puts each back at its old position. Replaying
@@ -10,19 +11,23 @@ queues, which is harmless because the consumer de-duplicates by batch_id.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from consumer.adapters.console_queries import rejection_bodies
 from consumer.adapters.queue_migration import copy_of
 from consumer.entrypoints.exits import CommandFailed
 from consumer.service_layer.intake import json_object
-from contracts import UNKNOWN_OPERATION_TYPE, Topology
+from contracts import UNKNOWN_OPERATION_TYPE, BatchRejected, Topology, rejection_event_id
 from publisher import PublishError, broker_user, declare_topology, publish_confirmed
 
 # Headers RabbitMQ adds while delivering and dead-lettering. A replay drops them: a stale
@@ -44,6 +49,8 @@ class DeadLetter:
     dead_since: datetime | None
     replays: int
     body: dict[str, Any] | None  # None: the body is not a JSON object
+    raw: bytes = b""
+    headers: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, position: int, message: AbstractIncomingMessage) -> DeadLetter:
@@ -63,7 +70,27 @@ class DeadLetter:
             dead_since=died if isinstance(died, datetime) else None,
             replays=replays if isinstance(replays, int) else 0,
             body=json_object(message.body),
+            raw=message.body,
+            headers={key: _plain(value) for key, value in headers.items()},
         )
+
+    @property
+    def body_encoding(self) -> str:
+        """How `body_text` shows the body: `json`, `text` (UTF-8) or `hex`."""
+        if self.body is not None:
+            return "json"
+        try:
+            self.raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "hex"
+        return "text"
+
+    @property
+    def body_text(self) -> str:
+        """The raw body as a person can read it: as text when it is UTF-8, else in hex."""
+        if self.body_encoding == "hex":
+            return self.raw.hex(" ")
+        return self.raw.decode("utf-8")
 
     @property
     def batch_id(self) -> str | None:
@@ -95,8 +122,50 @@ class DeadLetter:
             "size": self.size,
             "dead_since": self.dead_since.isoformat() if self.dead_since else None,
             "replays": self.replays,
-            "body": self.body,
+            "headers": self.headers,
+            # The body itself: the JSON object, else the bytes as text (UTF-8) or in hex.
+            "body_encoding": self.body_encoding,
+            "body": self.body if self.body is not None else self.body_text,
         }
+
+
+def _plain(value: Any) -> Any:
+    """A header value as JSON can hold it (x-death holds tables, timestamps and bytes)."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def why(letter: DeadLetter, rejections: dict[UUID, bytes]) -> str:
+    """Why the request is dead, in one line: the consumer's rejection (code and first reason,
+    from its stored rejection event) or the broker's verdict."""
+    if letter.reason == "delivery_limit":
+        return "delivery_limit: it crashed the consumer on every delivery (poison)"
+    stored = rejections.get(rejection_event_id(letter.raw, letter.message_id))
+    if stored is None:
+        return letter.reason  # the event is cleaned up, or the database was not asked
+    try:
+        event = BatchRejected.model_validate_json(stored)
+    except ValidationError:
+        return letter.reason
+    first = event.errors[0].describe() if event.errors else ""
+    more = f" (+{len(event.errors) - 1} more)" if len(event.errors) > 1 else ""
+    return f"{event.code.value}: {first}{more}" if first else event.code.value
+
+
+async def rejection_events(conn: AsyncConnection, letters: list[DeadLetter]) -> dict[UUID, bytes]:
+    """The stored rejection events of these dead letters, for `why`."""
+    return await rejection_bodies(
+        conn, [rejection_event_id(letter.raw, letter.message_id) for letter in letters]
+    )
 
 
 def _same_uuid(text: str | None, expected: UUID) -> bool:
@@ -153,7 +222,11 @@ def replay_message(message: AbstractIncomingMessage) -> aio_pika.Message:
 @dataclass(frozen=True, slots=True)
 class ReplayReport:
     replayed: list[DeadLetter]
-    left: int  # still in the dead queue afterwards (including the ones that did not match)
+    # Of the dead letters there were when the replay began, those still in the dead queue (the
+    # ones that did not match, or past the limit). A replayed copy the consumer refused again
+    # and that bounced back already is not one of them: it is counted in `returned`.
+    left: int
+    returned: int = 0
 
 
 async def replay(
@@ -199,8 +272,19 @@ async def replay(
         finally:
             for message in skipped:
                 await message.nack(requeue=True)
-        _, left = await _dead_queue(taking, topology)
-    return ReplayReport(replayed, left)
+        _, now = await _dead_queue(taking, topology)
+    left = total - len(replayed)
+    return ReplayReport(replayed, left, returned=max(0, now - left))
+
+
+async def purge(amqp_url: str, topology: Topology) -> int:
+    """Delete every dead letter; returns how many there were."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue, _ = await _dead_queue(channel, topology)
+        result = await queue.purge()
+    return int(result.message_count or 0)
 
 
 async def _republish(

@@ -14,11 +14,11 @@ from typing import TypeVar
 
 import yarl
 from aiormq.exceptions import AMQPError, ProbableAuthenticationError
-from sqlalchemy import make_url
+from sqlalchemy import make_url, text
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumer.adapters.database import in_transaction
+from consumer.adapters.database import create_engine, in_transaction
 from consumer.entrypoints.exits import EXIT_BAD_INPUT, CommandFailed
 from publisher import BatchopsError, CompletionTimeout, PublishError, TopologyMismatchError
 
@@ -125,4 +125,31 @@ def broker_errors(amqp_url: str) -> Iterator[None]:
             "is RabbitMQ running and BATCHOPS_AMQP_URL right?"
         ) from exc
     except AMQPError as exc:  # a closed channel: access refused, precondition failed, ...
+        if "Connection.OpenOk" in str(exc):  # the broker closed the connection while opening
+            raise CommandFailed(
+                f"the broker at {address} refused the connection: the virtual host in "
+                "BATCHOPS_AMQP_URL does not exist or the user may not use it"
+            ) from exc
         raise CommandFailed(f"the broker at {address} refused: {_reason(exc)}") from exc
+
+
+def refuse_a_missing_schema(database_url: str) -> None:
+    """Before a service starts: a database that answers but does not exist or is not migrated
+    is a CommandFailed (the service would wait for it forever); one that does not answer is an
+    outage, which the service waits out by design, so it passes."""
+
+    async def probe() -> None:
+        engine = create_engine(database_url, pool_size=1, connect_timeout=3.0)
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1 FROM alembic_version"))
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(probe())
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) in (_NO_SUCH_DATABASE, _NO_SUCH_TABLE):
+            raise CommandFailed(_database_refusal(database_address(database_url), exc)) from exc
+    except (OSError, ArgumentError):
+        return  # unreachable: the service waits for it

@@ -9,6 +9,7 @@ import asyncio
 import json
 from typing import Any
 
+from consumer.adapters.database import in_transaction
 from consumer.adapters.queries import HistoryFilter
 from consumer.config import Settings
 from consumer.entrypoints import dead_letters
@@ -17,10 +18,9 @@ from consumer.entrypoints.batch_views import (
     load_history,
     render_batch,
     render_history,
-    render_table,
 )
-from consumer.entrypoints.exits import EXIT_OK, CommandFailed
-from consumer.entrypoints.failures import broker_errors, database_errors
+from consumer.entrypoints.exits import EXIT_OK, CommandFailed, confirm
+from consumer.entrypoints.failures import broker_address, broker_errors, database_errors
 
 
 def _print_json(document: Any) -> None:
@@ -53,33 +53,58 @@ def list_batches(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+BODY_SHOWN = 300  # characters of a body in the table; --json has all of it
+
+
+def _reasons(settings: Settings, letters: list[dead_letters.DeadLetter]) -> dict[int, str]:
+    """Why each letter is dead; the rejection events are read from the database when it
+    answers (without it, RabbitMQ's reason alone)."""
+
+    async def read(conn: Any) -> dict[Any, bytes]:
+        return await dead_letters.rejection_events(conn, letters)
+
+    try:
+        with database_errors(settings.database_url):
+            stored = asyncio.run(in_transaction(settings.database_url, read))
+    except CommandFailed:
+        stored = {}
+    return {letter.position: dead_letters.why(letter, stored) for letter in letters}
+
+
 def list_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     topology = settings.topology
     with broker_errors(settings.amqp_url):
         total, letters = asyncio.run(dead_letters.peek(settings.amqp_url, topology, args.limit))
+    reasons = _reasons(settings, letters)
     if args.json:
-        _print_json({"count": total, "results": [letter.as_json() for letter in letters]})
+        results = [letter.as_json() | {"why": reasons[letter.position]} for letter in letters]
+        _print_json({"count": total, "results": results})
         return EXIT_OK
     if not letters:
         print(f"{topology.dead_letter_queue} is empty")
         return EXIT_OK
-    headers = ["#", "BATCH", "TYPE", "REASON", "ROUTING KEY", "USER", "BYTES", "DEAD SINCE"]
-    rows = [
-        [
-            str(letter.position),
-            letter.batch_id or "-",
-            letter.operation_type,
-            letter.reason + (f" (replayed {letter.replays}x)" if letter.replays else ""),
-            letter.routing_key or "-",
-            letter.user_id or "-",
-            str(letter.size),
-            letter.dead_since.isoformat(timespec="seconds") if letter.dead_since else "-",
-        ]
-        for letter in letters
-    ]
-    print(render_table(headers, rows))
+    for letter in letters:
+        print(_describe(letter, reasons[letter.position]))
     print(f"{len(letters)} of {total} dead letters in {topology.dead_letter_queue}, oldest first")
     return EXIT_OK
+
+
+def _describe(letter: dead_letters.DeadLetter, why: str) -> str:
+    replays = f" (replayed {letter.replays}x)" if letter.replays else ""
+    body = letter.body_text
+    shown = body if len(body) <= BODY_SHOWN else body[:BODY_SHOWN] + f"… ({letter.size} bytes)"
+    dead_since = letter.dead_since.isoformat(timespec="seconds") if letter.dead_since else "-"
+    return "\n".join(
+        [
+            f"#{letter.position}  batch {letter.batch_id or '-'}  {letter.operation_type}  "
+            f"routing key {letter.routing_key or '-'}  user {letter.user_id or '-'}  "
+            f"dead since {dead_since}",
+            f"    reason  {letter.reason}{replays}: {why}"
+            if why != letter.reason
+            else f"    reason  {letter.reason}{replays}",
+            f"    body    ({letter.body_encoding}) {shown}",
+        ]
+    )
 
 
 def replay_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
@@ -99,10 +124,24 @@ def replay_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
         )
     if args.batch_id is not None and not report.replayed:
         raise CommandFailed(f"no dead letter of batch {args.batch_id}")
+    dead = settings.topology.dead_letter_queue
+    came_back = (
+        f" ({report.returned} refused again or new since, not counted)" if report.returned else ""
+    )
     print(
         f"replayed {len(report.replayed)} dead letters to {settings.topology.requests_exchange}; "
-        f"{report.left} left in {settings.topology.dead_letter_queue}"
+        f"{report.left} left in {dead}{came_back}"
     )
+    return EXIT_OK
+
+
+def purge_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    dead = settings.topology.dead_letter_queue
+    if not args.yes:
+        confirm(f"delete every dead letter in {dead} on {broker_address(settings.amqp_url)}?")
+    with broker_errors(settings.amqp_url):
+        purged = asyncio.run(dead_letters.purge(settings.amqp_url, settings.topology))
+    print(f"purged {purged} dead letters from {dead}")
     return EXIT_OK
 
 

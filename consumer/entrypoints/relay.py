@@ -26,6 +26,7 @@ from consumer.log_config import LogThrottle
 from consumer.service_layer.availability import DatabaseAvailability
 from consumer.service_layer.batch_run import Interrupted
 from consumer.service_layer.faults import Fault, describe
+from consumer.service_layer.intake import json_object
 from consumer.service_layer.unit_of_work import OutboxMessage
 from publisher import PublishError, UnroutableError
 
@@ -126,8 +127,10 @@ class OutboxRelay:
                 log.info(
                     "event_unroutable",
                     routing_key=message.routing_key,
-                    event_id=str(message.message_id),
+                    batch_id=_batch_of(message.body),
                     correlation_id=message.correlation_id,
+                    message_id=str(message.message_id),
+                    event_id=str(message.message_id),
                 )
                 sent.add(id(message))
             elif outcome is not None:
@@ -186,3 +189,9 @@ class OutboxRelay:
 
 def _worth_another_pass(exc: Exception) -> bool:
     return not isinstance(exc, Interrupted)
+
+
+def _batch_of(body: bytes) -> str | None:
+    """The batch an event is about, for its log line (every event body names it)."""
+    found = (json_object(body) or {}).get("batch_id")
+    return str(found) if found is not None else None

@@ -117,13 +117,17 @@ class Announcer:
             await uow.outbox.add(message)
 
     async def reject(self, rejection: Rejection, delivery: Delivery) -> None:
+        reason = rejection.errors[0].type if rejection.errors else rejection.code.value.lower()
         log.warning(
             "batch_rejected",
             code=rejection.code.value,
-            batch_id=str(rejection.batch_id),
+            reason=reason,
+            batch_id=str(rejection.batch_id) if rejection.batch_id else None,
+            correlation_id=delivery.correlation_id,
+            message_id=delivery.message_id,
             errors=[r.model_dump() for r in rejection.errors],
         )
-        self._telemetry.batch_rejected(rejection.code)
+        self._telemetry.batch_rejected(rejection.code, reason)
         now = self._clock()
         event = self._events.rejected(rejection, delivery.correlation_id, now)
         fresh = event.model_dump_json().encode()

@@ -49,8 +49,9 @@ class Telemetry:
     def batch_finished(self, state: BatchState) -> None:
         """A batch reached its terminal status."""
 
-    def batch_rejected(self, code: ErrorCode) -> None:
-        """A request was refused before execution."""
+    def batch_rejected(self, code: ErrorCode, reason: str) -> None:
+        """A request was refused before execution; `reason` is the kind of its first fault
+        (e.g. `body_too_large`, `json_invalid`, `unknown_handler`)."""
 
     def database_reachable(self, reachable: bool) -> None:
         """An outage began (False) or ended (True)."""

@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 from sqlalchemy import literal_column, select
 
+from consumer.adapters.console_queries import batch_events
+from consumer.adapters.database import create_engine
 from consumer.adapters.operation_events import advance, take_operation_events
 from consumer.adapters.pg import ConnectionPool, Session, Statement
+from consumer.adapters.queries import backlog
 from consumer.adapters.tables import relay_positions
 from contracts import operation_event_id
 from tests.faults.test_operation_events_order import INSERT_BATCH, INSERT_RESULT, an_event
@@ -205,3 +208,27 @@ class TestAnIdleRelay:
             assert await position(relay) == before
         finally:
             await pool.release(relay)
+
+
+class TestTheReadSide:
+    async def test_events_past_the_position_are_unsent_until_a_pass_publishes_them(
+        self, pool: ConnectionPool, database_url: str
+    ) -> None:
+        batch_id = await commit_results(pool, 2)
+        engine = create_engine(database_url, pool_size=1)
+        relay = await pool.acquire()
+        try:
+            async with engine.connect() as conn:
+                unsent, _ = await backlog(conn)
+                waiting = await batch_events(conn, batch_id, 2)
+            assert unsent == 2
+            assert sorted(waiting) == sorted(operation_event_id(batch_id, i) for i in (0, 1))
+            assert all(record.sent_at is None for [record] in waiting.values())
+
+            assert len(await take_all(relay, 100)) == 2
+            async with engine.connect() as conn:
+                assert await backlog(conn) == (0, 0.0)
+                assert await batch_events(conn, batch_id, 2) == {}, "published: none waiting"
+        finally:
+            await pool.release(relay)
+            await engine.dispose()

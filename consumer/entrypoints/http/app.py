@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +24,7 @@ from consumer.adapters.queries import backlog
 from consumer.adapters.tokens import authenticate
 from consumer.domain.model import Actor
 from consumer.entrypoints.http import jobs, labels, problems
+from consumer.entrypoints.http.access import AccessLog, remember_user
 from consumer.entrypoints.http.labels import results_csv
 from consumer.entrypoints.http.middleware import BodyLimit, ErrorGuard, QueryHygiene
 from consumer.entrypoints.http.schemas import (
@@ -37,6 +38,7 @@ from consumer.entrypoints.http.schemas import (
     Stats,
 )
 from consumer.entrypoints.http.submission import rejected_problem, submit, to_request
+from consumer.entrypoints.queue_watch import QueueWatch
 from consumer.log_config import LogThrottle
 from consumer.service_layer.faults import describe
 from consumer.service_layer.job_control import JobControl
@@ -47,9 +49,10 @@ from contracts import (
     BatchRejected,
     BatchStatus,
     Outcome,
+    Topology,
 )
 from contracts.schema import render
-from publisher import BatchPublisher
+from publisher import DEFAULT_AMQP_URL, BatchPublisher
 
 log = structlog.get_logger(__name__)
 _throttled = LogThrottle(log)  # a scrape every few seconds during an outage: one line per 10 s
@@ -74,6 +77,10 @@ class ApiContext:
     max_operations: int = MAX_OPERATIONS
     # Cancel and retry (a process serving the API always has it; tests may go without).
     job_control: JobControl | None = None
+    # The console's view of the broker: dead letters (amqp_url, topology) and queue figures.
+    amqp_url: str = DEFAULT_AMQP_URL
+    topology: Topology = field(default_factory=Topology)
+    queues: QueueWatch | None = None
 
 
 def create_app(context: ApiContext, *, probes_only: bool = False) -> FastAPI:
@@ -90,14 +97,22 @@ def create_app(context: ApiContext, *, probes_only: bool = False) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         redirect_slashes=False,
+        docs_url=None,  # /docs and /redoc: console.install_web, from files in the package
+        redoc_url=None,
     )
     app.state.context = context
     problems.install(app)
-    # Starlette runs the last added outermost: the guard sees what the others let through.
+    # Starlette runs the last added outermost: the guard sees what the others let through,
+    # and the access log sees every answer, the guard's too.
     app.add_middleware(ErrorGuard)
     app.add_middleware(BodyLimit, max_bytes=context.max_body_bytes)
     app.add_middleware(QueryHygiene)
+    app.add_middleware(AccessLog)
     app.include_router(Routes(context).router(probes_only=probes_only))
+    if not probes_only:
+        from consumer.entrypoints.console import install_web  # noqa: PLC0415 - it imports us
+
+        install_web(app, context)
     return app
 
 
@@ -136,6 +151,7 @@ async def current_actor(
         actor = await authenticate(conn, credentials.credentials)
     if actor is None:
         raise unauthorized
+    remember_user(request.state, actor.id)
     return actor
 
 
