@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts import (
@@ -19,6 +19,7 @@ class Settings(BaseSettings):
         env_prefix="BATCHOPS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
 
+    # One node, or the nodes of a cluster separated by commas (each a whole URL).
     amqp_url: str = "amqp://guest:guest@localhost:5672/"
     database_url: str = "postgresql+asyncpg://localhost/batchops"
     namespace: str = Field(DEFAULT_NAMESPACE, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -61,6 +62,15 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: PositiveFloat = 30.0
     log_level: str = "INFO"
     log_format: str = Field("auto", pattern="^(auto|json|console)$")
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _every_node_is_an_amqp_url(cls, value: str) -> str:
+        # Imported here: the broker client would slow every command's start, `--help` included.
+        from publisher import broker_nodes  # noqa: PLC0415
+
+        broker_nodes(value)  # raises ValueError, which pydantic reports as a bad setting
+        return value
 
     @property
     def topology(self) -> Topology:

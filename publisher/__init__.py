@@ -2,6 +2,7 @@
 
 from publisher._broker import declare_topology, publish_confirmed
 from publisher._client import DEFAULT_AMQP_URL, BatchPublisher, Completion
+from publisher._cluster import broker_nodes, connect, connect_robust
 from publisher._exceptions import (
     BatchopsError,
     CompletionTimeout,
@@ -25,6 +26,9 @@ __all__ = [
     "PublishError",
     "TopologyMismatchError",
     "UnroutableError",
+    "broker_nodes",
+    "connect",
+    "connect_robust",
     "declare_topology",
     "publish_confirmed",
 ]

@@ -148,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     queues = _group(commands, "queues", "broker queues")
     queues.add_parser(
         "migrate",
-        help="move the work queue of an earlier version to this version's arguments, keeping "
-        "its messages (stop every consumer first; docs/operations.md)",
+        help="move the queues an earlier version declared (work queue, dead letters) to this "
+        "version's arguments, keeping their messages (stop every consumer first; "
+        "docs/operations.md)",
     ).set_defaults(command=_lazy("consumer.entrypoints.operator", "migrate_queues"))
 
     cleanup = commands.add_parser("cleanup", help="delete finished batches older than DAYS")

@@ -17,13 +17,12 @@ from typing import Any
 from uuid import UUID
 
 import aio_pika
-import yarl
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
 from consumer.entrypoints.exits import CommandFailed
 from contracts import UNKNOWN_OPERATION_TYPE, Topology
-from publisher import PublishError, declare_topology, publish_confirmed
+from publisher import PublishError, broker_nodes, connect, declare_topology, publish_confirmed
 
 # Headers RabbitMQ adds while delivering and dead-lettering. A replay drops them: a stale
 # x-delivery-count would make the consumer count the old deliveries against the new attempt.
@@ -129,7 +128,7 @@ async def _dead_queue(channel: AbstractChannel, topology: Topology) -> tuple[Abs
 
 async def peek(amqp_url: str, topology: Topology, limit: int) -> tuple[int, list[DeadLetter]]:
     """How many dead letters there are, and the first `limit` of them, leaving all in place."""
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect(amqp_url)
     async with connection:
         channel = await connection.channel()
         queue, total = await _dead_queue(channel, topology)
@@ -190,7 +189,7 @@ async def replay(
 
     Raises CommandFailed when the broker does not take one; it and the rest stay dead.
     """
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect(amqp_url)
     async with connection:
         # Two channels: if the broker closes the publishing one (say, over a user_id it will
         # not let us forge), the messages taken on the other can still be handed back.
@@ -239,7 +238,7 @@ async def _republish(
     except (PublishError, AMQPError, TimeoutError) as exc:
         await message.nack(requeue=True)
         hint = ""
-        own_user = yarl.URL(amqp_url).user or "guest"
+        own_user = broker_nodes(amqp_url)[0].user or "guest"
         if letter.user_id and letter.user_id != own_user:
             hint = (
                 f"; it was published by broker user {letter.user_id!r}: replay as that user, or "

@@ -34,10 +34,13 @@ def database_address(database_url: str) -> str:
 
 
 def broker_address(amqp_url: str) -> str:
-    """`host:port` of an AMQP URL (never its password)."""
-    url = yarl.URL(amqp_url)
-    default_port = 5671 if url.scheme == "amqps" else 5672
-    return f"{url.host or 'localhost'}:{url.explicit_port or default_port}"
+    """`host:port` of an AMQP URL, or of each node it lists (never a password)."""
+    addresses = []
+    for node in amqp_url.split(","):
+        url = yarl.URL(node.strip())
+        default_port = 5671 if url.scheme == "amqps" else 5672
+        addresses.append(f"{url.host or 'localhost'}:{url.explicit_port or default_port}")
+    return ", ".join(addresses)
 
 
 def _reason(exc: BaseException) -> str:
