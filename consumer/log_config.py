@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -34,6 +35,25 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_lost_broker_connection_without_traceback)
+
+
+# An exception of these kinds, logged by the broker client, is a lost connection (a node
+# stopped, a network cut): its message says so, and the robust connection reconnects.
+_CONNECTION_LOSSES = (ConnectionError, EOFError, OSError, asyncio.CancelledError)
+
+
+def _lost_broker_connection_without_traceback(record: logging.LogRecord) -> bool:
+    """aio-pika and aiormq log each lost broker connection with one or two tracebacks that say
+    nothing their message does not; several per node restart would bury the service's own
+    lines. The line stays, its traceback goes."""
+    if record.name.startswith(("aiormq", "aio_pika")) and record.exc_info:
+        exc = record.exc_info[1]
+        if isinstance(exc, _CONNECTION_LOSSES):
+            record.exc_info = None
+            record.exc_text = None
+    return True
 
 
 class LogThrottle:
