@@ -1,4 +1,5 @@
-"""BATCHOPS_AMQP_URL names one broker node or the nodes of a cluster, comma-separated."""
+"""BATCHOPS_AMQP_URL names one broker node or the nodes of a cluster, comma-separated;
+BATCHOPS_DATABASE_URL one PostgreSQL host or several."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from consumer.config import Settings
-from consumer.entrypoints.failures import broker_address
+from consumer.entrypoints.failures import broker_address, database_address
 from publisher import broker_nodes
 
 CLUSTER = (
@@ -56,3 +57,15 @@ class TestSettings:
 
     def test_failures_name_every_node_without_passwords(self) -> None:
         assert broker_address(CLUSTER) == "rabbit-0:5672, rabbit-1:5673, rabbit-2:5671"
+
+
+class TestDatabaseHosts:
+    def test_failures_name_every_database_host(self) -> None:
+        url = (
+            "postgresql+asyncpg://batchops:pw@/batchops?host=pg-0:5432&host=pg-1:5433"
+            "&target_session_attrs=read-write"
+        )
+        assert database_address(url) == "pg-0:5432, pg-1:5433"
+
+    def test_a_single_host_url_names_its_host(self) -> None:
+        assert database_address("postgresql+asyncpg://u@db.internal/x") == "db.internal:5432"
