@@ -96,7 +96,7 @@ class StandbyServer(PostgresServer):
                         ),
                         {"name": APPLICATION_NAME},
                     )
-                return state == "sync"
+                return bool(state == "sync")
 
             await eventually(synchronous, what="the standby replicating synchronously", timeout=30)
         finally:
