@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint types unit schema asyncapi interop floors clean
+.PHONY: install demo test lint types unit schema asyncapi interop pgbouncer pgbouncer-test floors clean
 
 $(BIN)/batchops: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,12 @@ demo: install
 	$(BIN)/python -m consumer.demo
 
 ## Lint, type-check, validate the AsyncAPI document and run every test against the real
-## services; then the Node.js interop example when node is on PATH.
-test: lint types asyncapi
+## services (the fault suite's RabbitMQ cluster and PostgreSQL standby included), then the
+## integration tests again through PgBouncer; then the Node.js interop example when node is on
+## PATH.
+test: lint types asyncapi pgbouncer
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory pgbouncer-test
 	@if command -v node >/dev/null 2>&1; then $(MAKE) --no-print-directory interop; \
 	else echo "make test: node is not on PATH, the Node.js interop example did not run"; fi
 
@@ -32,6 +35,16 @@ asyncapi:
 ## examples/node against the real broker and `batchops consume` (needs node and npm).
 interop: install
 	$(BIN)/python -m pytest -m interop tests/e2e/test_node_interop.py
+
+## Debian's pgbouncer package, installed when missing: the PgBouncer tests run their own.
+pgbouncer:
+	@command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer || \
+	  { apt-get update -qq && apt-get install -y -qq pgbouncer; }
+
+## The integration tests with the service reaching PostgreSQL through a PgBouncer of their own
+## in transaction pooling mode.
+pgbouncer-test: install pgbouncer
+	BATCHOPS_TEST_PGBOUNCER=1 $(BIN)/python -m pytest tests/integration
 
 ## The unit and integration tests on the lowest versions pyproject.toml allows (a venv of its
 ## own, made once and kept while pyproject.toml does not change).
