@@ -1,7 +1,8 @@
 """`batchops dead-letters list|replay`: inspect `{ns}.dead` and send requests back for another try.
 
-Listing takes messages with basic.get *without* acking them and then returns them (nack with
-requeue), so nothing is lost and a classic queue puts each back at its old position. Replaying
+Listing takes messages with basic.get *without* acking them and then hands them back by closing
+the channel, so nothing is lost and each goes back to its old position (a quorum queue would put
+a nacked one at its back, behind newer dead letters). Replaying
 republishes each request to `{ns}.requests` with its body and properties, waits for the broker's
 confirm, and only then acks it off the dead queue: a crash in between leaves a copy in both
 queues, which is harmless because the consumer de-duplicates by batch_id.
@@ -133,15 +134,12 @@ async def peek(amqp_url: str, topology: Topology, limit: int) -> tuple[int, list
         channel = await connection.channel()
         queue, total = await _dead_queue(channel, topology)
         held: list[AbstractIncomingMessage] = []
-        try:
-            while len(held) < min(limit, total):
-                message = await queue.get(no_ack=False, fail=False)
-                if message is None:
-                    break
-                held.append(message)
-        finally:
-            for message in held:
-                await message.nack(requeue=True)
+        while len(held) < min(limit, total):
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            held.append(message)
+        await channel.close()  # hands every message back, unacknowledged, to its old place
     return total, [DeadLetter.of(position, m) for position, m in enumerate(held, start=1)]
 
 
@@ -199,7 +197,6 @@ async def replay(
         requests = await publishing.get_exchange(topology.requests_exchange)
         queue, total = await _dead_queue(taking, topology)
         replayed: list[DeadLetter] = []
-        skipped: list[AbstractIncomingMessage] = []
         try:
             # At most `total` gets: a replayed request the consumer dead-letters again goes to
             # the back of the queue, behind everything counted here, and is not taken twice.
@@ -211,16 +208,17 @@ async def replay(
                     break
                 letter = DeadLetter.of(position, message)
                 if not letter.matches(batch_id):
-                    skipped.append(message)
-                    continue
+                    continue  # left unacknowledged: handed back in place below
                 await _republish(requests, message, letter, amqp_url, done=len(replayed))
                 await message.ack()
                 replayed.append(letter)
                 on_replayed(letter)
         finally:
-            for message in skipped:
-                await message.nack(requeue=True)
-        _, left = await _dead_queue(taking, topology)
+            # Closing the channel hands back what was taken and not replayed, each to its old
+            # place (a nack would put it at the back of a quorum queue).
+            if not taking.is_closed:
+                await taking.close()
+        _, left = await _dead_queue(publishing, topology)
     return ReplayReport(replayed, left)
 
 
@@ -236,7 +234,6 @@ async def _republish(
     try:
         await publish_confirmed(requests, replay_message(message), routing_key)
     except (PublishError, AMQPError, TimeoutError) as exc:
-        await message.nack(requeue=True)
         hint = ""
         own_user = broker_nodes(amqp_url)[0].user or "guest"
         if letter.user_id and letter.user_id != own_user:
