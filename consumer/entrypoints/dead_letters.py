@@ -10,7 +10,9 @@ queues, which is harmless because the consumer de-duplicates by batch_id.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +20,12 @@ from typing import Any
 from uuid import UUID
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
 from consumer.entrypoints.exits import CommandFailed
@@ -29,6 +36,7 @@ from publisher import PublishError, broker_nodes, connect, declare_topology, pub
 # x-delivery-count would make the consumer count the old deliveries against the new attempt.
 _BROKER_HEADERS = ("x-death", "x-delivery-count", "x-first-death-", "x-last-death-")
 REPLAYS_HEADER = "x-batchops-replays"
+HAND_BACK_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +148,7 @@ async def peek(amqp_url: str, topology: Topology, limit: int) -> tuple[int, list
                 break
             held.append(message)
         await channel.close()  # hands every message back, unacknowledged, to its old place
+        await _handed_back(connection, topology, total)
     return total, [DeadLetter.of(position, m) for position, m in enumerate(held, start=1)]
 
 
@@ -218,8 +227,25 @@ async def replay(
             # place (a nack would put it at the back of a quorum queue).
             if not taking.is_closed:
                 await taking.close()
-        _, left = await _dead_queue(publishing, topology)
+        left = await _handed_back(connection, topology, total - len(replayed))
     return ReplayReport(replayed, left)
+
+
+async def _handed_back(connection: AbstractConnection, topology: Topology, expected: int) -> int:
+    """The dead-letter queue's depth once the messages a closed channel handed back are in it
+    again (at least `expected`), or after HAND_BACK_SECONDS: the broker puts them back after it
+    confirmed the close (a quorum queue through its log), and the next command must find them
+    in place."""
+    channel = await connection.channel()
+    deadline = time.monotonic() + HAND_BACK_SECONDS
+    try:
+        while True:
+            _, depth = await _dead_queue(channel, topology)
+            if depth >= expected or time.monotonic() > deadline:
+                return depth
+            await asyncio.sleep(0.05)
+    finally:
+        await channel.close()
 
 
 async def _republish(
