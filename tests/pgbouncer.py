@@ -8,9 +8,11 @@ database name to the server. PgBouncer refuses to run as root: when the tests do
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -85,9 +87,17 @@ class PgBouncer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # PgBouncer itself first, by the pid it wrote: under `runuser` the process started
+        # here is runuser, which would leave its child running if killed alone.
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.directory / "pgbouncer.pid").read_text().strip())
+            os.kill(pid, signal.SIGKILL)
         if self._process is not None:
-            self._process.kill()
-            self._process.wait(10)
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(10)
             self._process = None
         shutil.rmtree(self.directory, ignore_errors=True)
 
