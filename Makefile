@@ -6,8 +6,8 @@ BIN := $(VENV)/bin
 # and the chaos soak publish batches for it; the batchops package and its image do not hold it.
 EXAMPLE_PLUGIN := examples/handlers
 
-.PHONY: install demo test lint types unit schema asyncapi interop floors clean browser rules \
-	console-screenshots web-assets
+.PHONY: install demo test lint types unit schema asyncapi interop pgbouncer pgbouncer-test floors \
+	clean browser rules console-screenshots web-assets
 
 $(BIN)/batchops: pyproject.toml $(EXAMPLE_PLUGIN)/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,10 +23,12 @@ demo: install
 	$(BIN)/python examples/demo.py
 
 ## Lint, type-check, validate the AsyncAPI document and the alert rules, and run every test
-## against the real services (the console's in Chromium); then the Node.js interop example
-## when node is on PATH.
-test: lint types asyncapi rules browser
+## against the real services (the console's in Chromium, the fault suite's RabbitMQ cluster and
+## PostgreSQL standby included), then the integration tests again through PgBouncer; then the
+## Node.js interop example when node is on PATH.
+test: lint types asyncapi rules browser pgbouncer
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory pgbouncer-test
 	@if command -v node >/dev/null 2>&1; then $(MAKE) --no-print-directory interop; \
 	else echo "make test: node is not on PATH, the Node.js interop example did not run"; fi
 
@@ -61,6 +63,16 @@ web-assets:
 ## examples/node against the real broker and `batchops consume` (needs node and npm).
 interop: install
 	$(BIN)/python -m pytest -m interop tests/e2e/test_node_interop.py
+
+## Debian's pgbouncer package, installed when missing: the PgBouncer tests run their own.
+pgbouncer:
+	@command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer || \
+	  { apt-get update -qq && apt-get install -y -qq pgbouncer; }
+
+## The integration tests with the service reaching PostgreSQL through a PgBouncer of their own
+## in transaction pooling mode.
+pgbouncer-test: install pgbouncer
+	BATCHOPS_TEST_PGBOUNCER=1 $(BIN)/python -m pytest tests/integration
 
 ## The unit and integration tests on the lowest versions pyproject.toml allows (a venv of its
 ## own, made once and kept while pyproject.toml does not change).

@@ -8,7 +8,6 @@ import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-import aio_pika
 import structlog
 import uvicorn
 from aio_pika.abc import AbstractRobustConnection
@@ -35,7 +34,7 @@ from consumer.service_layer.job_control import JobControl
 from consumer.service_layer.registry import load_custom_handlers
 from consumer.service_layer.retry import RetryPolicy, Transactions, instrument_retries
 from consumer.service_layer.unit_of_work import AbstractUnitOfWork
-from publisher import BatchPublisher
+from publisher import BatchPublisher, connect_robust
 
 log = structlog.get_logger(__name__)
 
@@ -98,7 +97,7 @@ class Service:
 
     async def start(self) -> None:
         if self.consume:
-            self._connection = await aio_pika.connect_robust(
+            self._connection = await connect_robust(
                 self.settings.amqp_url, client_properties={"connection_name": "batchops"}
             )
             self.relay.publisher.attach(await self._connection.channel(publisher_confirms=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -53,6 +54,7 @@ def _route_standard_logging(
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+    handler.addFilter(_lost_broker_connection_without_traceback)
     root.addHandler(handler)
     # Libraries chatter at INFO (every connection, every server start): warnings and worse.
     root.setLevel(max(logging.getLevelName(level.upper()), logging.getLevelName(libraries)))
@@ -62,6 +64,23 @@ def _route_standard_logging(
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     logging.captureWarnings(True)
+
+
+# An exception of these kinds, logged by the broker client, is a lost connection (a node
+# stopped, a network cut): its message says so, and the robust connection reconnects.
+_CONNECTION_LOSSES = (ConnectionError, EOFError, OSError, asyncio.CancelledError)
+
+
+def _lost_broker_connection_without_traceback(record: logging.LogRecord) -> bool:
+    """aio-pika and aiormq log each lost broker connection with one or two tracebacks that say
+    nothing their message does not; several per node restart would bury the service's own
+    lines. The line stays, its traceback goes."""
+    if record.name.startswith(("aiormq", "aio_pika")) and record.exc_info:
+        exc = record.exc_info[1]
+        if isinstance(exc, _CONNECTION_LOSSES):
+            record.exc_info = None
+            record.exc_text = None
+    return True
 
 
 class LogThrottle:

@@ -44,6 +44,11 @@ class Topology:
     def results_exchange(self) -> str:
         return f"{self.namespace}.results"
 
+    def dead_letter_queue_arguments(self) -> dict[str, Any]:
+        """Arguments of `{ns}.dead` and `{ns}.dead.reconcile`: quorum queues, replicated like
+        the work queue, so that losing the node that declared them loses nothing."""
+        return {"x-queue-type": "quorum"}
+
     def requests_queue_arguments(self) -> dict[str, Any]:
         """Arguments of the work queue; consumer and publisher must declare it identically."""
         return {

@@ -2,6 +2,7 @@
 
 from publisher._broker import declare_topology, publish_confirmed
 from publisher._client import DEFAULT_AMQP_URL, BatchPublisher, Completion, broker_user
+from publisher._cluster import broker_nodes, connect, connect_robust
 from publisher._exceptions import (
     BatchopsError,
     CompletionTimeout,
@@ -25,7 +26,10 @@ __all__ = [
     "PublishError",
     "TopologyMismatchError",
     "UnroutableError",
+    "broker_nodes",
     "broker_user",
+    "connect",
+    "connect_robust",
     "declare_topology",
     "publish_confirmed",
 ]

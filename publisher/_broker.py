@@ -20,7 +20,7 @@ from publisher._exceptions import (
 async def declare_topology(channel: AbstractChannel, topology: Topology) -> None:
     """Declare every exchange and queue (docs/contract.md, "Topology"); safe to repeat.
 
-    Raises TopologyMismatchError when the work queue exists with other arguments.
+    Raises TopologyMismatchError when a queue exists with other arguments.
     """
     requests = await channel.declare_exchange(
         topology.requests_exchange, aio_pika.ExchangeType.TOPIC, durable=True
@@ -32,7 +32,13 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> None
         topology.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
     )
     for name in (topology.dead_letter_queue, topology.dead_letter_reconcile_queue):
-        dead = await channel.declare_queue(name, durable=True)
+        try:
+            dead = await channel.declare_queue(
+                name, durable=True, arguments=topology.dead_letter_queue_arguments()
+            )
+        except ChannelPreconditionFailed as exc:
+            # A classic queue, as versions before the quorum dead-letter queues declared it.
+            raise TopologyMismatchError(name, topology.delivery_limit, dead_letters=True) from exc
         await dead.bind(dead_letters, routing_key="")
     try:
         work = await channel.declare_queue(

@@ -10,12 +10,12 @@ from types import TracebackType
 from typing import Any, Self
 
 import aio_pika
-import yarl
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
+    AbstractRobustChannel,
     AbstractRobustConnection,
 )
 from pydantic import ValidationError
@@ -31,7 +31,8 @@ from contracts import (
     parse_event,
 )
 from publisher._broker import declare_topology, publish_confirmed
-from publisher._exceptions import BatchopsError, CompletionTimeout
+from publisher._cluster import broker_nodes, connect_robust
+from publisher._exceptions import BatchopsError, CompletionTimeout, NotConfirmedError
 from publisher._subscription import EventSubscription
 
 log = logging.getLogger(__name__)
@@ -53,14 +54,18 @@ def _trace_headers() -> dict[str, Any] | None:
 
 def broker_user(amqp_url: str) -> str:
     """The broker user an AMQP URL connects as (RabbitMQ's default, guest, when it names
-    none): the `user_id` RabbitMQ lets a publisher put on its messages."""
-    return yarl.URL(amqp_url).user or "guest"
+    none): the `user_id` RabbitMQ lets a publisher put on its messages. Every node of a
+    cluster shares its users: for a list of nodes, the first URL's is the one."""
+    return broker_nodes(amqp_url)[0].user or "guest"
 
 
 class BatchPublisher:
     """Publishes batch requests to `{namespace}.requests` (docs/contract.md, "Batch request").
 
     Use as `async with BatchPublisher(url) as publisher:`; the topology is declared on entry.
+    `url` may list the nodes of a cluster, comma-separated: the publisher connects to the first
+    that accepts and moves on to the next whenever its connection is lost. A malformed URL
+    raises ValueError.
     """
 
     def __init__(
@@ -93,7 +98,7 @@ class BatchPublisher:
         return self._topology
 
     async def __aenter__(self) -> Self:
-        self._connection = await aio_pika.connect_robust(self._url)
+        self._connection = await connect_robust(self._url)
         try:
             self._channel = await self._connection.channel(publisher_confirms=True)
             await declare_topology(self._channel, self._topology)
@@ -126,8 +131,13 @@ class BatchPublisher:
     ) -> None:
         """Publish `request` persistently and wait for the broker's confirm.
 
-        Raises UnroutableError when no queue takes it, NackedError when the broker refuses it.
+        While the connection is being re-established (to the next node of a cluster) it waits
+        for it, within the confirm timeout. Raises UnroutableError when no queue takes it,
+        NackedError when the broker refuses it, NotConfirmedError when no confirm came (the
+        connection was lost, or not back in time): publish it again, the batch_id makes that
+        safe.
         """
+        await self._wait_until_reconnected(request)
         message = aio_pika.Message(
             request.model_dump_json().encode(),
             headers=_trace_headers(),
@@ -177,6 +187,16 @@ class BatchPublisher:
         if self._channel is None:
             raise BatchopsError("the publisher is not open: use `async with BatchPublisher(...)`")
         return EventSubscription(self._channel, self._topology.results_exchange, (pattern, *more))
+
+    async def _wait_until_reconnected(self, request: BatchRequest) -> None:
+        channel = self._channel
+        if not isinstance(channel, AbstractRobustChannel) or not channel.is_closed:
+            return
+        try:
+            await asyncio.wait_for(channel.ready(), self._confirm_timeout)
+        except TimeoutError as exc:
+            exchange = self._topology.requests_exchange
+            raise NotConfirmedError(exchange, request.operation_type.value, exc) from exc
 
     def _exchange(self) -> AbstractExchange:
         if self._requests is None:

@@ -47,13 +47,20 @@ class NotConfirmedError(PublishError):
 
 
 class TopologyMismatchError(BatchopsError):
-    def __init__(self, queue: str, delivery_limit: int) -> None:
-        super().__init__(
-            f"queue {queue!r} already exists with other arguments than this version's "
-            f"(quorum, x-delivery-limit={delivery_limit}, at-least-once dead-lettering): if an "
-            "earlier batchops declared it, run `batchops queues migrate` once; otherwise give "
-            "every publisher and consumer the same BATCHOPS_DELIVERY_LIMIT"
-        )
+    def __init__(self, queue: str, delivery_limit: int, *, dead_letters: bool = False) -> None:
+        if dead_letters:
+            super().__init__(
+                f"queue {queue!r} already exists with other arguments than this version's (a "
+                "quorum queue): an earlier batchops declared it as a classic queue; run "
+                "`batchops queues migrate` once"
+            )
+        else:
+            super().__init__(
+                f"queue {queue!r} already exists with other arguments than this version's "
+                f"(quorum, x-delivery-limit={delivery_limit}, at-least-once dead-lettering): if "
+                "an earlier batchops declared it, run `batchops queues migrate` once; otherwise "
+                "give every publisher and consumer the same BATCHOPS_DELIVERY_LIMIT"
+            )
         self.queue = queue
         self.delivery_limit = delivery_limit
 

@@ -1,6 +1,8 @@
 """Real PostgreSQL and RabbitMQ for the tests: `BATCHOPS_TEST_*` URLs when set, the local
 services when they answer, testcontainers otherwise. Every test gets its own database
-(cloned from a migrated template) and its own broker namespace."""
+(cloned from a migrated template) and its own broker namespace. With
+`BATCHOPS_TEST_PGBOUNCER=1` the service under test reaches its database through a PgBouncer in
+transaction pooling mode (`make pgbouncer-test`); the tests' own look-ups go straight to it."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from consumer.adapters.database import create_database_if_missing, create_engine
 from consumer.adapters.seed import seed
 from consumer.bootstrap import Service, bootstrap
 from consumer.config import Settings
+from tests.pgbouncer import PgBouncer
 from tests.support import EventLog, listen, reachable, run_admin_sql
 
 
@@ -99,11 +102,28 @@ async def namespace(service_urls: ServiceUrls) -> AsyncIterator[str]:
         await connection.close()
 
 
+@pytest.fixture(scope="session")
+def pooler(service_urls: ServiceUrls) -> Iterator[PgBouncer | None]:
+    """The PgBouncer between the service and its database, when BATCHOPS_TEST_PGBOUNCER=1."""
+    if os.environ.get("BATCHOPS_TEST_PGBOUNCER") != "1":
+        yield None
+        return
+    user = make_url(service_urls.database_server).username or "postgres"
+    with PgBouncer(service_urls.database_server, users=[user]) as bouncer:
+        yield bouncer
+
+
 @pytest.fixture
-def settings(service_urls: ServiceUrls, database_url: str, namespace: str) -> Settings:
+def service_database_url(database_url: str, pooler: PgBouncer | None) -> str:
+    """The test's database as the service under test reaches it."""
+    return database_url if pooler is None else pooler.url(database_url)
+
+
+@pytest.fixture
+def settings(service_urls: ServiceUrls, service_database_url: str, namespace: str) -> Settings:
     return Settings(
         amqp_url=service_urls.amqp,
-        database_url=database_url,
+        database_url=service_database_url,
         namespace=namespace,
         relay_poll_seconds=0.05,
         retry_base_seconds=0.01,

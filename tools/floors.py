@@ -17,6 +17,7 @@ TEST_TOOLS = {
     "httpx",
     "hypothesis",
     "jsonschema-rs",
+    "kubernetes-validate",
     "pytest",
     "pytest-asyncio",
     "pytest-timeout",

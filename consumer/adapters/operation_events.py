@@ -93,7 +93,6 @@ _MOVE = Statement(
 )
 
 
-
 def _position(column: ColumnElement[Any]) -> Any:
     return select(column).where(relay_positions.c.name == POSITION).scalar_subquery()
 

@@ -21,6 +21,7 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from consumer.adapters.db_faults import classify, connection_broken
+from consumer.adapters.statements import statement_cache_size
 from consumer.service_layer.faults import DatabaseUnavailable, Fault, describe
 
 _DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
@@ -214,6 +215,7 @@ class ConnectionPool:
         for option in _SQLALCHEMY_ONLY_OPTIONS:
             self._connect_args.pop(option, None)
         self._connect_args["timeout"] = connect_timeout
+        self._statement_cache_size = statement_cache_size(database_url)
         self._size = size
         self._command_timeout = command_timeout
         self._pool: Any = None
@@ -237,7 +239,9 @@ class ConnectionPool:
         try:
             connection = await asyncpg.connect(**self._connect_args)
             try:
-                await connection.fetchval("SELECT 1", timeout=self._connect_args["timeout"])
+                # The simple query protocol: no statement is prepared (a transaction pooler may
+                # hand its two steps to different server connections outside a transaction).
+                await connection.execute("SELECT 1", timeout=self._connect_args["timeout"])
             finally:
                 connection.terminate()
         except Exception as exc:
@@ -295,7 +299,7 @@ class ConnectionPool:
                     min_size=0,
                     max_size=self._size,
                     command_timeout=self._command_timeout,
-                    statement_cache_size=256,
+                    statement_cache_size=self._statement_cache_size,
                     reset=_end_stray_transaction,
                 )
             return self._pool

@@ -1,13 +1,15 @@
-"""Move the work queue of an earlier version to the current arguments, keeping its messages.
+"""Move the queues an earlier version declared to the current arguments, keeping their messages.
 
-Queue arguments cannot change in place, so `batchops queues migrate` moves the messages
-through a holding queue: new requests are routed to the holding queue first (so none is
-unroutable meanwhile), the old queue is drained into it and deleted, the queue is declared
-again with the current arguments, and the holding queue is drained into it. Every step can be
-repeated: a run that stopped half-way is finished by the next one. Each message is re-published
-with its body, properties and headers and confirmed before the original is acknowledged, so
-nothing is lost; a crash between the two may leave a copy in both queues, which the service's
-idempotent batch_id absorbs.
+Two upgrades need it: the work queue gained at-least-once dead-lettering, and the dead-letter
+queues `{ns}.dead` and `{ns}.dead.reconcile`, once classic queues on the node that declared
+them, became quorum queues. Queue arguments cannot change in place, so `batchops queues
+migrate` moves each outdated queue's messages through a holding queue: the holding queue is
+bound where the queue is (so nothing routed meanwhile is lost or unroutable), the old queue is
+drained into it and deleted, the queue is declared again with the current arguments, and the
+holding queue is drained into it. Every step can be repeated: a run that stopped half-way is
+finished by the next one. Each message is re-published with its body, properties and headers
+and confirmed before the original is acknowledged, so nothing is lost; a crash between the two
+may leave a copy in both queues, which the service's idempotent batch_id absorbs.
 """
 
 from __future__ import annotations
@@ -33,83 +35,140 @@ log = structlog.get_logger(__name__)
 
 
 class MigrationRefused(Exception):
-    """The queue cannot be migrated now (consumers are attached to it)."""
+    """A queue cannot be migrated now (consumers are attached to it)."""
 
 
-class WorkQueue(enum.Enum):
+class QueueState(enum.Enum):
     CURRENT = "current"
     OUTDATED = "outdated"
     ABSENT = "absent"
 
 
 @dataclass(frozen=True, slots=True)
+class DeclaredQueue:
+    """A queue batchops declares: its arguments, and where it is bound."""
+
+    name: str
+    arguments: dict[str, Any]
+    exchange: str
+    routing_key: str
+
+
+@dataclass(frozen=True, slots=True)
 class MigrationReport:
-    was: WorkQueue
+    queue: str
+    was: QueueState
     moved_out: int  # old queue -> holding queue
     moved_in: int  # holding queue -> new queue
 
 
-def holding_queue(topology: Topology) -> str:
-    return f"{topology.requests_queue}.migrating"
+def declared_queues(topology: Topology) -> list[DeclaredQueue]:
+    """Every queue of the topology, in the order they are migrated."""
+    dead = topology.dead_letter_queue_arguments()
+    return [
+        DeclaredQueue(
+            topology.requests_queue,
+            topology.requests_queue_arguments(),
+            topology.requests_exchange,
+            "#",
+        ),
+        DeclaredQueue(topology.dead_letter_queue, dead, topology.dead_letter_exchange, ""),
+        DeclaredQueue(
+            topology.dead_letter_reconcile_queue, dead, topology.dead_letter_exchange, ""
+        ),
+    ]
 
 
-async def inspect(connection: AbstractRobustConnection, topology: Topology) -> WorkQueue:
-    """Whether the work queue exists, and with the current arguments."""
-    if not await _exists(connection, topology.requests_queue):
-        return WorkQueue.ABSENT
+def holding_queue(queue: str) -> str:
+    return f"{queue}.migrating"
+
+
+async def inspect(connection: AbstractRobustConnection, queue: DeclaredQueue) -> QueueState:
+    """Whether `queue` exists, and with the current arguments."""
+    if not await _exists(connection, queue.name):
+        return QueueState.ABSENT
     channel = await connection.channel()
     try:
         # Re-declaring with other arguments than the queue has is refused: that is the test.
-        await channel.declare_queue(
-            topology.requests_queue, durable=True, arguments=topology.requests_queue_arguments()
-        )
+        await channel.declare_queue(queue.name, durable=True, arguments=queue.arguments)
     except ChannelPreconditionFailed:
-        return WorkQueue.OUTDATED
+        return QueueState.OUTDATED
     finally:
         await _close(channel)
-    return WorkQueue.CURRENT
+    return QueueState.CURRENT
 
 
-async def migrate(connection: AbstractRobustConnection, topology: Topology) -> MigrationReport:
-    """Bring the work queue to the current arguments with every message it holds.
+async def migrate(
+    connection: AbstractRobustConnection, topology: Topology
+) -> list[MigrationReport]:
+    """Bring every queue of `topology` to the current arguments with every message it holds;
+    one report per queue, in `declared_queues` order.
 
-    Raises MigrationRefused while consumers are attached to the old queue (stop them first),
-    and the broker's error when it refuses to re-publish a message (e.g. a `user_id` of
-    another broker user: run as that user or as one with the `impersonator` tag).
+    Raises MigrationRefused while consumers are attached to an outdated queue (stop them
+    first; nothing is moved then), and the broker's error when it refuses to re-publish a
+    message (e.g. a `user_id` of another broker user: run as that user or as one with the
+    `impersonator` tag).
     """
-    was = await inspect(connection, topology)
-    moved_out = 0
-    if was is WorkQueue.OUTDATED:
-        moved_out = await _drain_old_queue(connection, topology)
-    holding = await _exists(connection, holding_queue(topology))
+    queues = declared_queues(topology)
+    states = [await inspect(connection, queue) for queue in queues]
+    outdated = [q for q, state in zip(queues, states, strict=True) if state is QueueState.OUTDATED]
+    for queue in outdated:
+        await _refuse_if_consumed(connection, queue)
+    moved_out = {queue.name: await _drain_old_queue(connection, queue) for queue in outdated}
+    holding = {q.name for q in queues if await _exists(connection, holding_queue(q.name))}
     channel = await connection.channel(publisher_confirms=True)
     try:
         await declare_topology(channel, topology)
-        moved_in = await _drain_holding_queue(channel, topology) if holding else 0
+        moved_in = {
+            queue.name: await _drain_holding_queue(channel, queue)
+            for queue in queues
+            if queue.name in holding
+        }
     finally:
         await _close(channel)
-    log.info("work_queue_migrated", was=was.value, moved_out=moved_out, moved_in=moved_in)
-    return MigrationReport(was, moved_out, moved_in)
+    reports = [
+        MigrationReport(
+            queue.name, state, moved_out.get(queue.name, 0), moved_in.get(queue.name, 0)
+        )
+        for queue, state in zip(queues, states, strict=True)
+    ]
+    for report in reports:
+        log.info(
+            "queue_migrated",
+            queue=report.queue,
+            was=report.was.value,
+            moved_out=report.moved_out,
+            moved_in=report.moved_in,
+        )
+    return reports
 
 
-async def _drain_old_queue(connection: AbstractRobustConnection, topology: Topology) -> int:
+async def _refuse_if_consumed(connection: AbstractRobustConnection, queue: DeclaredQueue) -> None:
+    channel = await connection.channel()
+    try:
+        old = await channel.declare_queue(queue.name, passive=True)
+        consumers = old.declaration_result.consumer_count or 0
+    finally:
+        await _close(channel)
+    if consumers:
+        raise MigrationRefused(
+            f"{consumers} consumers are attached to {queue.name}: stop every batchops "
+            "consume/serve of the previous version first"
+        )
+
+
+async def _drain_old_queue(connection: AbstractRobustConnection, queue: DeclaredQueue) -> int:
     channel = await connection.channel(publisher_confirms=True)
     try:
-        old = await channel.declare_queue(topology.requests_queue, passive=True)
-        consumers = old.declaration_result.consumer_count or 0
-        if consumers:
-            raise MigrationRefused(
-                f"{consumers} consumers are attached to {topology.requests_queue}: stop every "
-                "batchops consume/serve of the previous version first"
-            )
-        holding = await _declare_holding(channel, topology)
-        requests = await channel.get_exchange(topology.requests_exchange)
-        await holding.bind(requests, routing_key="#")
-        # From here new requests reach only the holding queue.
-        await old.unbind(requests, routing_key="#")
-        moved = await _move(channel, topology.requests_queue, holding.name)
-        await _delete_emptied(channel, topology.requests_queue)
-        log.info("old_work_queue_deleted", queue=topology.requests_queue, moved=moved)
+        old = await channel.declare_queue(queue.name, passive=True)
+        holding = await _declare_holding(channel, queue)
+        exchange = await channel.get_exchange(queue.exchange)
+        await holding.bind(exchange, routing_key=queue.routing_key)
+        # From here on, what is routed to the queue reaches only the holding queue.
+        await old.unbind(exchange, routing_key=queue.routing_key)
+        moved = await _move(channel, queue.name, holding.name)
+        await _delete_emptied(channel, queue.name)
+        log.info("old_queue_deleted", queue=queue.name, moved=moved)
         return moved
     finally:
         await _close(channel)
@@ -126,20 +185,20 @@ async def _exists(connection: AbstractRobustConnection, queue: str) -> bool:
     return True
 
 
-async def _drain_holding_queue(channel: AbstractChannel, topology: Topology) -> int:
-    holding = await channel.declare_queue(holding_queue(topology), passive=True)
-    requests = await channel.get_exchange(topology.requests_exchange)
-    # The work queue is bound again (declare_topology): stop routing to the holding queue.
-    await holding.unbind(requests, routing_key="#")
-    moved = await _move(channel, holding.name, topology.requests_queue)
+async def _drain_holding_queue(channel: AbstractChannel, queue: DeclaredQueue) -> int:
+    holding = await channel.declare_queue(holding_queue(queue.name), passive=True)
+    exchange = await channel.get_exchange(queue.exchange)
+    # The queue is bound again (declare_topology): stop routing to the holding queue.
+    await holding.unbind(exchange, routing_key=queue.routing_key)
+    moved = await _move(channel, holding.name, queue.name)
     await _delete_emptied(channel, holding.name)
     return moved
 
 
-async def _declare_holding(channel: AbstractChannel, topology: Topology) -> AbstractQueue:
-    # A quorum queue like the work queue, without dead-lettering: it only holds.
+async def _declare_holding(channel: AbstractChannel, queue: DeclaredQueue) -> AbstractQueue:
+    # A quorum queue like the ones it stands in for, without dead-lettering: it only holds.
     return await channel.declare_queue(
-        holding_queue(topology), durable=True, arguments={"x-queue-type": "quorum"}
+        holding_queue(queue.name), durable=True, arguments={"x-queue-type": "quorum"}
     )
 
 

@@ -228,9 +228,9 @@ def _add_maintenance_commands(commands: Commands) -> None:
     command_parser(
         queues,
         "migrate",
-        "move the work queue of an earlier version to this version's arguments, keeping its "
-        "messages",
-        "Stop every consumer first (docs/operations.md, Upgrading the work queue).",
+        "move the queues of an earlier version (work queue, dead letters) to this version's "
+        "arguments, keeping their messages",
+        "Stop every consumer first (docs/operations.md, Upgrading the queues).",
     ).set_defaults(command=lazy("consumer.entrypoints.operator", "migrate_queues"))
 
     cleanup = command_parser(

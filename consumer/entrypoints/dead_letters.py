@@ -1,8 +1,9 @@
 """`batchops dead-letters list|replay|purge`: inspect `{ns}.dead`, send requests back for another
 try, or throw them away (the console's dead-letter page uses the same functions).
 
-Listing takes messages with basic.get *without* acking them and then returns them (nack with
-requeue), so nothing is lost and a classic queue puts each back at its old position. Replaying
+Listing takes messages with basic.get *without* acking them and then hands them back by closing
+the channel, so nothing is lost and each goes back to its old position (a quorum queue would put
+a nacked one at its back, behind newer dead letters). Replaying
 republishes each request to `{ns}.requests` with its body and properties, waits for the broker's
 confirm, and only then acks it off the dead queue: a crash in between leaves a copy in both
 queues, which is harmless because the consumer de-duplicates by batch_id.
@@ -10,6 +11,8 @@ queues, which is harmless because the consumer de-duplicates by batch_id.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +21,12 @@ from typing import Any
 from uuid import UUID
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -28,12 +36,13 @@ from consumer.adapters.queue_migration import copy_of
 from consumer.entrypoints.exits import CommandFailed
 from consumer.service_layer.intake import json_object
 from contracts import UNKNOWN_OPERATION_TYPE, BatchRejected, Topology, rejection_event_id
-from publisher import PublishError, broker_user, declare_topology, publish_confirmed
+from publisher import PublishError, broker_user, connect, declare_topology, publish_confirmed
 
 # Headers RabbitMQ adds while delivering and dead-lettering. A replay drops them: a stale
 # x-delivery-count would make the consumer count the old deliveries against the new attempt.
 _BROKER_HEADERS = ("x-death", "x-delivery-count", "x-first-death-", "x-last-death-")
 REPLAYS_HEADER = "x-batchops-replays"
+HAND_BACK_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,20 +199,18 @@ async def _dead_queue(channel: AbstractChannel, topology: Topology) -> tuple[Abs
 
 async def peek(amqp_url: str, topology: Topology, limit: int) -> tuple[int, list[DeadLetter]]:
     """How many dead letters there are, and the first `limit` of them, leaving all in place."""
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect(amqp_url)
     async with connection:
         channel = await connection.channel()
         queue, total = await _dead_queue(channel, topology)
         held: list[AbstractIncomingMessage] = []
-        try:
-            while len(held) < min(limit, total):
-                message = await queue.get(no_ack=False, fail=False)
-                if message is None:
-                    break
-                held.append(message)
-        finally:
-            for message in held:
-                await message.nack(requeue=True)
+        while len(held) < min(limit, total):
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            held.append(message)
+        await channel.close()  # hands every message back, unacknowledged, to its old place
+        await _handed_back(connection, topology, total)
     return total, [DeadLetter.of(position, m) for position, m in enumerate(held, start=1)]
 
 
@@ -241,7 +248,7 @@ async def replay(
 
     Raises CommandFailed when the broker does not take one; it and the rest stay dead.
     """
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect(amqp_url)
     async with connection:
         # Two channels: if the broker closes the publishing one (say, over a user_id it will
         # not let us forge), the messages taken on the other can still be handed back.
@@ -251,7 +258,6 @@ async def replay(
         requests = await publishing.get_exchange(topology.requests_exchange)
         queue, total = await _dead_queue(taking, topology)
         replayed: list[DeadLetter] = []
-        skipped: list[AbstractIncomingMessage] = []
         try:
             # At most `total` gets: a replayed request the consumer dead-letters again goes to
             # the back of the queue, behind everything counted here, and is not taken twice.
@@ -263,28 +269,46 @@ async def replay(
                     break
                 letter = DeadLetter.of(position, message)
                 if not letter.matches(batch_id):
-                    skipped.append(message)
-                    continue
+                    continue  # left unacknowledged: handed back in place below
                 await _republish(requests, message, letter, amqp_url, done=len(replayed))
                 await message.ack()
                 replayed.append(letter)
                 on_replayed(letter)
         finally:
-            for message in skipped:
-                await message.nack(requeue=True)
-        _, now = await _dead_queue(taking, topology)
-    left = total - len(replayed)
+            # Closing the channel hands back what was taken and not replayed, each to its old
+            # place (a nack would put it at the back of a quorum queue).
+            if not taking.is_closed:
+                await taking.close()
+        left = total - len(replayed)
+        now = await _handed_back(connection, topology, left)
     return ReplayReport(replayed, left, returned=max(0, now - left))
 
 
 async def purge(amqp_url: str, topology: Topology) -> int:
     """Delete every dead letter; returns how many there were."""
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect(amqp_url)
     async with connection:
         channel = await connection.channel()
         queue, _ = await _dead_queue(channel, topology)
         result = await queue.purge()
     return int(result.message_count or 0)
+
+
+async def _handed_back(connection: AbstractConnection, topology: Topology, expected: int) -> int:
+    """The dead-letter queue's depth once the messages a closed channel handed back are in it
+    again (at least `expected`), or after HAND_BACK_SECONDS: the broker puts them back after it
+    confirmed the close (a quorum queue through its log), and the next command must find them
+    in place."""
+    channel = await connection.channel()
+    deadline = time.monotonic() + HAND_BACK_SECONDS
+    try:
+        while True:
+            _, depth = await _dead_queue(channel, topology)
+            if depth >= expected or time.monotonic() > deadline:
+                return depth
+            await asyncio.sleep(0.05)
+    finally:
+        await channel.close()
 
 
 async def _republish(
@@ -299,7 +323,6 @@ async def _republish(
     try:
         await publish_confirmed(requests, replay_message(message), routing_key)
     except (PublishError, AMQPError, TimeoutError) as exc:
-        await message.nack(requeue=True)
         hint = ""
         own_user = broker_user(amqp_url)
         if letter.user_id and letter.user_id != own_user:

@@ -30,19 +30,26 @@ _LOGIN_REFUSED = ("28000", "28P01")
 
 
 def database_address(database_url: str) -> str:
-    """`host:port` of a SQLAlchemy URL (never its password)."""
+    """`host:port` of a SQLAlchemy URL, or of every host it names in `?host=` (never its
+    password)."""
     try:
         url = make_url(database_url)
     except ArgumentError:
         return "<an unparsable BATCHOPS_DATABASE_URL>"
+    hosts = url.query.get("host")
+    if hosts:  # several hosts (or one) as query parameters: `?host=h1:5432&host=h2:5432`
+        return ", ".join([hosts] if isinstance(hosts, str) else hosts)
     return f"{url.host or 'localhost'}:{url.port or 5432}"
 
 
 def broker_address(amqp_url: str) -> str:
-    """`host:port` of an AMQP URL (never its password)."""
-    url = yarl.URL(amqp_url)
-    default_port = 5671 if url.scheme == "amqps" else 5672
-    return f"{url.host or 'localhost'}:{url.explicit_port or default_port}"
+    """`host:port` of an AMQP URL, or of each node it lists (never a password)."""
+    addresses = []
+    for node in amqp_url.split(","):
+        url = yarl.URL(node.strip())
+        default_port = 5671 if url.scheme == "amqps" else 5672
+        addresses.append(f"{url.host or 'localhost'}:{url.explicit_port or default_port}")
+    return ", ".join(addresses)
 
 
 def _reason(exc: BaseException) -> str:

@@ -146,30 +146,32 @@ def purge_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def migrate_queues(settings: Settings, _: argparse.Namespace) -> int:
-    """`batchops queues migrate`: the work queue with this version's arguments, messages kept."""
-    import aio_pika  # noqa: PLC0415 - only this command needs the broker client here
-
-    from consumer.adapters.queue_migration import (  # noqa: PLC0415 - as above
+    """`batchops queues migrate`: every queue with this version's arguments, messages kept."""
+    from consumer.adapters.queue_migration import (  # noqa: PLC0415 - only this command
         MigrationRefused,
-        WorkQueue,
+        MigrationReport,
+        QueueState,
         migrate,
     )
+    from publisher import connect_robust  # noqa: PLC0415 - the broker client, as above
+
+    def describe(report: MigrationReport) -> str:
+        if report.was is QueueState.OUTDATED:
+            return (
+                f"migrated {report.queue}: {report.moved_out} messages moved out, "
+                f"{report.moved_in} moved back in with the current arguments"
+            )
+        state = "is declared with" if report.was is QueueState.ABSENT else "already has"
+        extra = f"; {report.moved_in} messages moved in from an earlier run"
+        return f"{report.queue} {state} the current arguments{extra if report.moved_in else ''}"
 
     async def run() -> str:
-        connection = await aio_pika.connect_robust(settings.amqp_url)
+        connection = await connect_robust(settings.amqp_url)
         try:
-            report = await migrate(connection, settings.topology)
+            reports = await migrate(connection, settings.topology)
         finally:
             await connection.close()
-        queue = settings.topology.requests_queue
-        if report.was is WorkQueue.OUTDATED:
-            return (
-                f"migrated {queue}: {report.moved_out} requests moved out, {report.moved_in} "
-                "moved back in with the current arguments"
-            )
-        state = "is declared with" if report.was is WorkQueue.ABSENT else "already has"
-        extra = f"; {report.moved_in} requests moved in from an earlier run"
-        return f"{queue} {state} the current arguments{extra if report.moved_in else ''}"
+        return "\n".join(describe(report) for report in reports)
 
     try:
         with broker_errors(settings.amqp_url):

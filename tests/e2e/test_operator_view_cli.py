@@ -49,7 +49,7 @@ class TestMistakes:
         [
             ("BATCHOPS_DATABASE_URL", "postgresql://postgres@127.0.0.1/x", "postgresql+asyncpg://"),
             ("BATCHOPS_DATABASE_URL", "localhost/batchops", "is not a URL"),
-            ("BATCHOPS_AMQP_URL", "amqp:/guest@localhost", "is not an AMQP URL"),
+            ("BATCHOPS_AMQP_URL", "amqp:/guest@localhost", "is not an amqp:// or amqps:// URL"),
         ],
     )
     def test_a_misspelled_url_or_a_missing_driver_is_bad_input(

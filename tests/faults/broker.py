@@ -1,4 +1,5 @@
-"""The test's own view of the broker: every event as published, and queue depths."""
+"""The test's own view of the broker: every event as published, and queue depths. Both take
+a URL listing one node or several (a cluster's), like the service."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Self
 
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractQueue
+
+from publisher import connect, connect_robust
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,19 +22,33 @@ class Received:
 
 class EventRecorder:
     """A queue bound to the results exchange with `#` before anything is published; `drain()`
-    takes every copy of every event that reached it, in arrival order."""
+    takes every copy of every event that reached it, in arrival order.
 
-    def __init__(self, amqp_url: str, results_exchange: str) -> None:
+    By default an exclusive queue on the node it connects to. On a cluster whose nodes the test
+    stops, give it a `durable_queue` name: a quorum queue then keeps the events wherever they
+    arrived, and the recorder reconnects to another node to read them."""
+
+    def __init__(
+        self, amqp_url: str, results_exchange: str, durable_queue: str | None = None
+    ) -> None:
         self._url = amqp_url
         self._exchange = results_exchange
+        self._durable_queue = durable_queue
         self._connection: AbstractConnection | None = None
         self._queue: AbstractQueue | None = None
         self.received: list[Received] = []
 
     async def __aenter__(self) -> Self:
-        self._connection = await aio_pika.connect(self._url)
-        channel = await self._connection.channel()
-        self._queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        if self._durable_queue is None:
+            self._connection = await connect(self._url)
+            channel = await self._connection.channel()
+            self._queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        else:
+            self._connection = await connect_robust(self._url)
+            channel = await self._connection.channel()
+            self._queue = await channel.declare_queue(
+                self._durable_queue, durable=True, arguments={"x-queue-type": "quorum"}
+            )
         await self._queue.bind(self._exchange, routing_key="#")
         return self
 
@@ -71,7 +88,7 @@ class QueueProbe:
         self._url = amqp_url
 
     async def depth(self, queue: str) -> Depth:
-        connection = await aio_pika.connect(self._url)
+        connection = await connect(self._url)
         try:
             channel = await connection.channel()
             declared = await channel.declare_queue(queue, passive=True)
@@ -82,7 +99,7 @@ class QueueProbe:
 
     async def take(self, queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
         """Remove and return every ready message of `queue`."""
-        connection = await aio_pika.connect(self._url)
+        connection = await connect(self._url)
         taken = []
         try:
             channel = await connection.channel()

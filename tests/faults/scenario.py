@@ -144,9 +144,11 @@ async def open_scenario(
     *,
     observer_url: str | None = None,
     seeded_orders: range = SEEDED_ORDERS,
+    durable_recorder: bool = False,
 ) -> AsyncIterator[Scenario]:
     """The scenario of one test; consumer processes are killed first on the way out. The
-    test's own view of the database connects to `observer_url` (by default the service's)."""
+    test's own view of the database connects to `observer_url` (by default the service's).
+    `durable_recorder`: record events in a quorum queue, for scenarios that stop broker nodes."""
     db = ScenarioDatabase(observer_url or settings.database_url)
     probe = QueueProbe(settings.amqp_url)
     consumers = Consumers(consumer_env(settings), directory)
@@ -159,7 +161,11 @@ async def open_scenario(
                 namespace=settings.namespace,
                 delivery_limit=settings.delivery_limit,
             ) as publisher,  # declares the topology: the results exchange exists from here on
-            EventRecorder(settings.amqp_url, settings.topology.results_exchange) as recorder,
+            EventRecorder(
+                settings.amqp_url,
+                settings.topology.results_exchange,
+                f"{settings.namespace}.recorder" if durable_recorder else None,
+            ) as recorder,
         ):
             oracle = Oracle(db, probe, recorder, settings.topology, seeded_orders)
             scenario = Scenario(

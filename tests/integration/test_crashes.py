@@ -82,8 +82,8 @@ class TestRedelivery:
         await resumed.executor.handle(
             Delivery(body=delivery.body, user_id="guest", delivery_count=1)
         )
-        await crashing.engine.dispose()
-        await resumed.engine.dispose()
+        await crashing.close()
+        await resumed.close()
 
         rows = await result_rows(settings.database_url, request.batch_id)
         assert [(r.index, r.outcome) for r in rows] == [

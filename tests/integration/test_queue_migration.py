@@ -1,6 +1,6 @@
-"""The upgrade path of the work queue: a queue declared by the previous version (at-most-once
-dead-lettering) is moved to the current arguments by `batchops queues migrate`, messages kept,
-against the real broker."""
+"""The upgrade path of the queues: a work queue declared by the previous version (at-most-once
+dead-lettering) and the classic dead-letter queues of earlier versions are moved to the current
+arguments by `batchops queues migrate`, messages kept, against the real broker."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from consumer.adapters.queue_migration import (
+    DeclaredQueue,
     MigrationRefused,
-    WorkQueue,
+    QueueState,
+    declared_queues,
     holding_queue,
     inspect,
     migrate,
@@ -39,12 +41,17 @@ def previous_arguments(settings: Settings) -> dict[str, Any]:
     }
 
 
+def work_queue(settings: Settings) -> DeclaredQueue:
+    return declared_queues(settings.topology)[0]
+
+
 @pytest.fixture
 async def connection(settings: Settings) -> AsyncIterator[AbstractRobustConnection]:
     connection = await aio_pika.connect_robust(settings.amqp_url)
     yield connection
     channel = await connection.channel()
-    await channel.queue_delete(holding_queue(settings.topology))
+    for queue in declared_queues(settings.topology):
+        await channel.queue_delete(holding_queue(queue.name))
     await connection.close()
 
 
@@ -97,7 +104,7 @@ class TestQueuesMigrate:
     ) -> None:
         await declare_previous_version(connection, settings, [])
 
-        assert await inspect(connection, settings.topology) is WorkQueue.OUTDATED
+        assert await inspect(connection, work_queue(settings)) is QueueState.OUTDATED
         with pytest.raises(TopologyMismatchError, match="batchops queues migrate"):
             await bootstrap(settings).run()
 
@@ -107,10 +114,10 @@ class TestQueuesMigrate:
         bodies = [json.dumps({"n": n}).encode() for n in range(5)]
         await declare_previous_version(connection, settings, bodies)
 
-        report = await migrate(connection, settings.topology)
+        report = (await migrate(connection, settings.topology))[0]
 
-        assert (report.was, report.moved_out, report.moved_in) == (WorkQueue.OUTDATED, 5, 5)
-        assert await inspect(connection, settings.topology) is WorkQueue.CURRENT
+        assert (report.was, report.moved_out, report.moved_in) == (QueueState.OUTDATED, 5, 5)
+        assert await inspect(connection, work_queue(settings)) is QueueState.CURRENT
         moved = await drain(connection, settings.topology.requests_queue)
         assert [m.body for m in moved] == bodies
         assert [(m.message_id, m.correlation_id, m.user_id) for m in moved] == [
@@ -160,7 +167,7 @@ class TestQueuesMigrate:
             await migrate(connection, settings.topology)
 
         await channel.close()
-        assert await inspect(connection, settings.topology) is WorkQueue.OUTDATED
+        assert await inspect(connection, work_queue(settings)) is QueueState.OUTDATED
 
     async def test_a_migration_cut_short_is_finished_by_the_next_run(
         self, settings: Settings, connection: AbstractRobustConnection
@@ -172,15 +179,17 @@ class TestQueuesMigrate:
             settings.topology.requests_exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
         holding = await channel.declare_queue(
-            holding_queue(settings.topology), durable=True, arguments={"x-queue-type": "quorum"}
+            holding_queue(settings.topology.requests_queue),
+            durable=True,
+            arguments={"x-queue-type": "quorum"},
         )
         await holding.bind(requests, routing_key="#")
         await requests.publish(aio_pika.Message(b'{"late": true}'), routing_key="order_update")
         await channel.close()
 
-        report = await migrate(connection, settings.topology)
+        report = (await migrate(connection, settings.topology))[0]
 
-        assert (report.was, report.moved_in) == (WorkQueue.ABSENT, 1)
+        assert (report.was, report.moved_in) == (QueueState.ABSENT, 1)
         assert [m.body for m in await drain(connection, settings.topology.requests_queue)] == [
             b'{"late": true}'
         ]
@@ -201,3 +210,66 @@ class TestQueuesMigrate:
         )
         assert result.returncode == 0, result.stderr
         assert "is declared with the current arguments" in result.stdout
+
+
+async def declare_classic_dead_letter_queues(
+    connection: AbstractRobustConnection, settings: Settings, bodies: list[bytes]
+) -> None:
+    """`{ns}.dead` and `{ns}.dead.reconcile` as versions before quorum dead-letter queues left
+    them (classic queues), each holding a copy of every dead letter."""
+    topology = settings.topology
+    channel = await connection.channel(publisher_confirms=True)
+    dlx = await channel.declare_exchange(
+        topology.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    for name in (topology.dead_letter_queue, topology.dead_letter_reconcile_queue):
+        await channel.queue_delete(name)  # declared by a fixture, if at all
+        queue = await channel.declare_queue(name, durable=True)
+        await queue.bind(dlx, routing_key="")
+    for number, body in enumerate(bodies):
+        await dlx.publish(
+            aio_pika.Message(
+                body,
+                message_id=f"d{number}",
+                user_id="guest",
+                headers={"x-first-death-reason": "rejected", "x-first-death-queue": "old"},
+            ),
+            routing_key="order_update",
+        )
+    await channel.close()
+
+
+class TestDeadLetterQueuesBecomeQuorumQueues:
+    async def test_classic_dead_letter_queues_are_refused_at_start_up(
+        self, settings: Settings, connection: AbstractRobustConnection
+    ) -> None:
+        await declare_classic_dead_letter_queues(connection, settings, [])
+
+        dead = declared_queues(settings.topology)[1]
+        assert await inspect(connection, dead) is QueueState.OUTDATED
+        with pytest.raises(TopologyMismatchError, match=r"classic queue.*batchops queues migrate"):
+            await bootstrap(settings).run()
+
+    async def test_migration_makes_them_quorum_queues_with_every_dead_letter_kept(
+        self, settings: Settings, connection: AbstractRobustConnection
+    ) -> None:
+        bodies = [json.dumps({"dead": n}).encode() for n in range(3)]
+        await declare_classic_dead_letter_queues(connection, settings, bodies)
+
+        reports = {r.queue: r for r in await migrate(connection, settings.topology)}
+
+        topology = settings.topology
+        for name in (topology.dead_letter_queue, topology.dead_letter_reconcile_queue):
+            assert (reports[name].was, reports[name].moved_out, reports[name].moved_in) == (
+                QueueState.OUTDATED,
+                3,
+                3,
+            ), name
+        assert reports[topology.requests_queue].was is QueueState.ABSENT
+        for queue in declared_queues(topology):
+            assert await inspect(connection, queue) is QueueState.CURRENT, queue.name
+        kept = await drain(connection, topology.dead_letter_queue)
+        assert [m.body for m in kept] == bodies
+        assert [m.message_id for m in kept] == ["d0", "d1", "d2"]
+        assert kept[0].headers["x-first-death-reason"] == "rejected"
+        assert len(await drain(connection, topology.dead_letter_reconcile_queue)) == 3

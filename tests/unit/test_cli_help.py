@@ -57,8 +57,8 @@ def test_defaults_are_shown() -> None:
     [
         ("database_url", "postgresql://u@h/db", "must start with postgresql+asyncpg://"),
         ("database_url", "garbage", "is not a URL"),
-        ("amqp_url", "http://localhost:5672", "is not an AMQP URL"),
-        ("amqp_url", "amqp://a/,redis://b", "'redis://b' is not an AMQP URL"),
+        ("amqp_url", "http://localhost:5672", "is not an amqp:// or amqps:// URL"),
+        ("amqp_url", "amqp://a/,redis://b", "'redis://b' is not an amqp:// or amqps:// URL"),
     ],
 )
 def test_a_wrong_url_is_one_line_naming_the_variable(

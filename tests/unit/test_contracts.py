@@ -389,6 +389,9 @@ class TestTopology:
             "x-overflow": "reject-publish",
         }
 
+    def test_the_dead_letter_queues_are_quorum_queues_too(self):
+        assert Topology("ns").dead_letter_queue_arguments() == {"x-queue-type": "quorum"}
+
 
 class TestParseEvent:
     def test_an_operation_body_gives_an_operation_result(self):
