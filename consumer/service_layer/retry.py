@@ -82,6 +82,24 @@ class Transactions:
                 await self.availability.wait_until_reachable(exc)
 
     async def _through_refusals(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        # The first try runs bare: almost every transaction gets through at once, and setting
+        # up the retry machinery costs more CPU than a simple operation's own Python work. A
+        # refusal then enters it as its first failed try (logged, counted, waited after), so
+        # the time budget starts at the first refusal.
+        try:
+            return await attempt()
+        except Exception as exc:
+            if not self._worth_retrying(exc):
+                raise
+            refusal: Exception | None = exc
+
+        async def again() -> T:
+            nonlocal refusal
+            if refusal is not None:
+                first, refusal = refusal, None
+                raise first
+            return await attempt()
+
         policy = self._policy
         async for trying in stamina.retry_context(
             on=self._worth_retrying,
@@ -92,7 +110,7 @@ class Transactions:
             wait_jitter=policy.base_seconds,
         ):
             with trying:
-                return await attempt()
+                return await again()
         raise AssertionError("unreachable: the last try returns or raises")
 
     def _worth_retrying(self, exc: Exception) -> bool:

@@ -45,8 +45,9 @@ LOCK_BATCH_KEY = "SELECT 1 FROM batch_operations WHERE batch_id = :b FOR KEY SHA
 
 
 @pytest.fixture
-async def world(settings: Settings, tmp_path: Path) -> AsyncIterator[Scenario]:
-    async with open_scenario(settings, tmp_path) as opened:
+async def world(settings: Settings, database_url: str, tmp_path: Path) -> AsyncIterator[Scenario]:
+    # The test's own look-ups go straight to PostgreSQL, past the PgBouncer the service may use.
+    async with open_scenario(settings, tmp_path, observer_url=database_url) as opened:
         yield opened
 
 
