@@ -96,6 +96,12 @@ class Service:
     _http_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        if self.consume and self.settings.publisher_grants is None:
+            log.warning(
+                "publisher_grants_not_configured",
+                detail="every broker user may publish batches for any actor; "
+                "set BATCHOPS_PUBLISHER_GRANTS to limit them",
+            )
         if self.consume:
             self._connection = await connect_robust(
                 self.settings.amqp_url, client_properties={"connection_name": "batchops"}
@@ -298,6 +304,7 @@ def _executor(
         # `custom` is always accepted here; its handler name is checked on its own.
         operation_types=frozenset(handlers) | {"custom"},
         custom_handlers=frozenset(custom_handlers),
+        grants=settings.publisher_grants,
     )
     return BatchExecutor(
         transactions,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
 
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from consumer.domain.grants import Grant
+from consumer.grant_setting import parse_grants
 from contracts import (
     DEFAULT_DELIVERY_LIMIT,
     DEFAULT_NAMESPACE,
@@ -36,6 +40,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024, le=MAX_BODY_BYTES)
     # Broker users allowed to publish batches; empty means any authenticated user.
     allowed_publishers: list[str] = Field(default_factory=list)
+    # The actors each broker user may publish batches for; unset: anybody may act for anyone.
+    publisher_grants: Annotated[dict[str, Grant] | None, NoDecode] = None
 
     prefetch: PositiveInt = 8
     # Run batches one at a time across every consumer (a PostgreSQL advisory lock): for
@@ -83,6 +89,11 @@ class Settings(BaseSettings):
                 f"postgresql+asyncpg://, not {scheme}:// ({_DATABASE_URL_FORM})"
             )
         return value
+
+    @field_validator("publisher_grants", mode="before")
+    @classmethod
+    def _grants(cls, value: object) -> dict[str, Grant] | None:
+        return parse_grants(value)
 
     @field_validator("amqp_url")
     @classmethod

@@ -19,6 +19,7 @@ from structlog.contextvars import bound_contextvars
 
 from consumer.domain.batch import BatchState
 from consumer.service_layer.announcer import Announcer
+from consumer.service_layer.authorisation import granted_outright, is_granted
 from consumer.service_layer.batch_run import BatchRun, Disposition, utcnow
 from consumer.service_layer.events import EventFactory
 from consumer.service_layer.handlers import OperationHandler
@@ -28,6 +29,7 @@ from consumer.service_layer.intake import (
     Rejection,
     accept,
     conflict,
+    denied,
     fingerprint,
 )
 from consumer.service_layer.recorder import ResultRecorder
@@ -92,6 +94,10 @@ class BatchExecutor:
                 return await self._handle_request(verdict, delivery)
 
     async def _handle_request(self, request: BatchRequest, delivery: Delivery) -> Disposition:
+        if not await self._granted(request, delivery):
+            await self._announcer.reject(denied(delivery, request), delivery)
+            # A dead-lettered copy is not dead-lettered again (it would come back forever).
+            return Disposition.ACK if delivery.dead_lettered else Disposition.DEAD_LETTER
         stored, is_new = await self._claim(request, delivery)
         if stored.fingerprint != fingerprint(request):
             await self._announcer.reject(conflict(delivery, request), delivery)
@@ -118,6 +124,14 @@ class BatchExecutor:
             await self._runner.run(run)
         await self._announcer.finish(run.batch_id, delivery)
         return Disposition.ACK
+
+    async def _granted(self, request: BatchRequest, delivery: Delivery) -> bool:
+        grants, user_id = self._policy.grants, delivery.user_id or ""
+
+        async def check(uow: AbstractUnitOfWork) -> bool:
+            return await is_granted(uow, grants, request, user_id)
+
+        return granted_outright(grants, request, user_id) or await self._tx.run(check)
 
     def _handler_for(self, request: BatchRequest) -> OperationHandler:
         if request.handler is not None:

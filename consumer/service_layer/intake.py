@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Container
+from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,6 +13,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
+from consumer.domain.grants import Grant
 from contracts import (
     UNKNOWN_OPERATION_TYPE,
     BatchRequest,
@@ -83,6 +84,8 @@ class IntakePolicy:
     allowed_publishers: Collection[str]
     operation_types: Container[str]
     custom_handlers: Container[str]
+    # The actors each broker user may act for; None: every publisher may act for anyone.
+    grants: Mapping[str, Grant] | None = None
 
 
 def fingerprint(request: BatchRequest) -> bytes:
@@ -168,8 +171,24 @@ def conflict(delivery: Delivery, request: BatchRequest) -> Rejection:
         f"batch {request.batch_id} was already submitted with a different body",
         "batch_id",
     )
+    return _refuse(delivery, request, ErrorCode.CONFLICT, reason)
+
+
+def denied(delivery: Delivery, request: BatchRequest) -> Rejection:
+    """A request for an actor that BATCHOPS_PUBLISHER_GRANTS does not grant its publisher."""
+    reason = _reason(
+        "actor_not_granted",
+        f"broker user {delivery.user_id!r} may not act for actor {request.actor_id}",
+        "actor_id",
+    )
+    return _refuse(delivery, request, ErrorCode.PERMISSION_DENIED, reason)
+
+
+def _refuse(
+    delivery: Delivery, request: BatchRequest, code: ErrorCode, reason: RejectionReason
+) -> Rejection:
     return Rejection(
-        code=ErrorCode.CONFLICT,
+        code=code,
         errors=[reason],
         batch_id=request.batch_id,
         operation_type=request.operation_type.value,

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 from consumer.domain.batch import BatchState
+from consumer.domain.grants import Grant
 from consumer.domain.model import OrderStatus
 from consumer.service_layer.events import EventFactory
 from consumer.service_layer.executor import BatchExecutor
@@ -96,6 +97,7 @@ def executor_for(
     delivery_limit: int = DELIVERY_LIMIT,
     retry: RetryPolicy = RETRY,
     max_operations: int = MAX_OPERATIONS,
+    grants: Mapping[str, Grant] | None = None,
 ) -> BatchExecutor:
     handlers = dict(HANDLERS) if handler is None else {"order_update": handler}
     custom = custom_handlers or {}
@@ -109,6 +111,7 @@ def executor_for(
             allowed_publishers=frozenset(),
             operation_types=frozenset(handlers) | {"custom"},
             custom_handlers=frozenset(custom),
+            grants=grants,
         ),
         EventFactory(Topology()),
         delivery_limit=delivery_limit,
