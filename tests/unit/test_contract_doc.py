@@ -12,12 +12,13 @@ import jsonschema_rs
 import pytest
 from pydantic import BaseModel
 
+from consumer.config import Settings
 from consumer.entrypoints.http import schemas as http_schemas
 from contracts.schema import COMMITTED_SCHEMA_DIR, SCHEMA_MODELS
 
 CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
 # A JSON block says what it is in the comment line just above it.
-EXAMPLE = re.compile(r"<!-- (schema|model): (\w+) -->\n```json\n(.*?)\n```", re.DOTALL)
+EXAMPLE = re.compile(r"<!-- (schema|model|setting): (\w+) -->\n```json\n(.*?)\n```", re.DOTALL)
 
 
 def examples() -> list[tuple[str, str, Any]]:
@@ -54,6 +55,10 @@ def test_the_example_is_valid(kind: str, name: str, example: Any) -> None:
         ]
         assert errors == [], f"{name} example: {errors}"
         SCHEMA_MODELS[name].model_validate(example)
+    elif kind == "setting":
+        # The value of BATCHOPS_<NAME>, as the environment would give it.
+        settings = Settings.model_validate({name: json.dumps(example)})
+        assert getattr(settings, name), f"BATCHOPS_{name.upper()} example read as nothing"
     else:
         model = getattr(http_schemas, name)
         assert issubclass(model, BaseModel)
