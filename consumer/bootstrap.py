@@ -21,6 +21,7 @@ from consumer.adapters.serial import SerialGate
 from consumer.adapters.unit_of_work import SqlUnitOfWork
 from consumer.config import Settings
 from consumer.entrypoints.http.app import ApiContext, create_app
+from consumer.entrypoints.http.rate_limits import RateLimits
 from consumer.entrypoints.queue_watch import QueueWatch
 from consumer.entrypoints.rabbit import RequestConsumer
 from consumer.entrypoints.relay import OutboxRelay
@@ -133,6 +134,9 @@ class Service:
                 amqp_url=self.settings.amqp_url,
                 topology=self.settings.topology,
                 queues=self.queue_watch,
+                rate_limits=RateLimits(
+                    submit=self.settings.rate_limit_submit, read=self.settings.rate_limit_read
+                ),
             ),
             probes_only=probes_only,
         )

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     namespace: str = Field(DEFAULT_NAMESPACE, pattern=r"^[A-Za-z0-9_.-]+$")
     http_host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on every interface
     http_port: int = Field(8000, ge=0, le=65535)
+    # HTTP API requests per token's user and API process: POSTs (submit, cancel, retry) and
+    # GETs, as `N/second|minute|hour|day`; `0` turns a limit off.
+    rate_limit_submit: str = "60/minute"
+    rate_limit_read: str = "600/minute"
     # `batchops consume` serves /healthz, /readyz and /metrics here when set (one port per
     # process: leave unset when several consumers share a host without their own network).
     metrics_port: int | None = Field(None, ge=0, le=65535)
@@ -94,6 +98,15 @@ class Settings(BaseSettings):
     @classmethod
     def _grants(cls, value: object) -> dict[str, Grant] | None:
         return parse_grants(value)
+
+    @field_validator("rate_limit_submit", "rate_limit_read")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        # Imported here: it loads the `limits` library, which most commands do not need.
+        from consumer.rate_limit_setting import rate_limit  # noqa: PLC0415
+
+        rate_limit(value)  # raises ValueError, which pydantic reports as a bad setting
+        return value
 
     @field_validator("amqp_url")
     @classmethod

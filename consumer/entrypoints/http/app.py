@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -21,12 +20,13 @@ from consumer import metrics
 from consumer.adapters import queries
 from consumer.adapters.maintenance import user_stats
 from consumer.adapters.queries import backlog
-from consumer.adapters.tokens import authenticate
 from consumer.domain.model import Actor
 from consumer.entrypoints.http import jobs, labels, problems
-from consumer.entrypoints.http.access import AccessLog, remember_user
+from consumer.entrypoints.http.access import AccessLog
+from consumer.entrypoints.http.auth import CurrentActor
 from consumer.entrypoints.http.labels import results_csv
 from consumer.entrypoints.http.middleware import BodyLimit, ErrorGuard, QueryHygiene
+from consumer.entrypoints.http.rate_limits import Budget, RateLimits, within
 from consumer.entrypoints.http.schemas import (
     Accepted,
     BatchDetail,
@@ -64,6 +64,16 @@ API = "/api/v1/batch"
 MAX_WAIT_SECONDS = 30
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "missing, unknown or revoked token"},
+    429: {
+        "model": Problem,
+        "description": "over the token's rate limit; nothing was done",
+        "headers": {
+            "Retry-After": {
+                "description": "whole seconds until the next request fits the limit",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+    },
 }
 
 
@@ -81,6 +91,8 @@ class ApiContext:
     amqp_url: str = DEFAULT_AMQP_URL
     topology: Topology = field(default_factory=Topology)
     queues: QueueWatch | None = None
+    # Requests per token's user (off unless given: `bootstrap` passes the settings').
+    rate_limits: RateLimits = field(default_factory=RateLimits)
 
 
 def create_app(context: ApiContext, *, probes_only: bool = False) -> FastAPI:
@@ -134,28 +146,6 @@ def write_openapi(path: Path) -> Path:
     return path
 
 
-bearer = HTTPBearer(auto_error=False, description="a token from `batchops token create`")
-
-
-async def current_actor(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Actor:
-    unauthorized = problems.ProblemError(
-        401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
-    )
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise unauthorized
-    context: ApiContext = request.app.state.context
-    async with context.engine.connect() as conn:
-        actor = await authenticate(conn, credentials.credentials)
-    if actor is None:
-        raise unauthorized
-    remember_user(request.state, actor.id)
-    return actor
-
-
-CurrentActor = Annotated[Actor, Depends(current_actor)]
 AcceptLanguage = Annotated[str | None, Header()]
 
 
@@ -389,6 +379,9 @@ def _route(
     lists the form the contract shows."""
     other = path.removesuffix("/") if path.endswith("/") else f"{path}/"
     described = {**ERRORS, **(responses or {})} if path.startswith(API) else responses
+    if path.startswith(API):
+        budget = Budget.SUBMIT if methods == ["POST"] else Budget.READ
+        options["dependencies"] = [Depends(within(budget))]
     for form, listed in ((path, True), (other, False)):
         router.add_api_route(
             form,
