@@ -95,9 +95,10 @@ class BatchExecutor:
 
     async def _handle_request(self, request: BatchRequest, delivery: Delivery) -> Disposition:
         if not await self._granted(request, delivery):
+            if delivery.dead_lettered:
+                return Disposition.ACK  # its rejection was published when it was refused
             await self._announcer.reject(denied(delivery, request), delivery)
-            # A dead-lettered copy is not dead-lettered again (it would come back forever).
-            return Disposition.ACK if delivery.dead_lettered else Disposition.DEAD_LETTER
+            return Disposition.DEAD_LETTER
         stored, is_new = await self._claim(request, delivery)
         if stored.fingerprint != fingerprint(request):
             await self._announcer.reject(conflict(delivery, request), delivery)
