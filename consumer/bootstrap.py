@@ -97,7 +97,7 @@ class Service:
     _http_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if self.consume and self.settings.publisher_grants is None:
+        if self.consume and self.settings.grants is None:
             log.warning(
                 "publisher_grants_not_configured",
                 detail="every broker user may publish batches for any actor; "
@@ -308,7 +308,7 @@ def _executor(
         # `custom` is always accepted here; its handler name is checked on its own.
         operation_types=frozenset(handlers) | {"custom"},
         custom_handlers=frozenset(custom_handlers),
-        grants=settings.publisher_grants,
+        grants=settings.grants,
     )
     return BatchExecutor(
         transactions,

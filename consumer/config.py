@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer.domain.grants import Grant
 from consumer.grant_setting import parse_grants
@@ -44,8 +42,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024, le=MAX_BODY_BYTES)
     # Broker users allowed to publish batches; empty means any authenticated user.
     allowed_publishers: list[str] = Field(default_factory=list)
-    # The actors each broker user may publish batches for; unset: anybody may act for anyone.
-    publisher_grants: Annotated[dict[str, Grant] | None, NoDecode] = None
+    # JSON: the actors each broker user may publish batches for (read by `grants`); unset:
+    # anybody may act for anyone. Kept as text: pydantic-settings before 2.7 would decode the
+    # JSON itself and report a mistake as a traceback instead of a line naming the setting.
+    publisher_grants: str | None = None
 
     prefetch: PositiveInt = 8
     # Run batches one at a time across every consumer (a PostgreSQL advisory lock): for
@@ -94,10 +94,11 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("publisher_grants", mode="before")
+    @field_validator("publisher_grants")
     @classmethod
-    def _grants(cls, value: object) -> dict[str, Grant] | None:
-        return parse_grants(value)
+    def _grants(cls, value: str | None) -> str | None:
+        parse_grants(value)  # raises ValueError, which pydantic reports as a bad setting
+        return value or None
 
     @field_validator("rate_limit_submit", "rate_limit_read")
     @classmethod
@@ -116,6 +117,10 @@ class Settings(BaseSettings):
 
         broker_nodes(value)  # raises ValueError, which pydantic reports as a bad setting
         return value
+
+    @property
+    def grants(self) -> dict[str, Grant] | None:
+        return parse_grants(self.publisher_grants)
 
     @property
     def topology(self) -> Topology:

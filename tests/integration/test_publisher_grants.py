@@ -12,7 +12,6 @@ import pytest
 from structlog.testing import capture_logs
 
 from consumer.config import Settings
-from consumer.domain.grants import EVERYONE, Grant
 from contracts import BatchRequest, BatchStatus, ErrorCode
 from publisher import BatchPublisher
 from tests.integration.conftest import API, CLIENT_3, PRO_6, auth
@@ -29,7 +28,7 @@ from tests.integration.in_process import InProcessConsumer
 from tests.support import EventLog
 
 # `guest` may act for user 6 alone; another service may act for anyone.
-GRANTS = {"guest": Grant(actors=frozenset({PRO_6})), "partner-svc": EVERYONE}
+GRANTS = json.dumps({"guest": {"actors": [PRO_6]}, "partner-svc": "*"})
 # User 6 is the professional of orders 3, 6, 9, …; user 3 the client of orders 3, 6, 9, ….
 NOTES = patch(3, notes="granted or not")
 
@@ -116,10 +115,10 @@ class TestHttpApiBatches:
 
 class TestStartUpWarning:
     @pytest.mark.parametrize(
-        ("grants", "warnings"), [(None, 1), ({}, 0), (GRANTS, 0)], ids=["unset", "empty", "set"]
+        ("grants", "warnings"), [(None, 1), ("{}", 0), (GRANTS, 0)], ids=["unset", "empty", "set"]
     )
     async def test_without_grants_the_consumer_says_once_that_anyone_may_act_for_anyone(
-        self, settings: Settings, grants: dict[str, Grant] | None, warnings: int
+        self, settings: Settings, grants: str | None, warnings: int
     ) -> None:
         consumer = InProcessConsumer(settings.model_copy(update={"publisher_grants": grants}))
         with capture_logs() as logs:

@@ -18,7 +18,7 @@ class TestReading:
     def test_the_documented_example_grants_ids_roles_and_everyone(self, monkeypatch):
         monkeypatch.setenv(VARIABLE, EXAMPLE)
 
-        assert Settings().publisher_grants == {
+        assert Settings().grants == {
             "partner-svc": Grant(actors=frozenset({3, 4})),
             "backoffice": Grant(roles=frozenset({Role.ADMIN, Role.STAFF})),
             "ops": EVERYONE,
@@ -31,12 +31,12 @@ class TestReading:
         else:
             monkeypatch.setenv(VARIABLE, value)
 
-        assert Settings().publisher_grants is None
+        assert Settings().grants is None
 
     def test_an_empty_mapping_grants_nobody_anything(self, monkeypatch):
         monkeypatch.setenv(VARIABLE, "{}")
 
-        assert Settings().publisher_grants == {}
+        assert Settings().grants == {}
 
 
 class TestRefusing:
