@@ -37,7 +37,12 @@ from consumer.entrypoints.http.schemas import (
     Problem,
     Stats,
 )
-from consumer.entrypoints.http.submission import rejected_problem, submit, to_request
+from consumer.entrypoints.http.submission import (
+    checked_callback,
+    rejected_problem,
+    submit,
+    to_request,
+)
 from consumer.entrypoints.queue_watch import QueueWatch
 from consumer.log_config import LogThrottle
 from consumer.service_layer.faults import describe
@@ -81,6 +86,8 @@ class ApiContext:
     amqp_url: str = DEFAULT_AMQP_URL
     topology: Topology = field(default_factory=Topology)
     queues: QueueWatch | None = None
+    # BATCHOPS_WEBHOOK_ALLOW_PRIVATE: callbacks may reach internal networks (tests, on-premises).
+    allow_private_callbacks: bool = False
 
 
 def create_app(context: ApiContext, *, probes_only: bool = False) -> FastAPI:
@@ -364,7 +371,12 @@ class Routes:
         if dry_run:
             submission = submission.model_copy(update={"dry_run": True})
         request = to_request(submission, actor, self.context.max_operations)
-        outcome = await submit(self.context.engine, self.context.publisher, request, wait)
+        callback_url = await checked_callback(
+            submission.callback_url, allow_private=self.context.allow_private_callbacks
+        )
+        outcome = await submit(
+            self.context.engine, self.context.publisher, request, wait, callback_url
+        )
         location = f"{API}/{request.batch_id}/"
         if isinstance(outcome, Accepted):
             response.headers["Location"] = location

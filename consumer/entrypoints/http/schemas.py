@@ -6,7 +6,14 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictBool,
+    model_serializer,
+)
 
 from contracts import (
     MAX_OPERATIONS,
@@ -33,6 +40,24 @@ class BatchSubmission(BaseModel):
     operations: list[Operation] = Field(min_length=1, max_length=MAX_OPERATIONS)
     dry_run: StrictBool = Field(
         False, description="Rehearse: run everything, keep nothing (also `?dry_run=true`)."
+    )
+    callback_url: str | None = Field(
+        None,
+        json_schema_extra={"format": "uri"},
+        description="Where to POST the completion once the batch is terminal (http or https, "
+        "a public address; docs/contract.md, Webhooks).",
+    )
+
+
+class Webhook(BaseModel):
+    """The delivery of a batch's completion to its `callback_url`."""
+
+    url: str
+    attempts: int = Field(description="Every try, the successful one included.")
+    last_status: int | None = Field(description="The receiver's status on the last try.")
+    delivered_at: datetime | None
+    given_up_at: datetime | None = Field(
+        None, description="Set when the retries ran out without a 2xx answer."
     )
 
 
@@ -65,6 +90,16 @@ class BatchSummary(BaseModel):
     cancel_requested_at: datetime | None = Field(
         None, description="When a cancel was asked for (the batch ends `cancelled`)."
     )
+    webhook: Webhook | None = Field(
+        None, description="Only for a batch submitted with a `callback_url`."
+    )
+
+    @model_serializer(mode="wrap")
+    def _webhook_only_when_asked_for(self, handler: SerializerFunctionWrapHandler) -> Any:
+        shown = handler(self)
+        if isinstance(shown, dict) and shown.get("webhook") is None:
+            shown.pop("webhook", None)
+        return shown
 
 
 class BatchDetail(BatchSummary):
