@@ -22,6 +22,8 @@ from consumer.domain.webhooks import CALLBACK_SCHEMES, IPAddress, first_refusal
 # Receivers answer with a status; their body only tells us something in a log line.
 ANSWER_BYTES = 4096
 MAX_URL_LENGTH = 2000
+# A name that takes longer to resolve is refused at submission (a try has its own timeout).
+RESOLVE_SECONDS = 5.0
 
 
 class CallbackRefused(ValueError):
@@ -71,7 +73,11 @@ async def _resolve(host: str) -> list[IPAddress]:
     except ValueError:
         pass  # a name, not a literal address
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        async with asyncio.timeout(RESOLVE_SECONDS):
+            loop = asyncio.get_running_loop()
+            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except TimeoutError:
+        raise CallbackRefused(f"{host} was not resolved within {RESOLVE_SECONDS:g}s") from None
     except (OSError, UnicodeError) as exc:
         raise CallbackRefused(f"{host} cannot be resolved: {exc}") from None
     # Zone ids (fe80::1%eth0) are dropped: such addresses are link-local, refused anyway.

@@ -10,9 +10,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     StrictBool,
-    model_serializer,
 )
 
 from contracts import (
@@ -91,15 +89,11 @@ class BatchSummary(BaseModel):
         None, description="When a cancel was asked for (the batch ends `cancelled`)."
     )
     webhook: Webhook | None = Field(
-        None, description="Only for a batch submitted with a `callback_url`."
+        None,
+        description="Only for a batch submitted with a `callback_url`.",
+        # Absent, not null, without one (a field pydantic >= 2.11 knows how to leave out).
+        exclude_if=lambda webhook: webhook is None,
     )
-
-    @model_serializer(mode="wrap")
-    def _webhook_only_when_asked_for(self, handler: SerializerFunctionWrapHandler) -> Any:
-        shown = handler(self)
-        if isinstance(shown, dict) and shown.get("webhook") is None:
-            shown.pop("webhook", None)
-        return shown
 
 
 class BatchDetail(BatchSummary):
