@@ -21,7 +21,7 @@ from contracts import BatchStatus
 from tests.integration.conftest import API, CLIENT_3, auth
 from tests.integration.helpers import batch_row, eventually, patch
 from tests.integration.in_process import InProcessConsumer
-from tests.receiver import HANG, Receiver, signature_is_valid
+from tests.receiver import HANG, REDIRECT, Receiver, signature_is_valid
 from tests.support import EventLog
 
 Start = Callable[..., Awaitable[None]]
@@ -104,6 +104,7 @@ class TestDelivery:
             webhook = await webhook_of(client, tokens[CLIENT_3], batch_id, "delivered_at")
 
         stored = await batch_row(settings.database_url, batch_id)
+        assert stored is not None
         assert received.body == stored.completion_event, "the completion event's own bytes"
         assert json.loads(received.body)["status"] == BatchStatus.COMPLETED
         assert received.headers["content-type"] == "application/json"
@@ -213,3 +214,18 @@ class TestRetries:
         assert webhook["last_status"] == 500
         assert webhook["attempts"] == tries
         assert 2 <= tries <= 3, tries
+
+    async def test_a_redirect_is_a_failed_try_and_is_not_followed(
+        self,
+        start_consumer: Start,
+        client: httpx.AsyncClient,
+        tokens: dict[int, str],
+    ) -> None:
+        await start_consumer()
+        async with Receiver([REDIRECT]) as receiver:
+            batch_id = await submit(client, tokens[CLIENT_3], receiver.url)
+            webhook = await webhook_of(client, tokens[CLIENT_3], batch_id, "delivered_at")
+            paths = [r.path for r in receiver.received]
+
+        assert paths == ["/hooks/batchops", "/hooks/batchops"], "the Location was never asked"
+        assert webhook["attempts"] == 2
