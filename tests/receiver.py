@@ -7,10 +7,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
+
+CONTRACT = Path(__file__).resolve().parents[1] / "docs" / "contract.md"
 
 # A scripted answer that never comes: the connection stays open until the receiver closes.
 HANG = "hang"
@@ -92,3 +96,13 @@ def signature_is_valid(secret: str, received: Received, tolerance_seconds: int =
     signed = str(timestamp).encode() + b"." + received.body
     expected = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, fields["v1"])
+
+
+def contract_snippet(language: str) -> str:
+    """The receiver's verification code in `language` (python, js) as docs/contract.md's
+    Webhooks section shows it."""
+    text = CONTRACT.read_text(encoding="utf-8")
+    section = text[text.index("\n## Webhooks\n") :]
+    section = section[: section.index("\n## ", 1)]
+    (code,) = re.findall(rf"```{language}\n(.*?)\n```", section, re.DOTALL)
+    return str(code)

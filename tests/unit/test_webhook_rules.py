@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from consumer.domain.webhooks import first_refusal, next_try, refusal, retry_delay, signature
+from tests.receiver import contract_snippet
 
 
 @pytest.mark.parametrize(
@@ -76,3 +79,18 @@ def test_no_try_is_scheduled_past_the_budget() -> None:
     assert next_try(1, failed_at, deadline) == failed_at + timedelta(seconds=1)
     assert next_try(2, failed_at, deadline) == failed_at + timedelta(seconds=2)
     assert next_try(3, failed_at, deadline) is None
+
+
+def test_the_python_verification_code_of_the_contract_accepts_a_signature_and_refuses_others() -> (
+    None
+):
+    namespace: dict[str, Any] = {}
+    exec(contract_snippet("python"), namespace)  # noqa: S102 - our own documentation's code
+    verify = namespace["verify"]
+    body = b'{"event_id": "e", "status": "completed"}'
+    now = int(time.time())
+
+    assert verify("secret", signature("secret", now, body), body)
+    assert not verify("other", signature("secret", now, body), body)
+    assert not verify("secret", signature("secret", now, body), body + b" ")
+    assert not verify("secret", signature("secret", now - 3600, body), body), "too old"
