@@ -229,3 +229,45 @@ class TestRetries:
 
         assert paths == ["/hooks/batchops", "/hooks/batchops"], "the Location was never asked"
         assert webhook["attempts"] == 2
+
+
+class TestIsolation:
+    async def test_a_receiver_that_never_answers_does_not_hold_back_events(
+        self,
+        start_consumer: Start,
+        events: EventLog,
+        client: httpx.AsyncClient,
+        tokens: dict[int, str],
+    ) -> None:
+        # One try at a time, each waiting up to a minute: the worker is stuck on the first.
+        await start_consumer(webhook_timeout_seconds=60, webhook_concurrency=1)
+        async with Receiver(then=HANG) as receiver:
+            stuck = await submit(client, tokens[CLIENT_3], receiver.url)
+            await receiver.wait_for(1)
+            started = time.monotonic()
+            later = [await submit(client, tokens[CLIENT_3], receiver.url) for _ in range(3)]
+            for batch_id in later:
+                await events.completion(batch_id, timeout=10)
+            elapsed = time.monotonic() - started
+            detail = await client.get(f"{API}/{stuck}/", headers=auth(tokens[CLIENT_3]))
+
+            assert len(receiver.received) == 1, "the bound of one try at a time held"
+        assert detail.json()["webhook"]["delivered_at"] is None
+        assert elapsed < 10, f"the completions took {elapsed:.1f}s behind a stuck receiver"
+
+    async def test_the_address_is_checked_again_before_each_try(
+        self,
+        start_consumer: Start,
+        client: httpx.AsyncClient,
+        tokens: dict[int, str],
+    ) -> None:
+        # The API let 127.0.0.1 in; the consumer refuses private addresses (as one would
+        # after a DNS answer changed to a private one): no request leaves, the try fails.
+        await start_consumer(webhook_allow_private=False, webhook_retry_seconds=0)
+        async with Receiver() as receiver:
+            batch_id = await submit(client, tokens[CLIENT_3], receiver.url)
+            webhook = await webhook_of(client, tokens[CLIENT_3], batch_id, "given_up_at")
+
+            assert receiver.received == []
+        assert webhook["attempts"] == 1
+        assert webhook["last_status"] is None

@@ -37,12 +37,7 @@ from consumer.entrypoints.http.schemas import (
     Problem,
     Stats,
 )
-from consumer.entrypoints.http.submission import (
-    checked_callback,
-    rejected_problem,
-    submit,
-    to_request,
-)
+from consumer.entrypoints.http.submission import callback_of, rejected_problem, submit, to_request
 from consumer.entrypoints.queue_watch import QueueWatch
 from consumer.log_config import LogThrottle
 from consumer.service_layer.faults import describe
@@ -86,8 +81,7 @@ class ApiContext:
     amqp_url: str = DEFAULT_AMQP_URL
     topology: Topology = field(default_factory=Topology)
     queues: QueueWatch | None = None
-    # BATCHOPS_WEBHOOK_ALLOW_PRIVATE: callbacks may reach internal networks (tests, on-premises).
-    allow_private_callbacks: bool = False
+    allow_private_callbacks: bool = False  # BATCHOPS_WEBHOOK_ALLOW_PRIVATE
 
 
 def create_app(context: ApiContext, *, probes_only: bool = False) -> FastAPI:
@@ -371,12 +365,8 @@ class Routes:
         if dry_run:
             submission = submission.model_copy(update={"dry_run": True})
         request = to_request(submission, actor, self.context.max_operations)
-        callback_url = await checked_callback(
-            submission.callback_url, allow_private=self.context.allow_private_callbacks
-        )
-        outcome = await submit(
-            self.context.engine, self.context.publisher, request, wait, callback_url
-        )
+        callback = await callback_of(submission, self.context.allow_private_callbacks)
+        outcome = await submit(self.context.engine, self.context.publisher, request, wait, callback)
         location = f"{API}/{request.batch_id}/"
         if isinstance(outcome, Accepted):
             response.headers["Location"] = location

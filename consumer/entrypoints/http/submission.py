@@ -55,9 +55,10 @@ def to_request(submission: BatchSubmission, actor: Actor, max_operations: int) -
     return request
 
 
-async def checked_callback(url: str | None, *, allow_private: bool) -> str | None:
+async def callback_of(submission: BatchSubmission, allow_private: bool) -> str | None:
     """The submission's `callback_url`, resolved and checked now (and again before each try).
     Raises a 422 ProblemError naming the field when it may not be used."""
+    url = submission.callback_url
     if url is None:
         return None
     try:
