@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import hmac
 import re
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +31,17 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, answers: Sequence[int | str] = (), then: int | str = 200) -> None:
+    def __init__(
+        self,
+        answers: Sequence[int | str] = (),
+        then: int | str = 200,
+        *,
+        tls: ssl.SSLContext | None = None,
+        host_name: str = "127.0.0.1",
+    ) -> None:
+        """`tls`: serve https; `host_name`: how `url` names 127.0.0.1."""
+        self._tls = tls
+        self._host_name = host_name
         self._answers = list(answers)
         self._then = then
         self.received: list[Received] = []
@@ -40,9 +51,10 @@ class Receiver:
         self.url = ""
 
     async def __aenter__(self) -> Receiver:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._tls)
         port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/hooks/batchops"
+        scheme = "http" if self._tls is None else "https"
+        self.url = f"{scheme}://{self._host_name}:{port}/hooks/batchops"
         return self
 
     async def __aexit__(

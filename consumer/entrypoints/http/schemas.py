@@ -91,7 +91,7 @@ class BatchSummary(BaseModel):
     webhook: Webhook | None = Field(
         None,
         description="Only for a batch submitted with a `callback_url`.",
-        # Absent, not null, without one (a field pydantic >= 2.11 knows how to leave out).
+        # Absent, not null, without one (`exclude_if`: the reason for the pydantic 2.12 floor).
         exclude_if=lambda webhook: webhook is None,
     )
 
