@@ -19,6 +19,9 @@ CALLBACK_SCHEMES = frozenset({"http", "https"})
 # this gap: a receiver down for a day is still tried every quarter of an hour.
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_GAP_SECONDS = 900.0
+# Each gap is stretched by up to this fraction, so that the webhooks of a receiver that came
+# back do not all arrive in the same second.
+JITTER = 0.25
 
 
 def refusal(address: IPAddress) -> str | None:
@@ -56,15 +59,18 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-def retry_delay(attempts: int) -> timedelta:
+def retry_delay(attempts: int, spread: float = 0.0) -> timedelta:
     """How long after the `attempts`-th failed try the next one starts: 1 s, 2 s, 4 s, …,
-    at most MAX_RETRY_GAP_SECONDS."""
+    at most MAX_RETRY_GAP_SECONDS, stretched by `spread` (0 to 1, random) times JITTER."""
     exponent = min(max(attempts - 1, 0), 20)  # 2**20 s is far past any gap we allow
-    return timedelta(seconds=min(FIRST_RETRY_SECONDS * 2**exponent, MAX_RETRY_GAP_SECONDS))
+    gap = min(FIRST_RETRY_SECONDS * 2**exponent, MAX_RETRY_GAP_SECONDS)
+    return timedelta(seconds=gap * (1 + JITTER * spread))
 
 
-def next_try(attempts: int, failed_at: datetime, deadline: datetime) -> datetime | None:
+def next_try(
+    attempts: int, failed_at: datetime, deadline: datetime, spread: float = 0.0
+) -> datetime | None:
     """When to try again after `attempts` tries failed, or None to give up: the next try
     would start past `deadline` (the batch's completion plus the retry budget)."""
-    at = failed_at + retry_delay(attempts)
+    at = failed_at + retry_delay(attempts, spread)
     return at if at <= deadline else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -76,6 +77,7 @@ class WebhookWorker:
                 await asyncio.wait(self._tries, timeout=self._timeout + 1)
                 for task in self._tries:
                     task.cancel()
+                await asyncio.gather(*self._tries, return_exceptions=True)
 
     async def _take(self, limit: int) -> list[DueDelivery]:
         try:
@@ -107,14 +109,17 @@ class WebhookWorker:
             EVENT_ID_HEADER: str(json.loads(due.body)["event_id"]),
             SIGNATURE_HEADER: signature(due.secret, int(time.time()), due.body),
         }
-        answer = await callbacks.post(
-            http,
-            due.url,
-            due.body,
-            headers,
-            allow_private=self._allow_private,
-            timeout_seconds=self._timeout,
-        )
+        try:
+            answer = await callbacks.post(
+                http,
+                due.url,
+                due.body,
+                headers,
+                allow_private=self._allow_private,
+                timeout_seconds=self._timeout,
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure is a failed try, recorded
+            answer = callbacks.Answer(None, describe(exc))
         with structlog.contextvars.bound_contextvars(
             batch_id=str(due.batch_id), attempts=due.attempts, status=answer.status
         ):
@@ -130,7 +135,8 @@ class WebhookWorker:
                 await record_delivered(conn, due.batch_id, answer.status)
             log.info("webhook_delivered")
             return
-        next_at = next_try(due.attempts, datetime.now(UTC), due.deadline)
+        spread = random.random()  # noqa: S311 - jitter, not a secret
+        next_at = next_try(due.attempts, datetime.now(UTC), due.deadline, spread)
         async with self._engine.begin() as conn:
             await record_failed(conn, due.batch_id, answer.status, answer.error, next_at)
         if next_at is None:

@@ -73,6 +73,11 @@ def test_the_first_retry_comes_within_5_seconds_and_gaps_double_up_to_a_cap() ->
     assert max(delays) == delays[-1] == 900
 
 
+def test_jitter_stretches_a_gap_by_at_most_a_quarter() -> None:
+    assert retry_delay(1, spread=0.999).total_seconds() < 1.25
+    assert retry_delay(3, spread=0.5).total_seconds() == 4.5
+
+
 def test_no_try_is_scheduled_past_the_budget() -> None:
     failed_at = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
     deadline = failed_at + timedelta(seconds=3)
