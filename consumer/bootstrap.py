@@ -25,6 +25,7 @@ from consumer.entrypoints.http.rate_limits import RateLimits
 from consumer.entrypoints.queue_watch import QueueWatch
 from consumer.entrypoints.rabbit import RequestConsumer
 from consumer.entrypoints.relay import OutboxRelay
+from consumer.entrypoints.webhooks import WebhookWorker
 from consumer.observability import ProcessTelemetry
 from consumer.service_layer.availability import DatabaseAvailability
 from consumer.service_layer.events import EventFactory
@@ -34,6 +35,7 @@ from consumer.service_layer.intake import IntakePolicy
 from consumer.service_layer.job_control import JobControl
 from consumer.service_layer.registry import load_custom_handlers
 from consumer.service_layer.retry import RetryPolicy, Transactions, instrument_retries
+from consumer.service_layer.telemetry import OutboxListener
 from consumer.service_layer.unit_of_work import AbstractUnitOfWork
 from publisher import BatchPublisher, connect_robust
 
@@ -87,6 +89,7 @@ class Service:
     job_control: JobControl
     relay: OutboxRelay
     consumer: RequestConsumer
+    webhooks: WebhookWorker | None = None
     queue_watch: QueueWatch | None = None
     consume: bool = True
     http: bool = False
@@ -137,6 +140,7 @@ class Service:
                 rate_limits=RateLimits(
                     submit=self.settings.rate_limit_submit, read=self.settings.rate_limit_read
                 ),
+                allow_private_callbacks=self.settings.webhook_allow_private,
             ),
             probes_only=probes_only,
         )
@@ -183,6 +187,10 @@ class Service:
             if self.consume
             else []
         )
+        if self.consume and self.webhooks is not None:
+            background.append(
+                asyncio.create_task(self.webhooks.run(relay_stopping), name="webhook-worker")
+            )
         if self.queue_watch is not None:
             background.append(
                 asyncio.create_task(self.queue_watch.run(relay_stopping), name="queue-watch")
@@ -244,11 +252,25 @@ def bootstrap(
         batch_size=settings.relay_batch_size,
         poll_seconds=settings.relay_poll_seconds,
     )
-    executor = _executor(settings, transactions, handlers, custom_handlers, relay, telemetry)
+    webhooks = WebhookWorker(
+        engine,
+        timeout_seconds=settings.webhook_timeout_seconds,
+        retry_seconds=settings.webhook_retry_seconds,
+        concurrency=settings.webhook_concurrency,
+        allow_private=settings.webhook_allow_private,
+    )
+
+    def on_outbox(*, urgent: bool = False) -> None:
+        # An urgent wake-up is a batch's last event: its webhook (if any) is due now too.
+        relay.wake(urgent=urgent)
+        if urgent:
+            webhooks.wake()
+
+    executor = _executor(settings, transactions, handlers, custom_handlers, on_outbox, telemetry)
     job_control = JobControl(
         transactions,
         EventFactory(settings.topology, telemetry),
-        on_outbox=relay.wake,
+        on_outbox=on_outbox,
         telemetry=telemetry,
     )
     gate = SerialGate(pool, transactions) if settings.serialize_batches else None
@@ -260,6 +282,7 @@ def bootstrap(
         executor=executor,
         job_control=job_control,
         relay=relay,
+        webhooks=webhooks,
         consumer=RequestConsumer(
             executor, settings.topology, settings.prefetch, availability, gate=gate
         ),
@@ -296,7 +319,7 @@ def _executor(
     transactions: Transactions,
     handlers: Mapping[str, OperationHandler] | None,
     custom_handlers: Mapping[str, OperationHandler] | None,
-    relay: OutboxRelay,
+    on_outbox: OutboxListener,
     telemetry: ProcessTelemetry,
 ) -> BatchExecutor:
     handlers = HANDLERS if handlers is None else handlers
@@ -317,6 +340,6 @@ def _executor(
         policy,
         EventFactory(settings.topology, telemetry),
         delivery_limit=settings.delivery_limit,
-        on_outbox=relay.wake,
+        on_outbox=on_outbox,
         telemetry=telemetry,
     )

@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     # How often the depth and consumers of the queues are read from the broker (gauges, console).
     broker_poll_seconds: PositiveFloat = 15.0
 
+    # Webhooks (docs/contract.md, Webhooks): each try's longest wait for the receiver, how
+    # long after the batch finished a failing delivery is still tried, how many tries at
+    # once per process, and whether callbacks may reach loopback and private networks.
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    webhook_retry_seconds: float = Field(86400.0, ge=0)
+    webhook_concurrency: int = Field(8, ge=1, le=256)
+    webhook_allow_private: bool = False
+
     shutdown_timeout_seconds: PositiveFloat = 30.0
     log_level: str = "INFO"
     log_format: str = Field("auto", pattern="^(auto|json|console)$")

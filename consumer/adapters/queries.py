@@ -16,6 +16,7 @@ from consumer.adapters.tables import (
     operation_results,
     outbox,
 )
+from consumer.adapters.webhooks import webhook_column
 from consumer.domain.batch import BatchState
 from contracts import BatchStatus, Mode, OperationResult, Outcome
 
@@ -95,6 +96,7 @@ SUMMARY_COLUMNS = [
     batch_operations.c.cancel_requested_at,
     batch_operations.c.dry_run,
     batch_operations.c.retry_of,
+    webhook_column(),
 ]
 
 

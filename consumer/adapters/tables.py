@@ -217,3 +217,41 @@ api_tokens = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("revoked_at", DateTime(timezone=True)),
 )
+
+# A batch submitted over HTTP with a `callback_url`: its completion is POSTed there once the
+# batch is terminal (entrypoints/webhooks.py). The row is written with the batch's `pending`
+# row and the terminal status comes with the completion's commit, so the pair is the
+# delivery's outbox entry: nothing more is written when the batch finishes.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column(
+        "batch_id",
+        ForeignKey("batch_operations.batch_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("url", Text, nullable=False),
+    # Every try, the successful one included (counted when the try starts).
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    # The receiver's HTTP status on the last try; NULL when it never answered.
+    Column("last_status", SmallInteger),
+    Column("last_error", Text),
+    # NULL: as soon as the batch is terminal. While a try runs, the end of its lease.
+    Column("next_attempt_at", DateTime(timezone=True)),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("given_up_at", DateTime(timezone=True)),
+    Index(
+        "ix_webhooks_due",
+        "next_attempt_at",
+        postgresql_where=text("delivered_at IS NULL AND given_up_at IS NULL"),
+    ),
+)
+
+# The key of each user's webhook signatures (`batchops webhook-secret USER_ID`).
+webhook_secrets = Table(
+    "webhook_secrets",
+    metadata,
+    Column("user_id", ForeignKey("users.id"), primary_key=True),
+    Column("secret", String(100), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

@@ -152,6 +152,17 @@ def _add_service_commands(commands: Commands) -> None:
     revoke = command_parser(token, "revoke", "revoke a token at once")
     revoke.add_argument("token", metavar="TOKEN", help="the token as it was printed")
     revoke.set_defaults(command=_token_revoke)
+    secret = command_parser(
+        commands,
+        "webhook-secret",
+        "a user's webhook signing secret, created the first time; printed alone on the last line",
+        "Receivers check Batchops-Signature with it (docs/contract.md, Webhooks).",
+    )
+    secret.add_argument("user_id", type=int, metavar="USER_ID", help="the marketplace user")
+    secret.add_argument(
+        "--rotate", action="store_true", help="replace it: the next webhooks use the new one"
+    )
+    secret.set_defaults(command=lazy("consumer.entrypoints.webhook_commands", "webhook_secret"))
 
 
 def _add_publish_command(commands: Commands) -> None:

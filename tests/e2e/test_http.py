@@ -44,6 +44,31 @@ class TestTokens:
         assert run_cli(cli_env, "token", "revoke", "bo_nope").returncode == 1
 
 
+class TestWebhookSecret:
+    def test_the_secret_is_created_once_printed_alone_and_replaced_by_rotate(
+        self, cli_env: dict[str, str]
+    ) -> None:
+        first = run_cli(cli_env, "webhook-secret", "3")
+        again = run_cli(cli_env, "webhook-secret", "3")
+        rotated = run_cli(cli_env, "webhook-secret", "3", "--rotate")
+        after = run_cli(cli_env, "webhook-secret", "3")
+
+        assert [r.returncode for r in (first, again, rotated, after)] == [0, 0, 0, 0]
+        secret = first.stdout.strip().splitlines()[-1]
+        assert len(secret) >= 40
+        assert " " not in secret
+        assert again.stdout.strip().splitlines()[-1] == secret
+        new = rotated.stdout.strip().splitlines()[-1]
+        assert new != secret
+        assert after.stdout.strip().splitlines()[-1] == new
+
+    def test_the_secret_of_an_unknown_user_fails_clearly(self, cli_env: dict[str, str]) -> None:
+        result = run_cli(cli_env, "webhook-secret", "999")
+        assert result.returncode == 2
+        assert "user 999 does not exist" in result.stderr
+        assert result.stdout == ""
+
+
 class TestServedApi:
     async def test_serve_answers_http_with_a_cli_token_until_sigterm(
         self, cli_env: dict[str, str], serve: Callable[..., ServeProcess]

@@ -36,6 +36,7 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
             readiness={},
             max_operations=settings.max_operations,
             job_control=wired.job_control,
+            allow_private_callbacks=settings.webhook_allow_private,
         )
     )
     async with application.router.lifespan_context(application):

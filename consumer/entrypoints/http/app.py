@@ -37,7 +37,7 @@ from consumer.entrypoints.http.schemas import (
     Problem,
     Stats,
 )
-from consumer.entrypoints.http.submission import rejected_problem, submit, to_request
+from consumer.entrypoints.http.submission import callback_of, rejected_problem, submit, to_request
 from consumer.entrypoints.queue_watch import QueueWatch
 from consumer.log_config import LogThrottle
 from consumer.service_layer.faults import describe
@@ -93,6 +93,7 @@ class ApiContext:
     queues: QueueWatch | None = None
     # Requests per token's user (off unless given: `bootstrap` passes the settings').
     rate_limits: RateLimits = field(default_factory=RateLimits)
+    allow_private_callbacks: bool = False  # BATCHOPS_WEBHOOK_ALLOW_PRIVATE
 
 
 def create_app(context: ApiContext, *, probes_only: bool = False) -> FastAPI:
@@ -354,7 +355,8 @@ class Routes:
         if dry_run:
             submission = submission.model_copy(update={"dry_run": True})
         request = to_request(submission, actor, self.context.max_operations)
-        outcome = await submit(self.context.engine, self.context.publisher, request, wait)
+        callback = await callback_of(submission, self.context.allow_private_callbacks)
+        outcome = await submit(self.context.engine, self.context.publisher, request, wait, callback)
         location = f"{API}/{request.batch_id}/"
         if isinstance(outcome, Accepted):
             response.headers["Location"] = location

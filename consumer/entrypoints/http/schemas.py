@@ -6,7 +6,12 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+)
 
 from contracts import (
     MAX_OPERATIONS,
@@ -33,6 +38,24 @@ class BatchSubmission(BaseModel):
     operations: list[Operation] = Field(min_length=1, max_length=MAX_OPERATIONS)
     dry_run: StrictBool = Field(
         False, description="Rehearse: run everything, keep nothing (also `?dry_run=true`)."
+    )
+    callback_url: str | None = Field(
+        None,
+        json_schema_extra={"format": "uri"},
+        description="Where to POST the completion once the batch is terminal (http or https, "
+        "a public address; docs/contract.md, Webhooks).",
+    )
+
+
+class Webhook(BaseModel):
+    """The delivery of a batch's completion to its `callback_url`."""
+
+    url: str
+    attempts: int = Field(description="Every try, the successful one included.")
+    last_status: int | None = Field(description="The receiver's status on the last try.")
+    delivered_at: datetime | None
+    given_up_at: datetime | None = Field(
+        None, description="Set when the retries ran out without a 2xx answer."
     )
 
 
@@ -64,6 +87,12 @@ class BatchSummary(BaseModel):
     retry_of: UUID | None = Field(None, description="The batch whose failures this one retries.")
     cancel_requested_at: datetime | None = Field(
         None, description="When a cancel was asked for (the batch ends `cancelled`)."
+    )
+    webhook: Webhook | None = Field(
+        None,
+        description="Only for a batch submitted with a `callback_url`.",
+        # Absent, not null, without one (`exclude_if`: the reason for the pydantic 2.12 floor).
+        exclude_if=lambda webhook: webhook is None,
     )
 
 

@@ -11,7 +11,9 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from consumer.adapters.callbacks import CallbackRefused, check
 from consumer.adapters.submissions import Stored, forget_pending, store_pending
+from consumer.adapters.webhooks import add_callback
 from consumer.domain.model import Actor
 from consumer.entrypoints.http import problems
 from consumer.entrypoints.http.schemas import Accepted, BatchSubmission
@@ -28,7 +30,7 @@ def to_request(submission: BatchSubmission, actor: Actor, max_operations: int) -
     try:
         request = BatchRequest.model_validate(
             {
-                **submission.model_dump(exclude_none=True),
+                **submission.model_dump(exclude_none=True, exclude={"callback_url"}),
                 "batch_id": submission.batch_id or uuid.uuid4(),
                 "actor_id": actor.id,
             }
@@ -53,6 +55,20 @@ def to_request(submission: BatchSubmission, actor: Actor, max_operations: int) -
     return request
 
 
+async def callback_of(submission: BatchSubmission, allow_private: bool) -> str | None:
+    """The submission's `callback_url`, resolved and checked now (and again before each try).
+    Raises a 422 ProblemError naming the field when it may not be used."""
+    url = submission.callback_url
+    if url is None:
+        return None
+    try:
+        await check(url, allow_private=allow_private)
+    except CallbackRefused as exc:
+        error = {"loc": ["body", "callback_url"], "msg": str(exc), "type": "callback_refused"}
+        raise problems.ProblemError(422, "the callback_url is refused", errors=[error]) from None
+    return url
+
+
 def _nul_locations(value: Any, loc: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:
     """Where a NUL character hides in a JSON value (in a key or a string)."""
     if isinstance(value, str) and "\x00" in value:
@@ -68,10 +84,15 @@ def _nul_locations(value: Any, loc: tuple[str | int, ...]) -> Iterator[tuple[str
 
 
 async def submit(
-    engine: AsyncEngine, publisher: BatchPublisher, request: BatchRequest, wait: int | None
+    engine: AsyncEngine,
+    publisher: BatchPublisher,
+    request: BatchRequest,
+    wait: int | None,
+    callback_url: str | None = None,
 ) -> Accepted | Completion:
-    """Store, publish and (with `wait`) await the batch. Raises ProblemError 409 for a
-    batch_id taken by another body, 503 when the broker does not confirm the request."""
+    """Store (with its checked `callback_url`), publish and (with `wait`) await the batch.
+    Raises ProblemError 409 for a batch_id taken by another body, 503 when the broker does not
+    confirm the request."""
     correlation_id = str(uuid.uuid4())
     async with engine.begin() as conn:
         stored = await store_pending(
@@ -81,6 +102,8 @@ async def submit(
             correlation_id=correlation_id,
             now=datetime.now(UTC),
         )
+        if callback_url is not None and stored is Stored.NEW:
+            await add_callback(conn, request.batch_id, callback_url)
     if stored is Stored.CONFLICT:
         raise problems.ProblemError(
             409, f"batch {request.batch_id} was already submitted with a different body"
