@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
-import uvicorn
 from aio_pika.abc import AbstractRobustConnection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,8 +19,6 @@ from consumer.adapters.pg import ConnectionPool
 from consumer.adapters.serial import SerialGate
 from consumer.adapters.unit_of_work import SqlUnitOfWork
 from consumer.config import Settings
-from consumer.entrypoints.http.app import ApiContext, create_app
-from consumer.entrypoints.http.rate_limits import RateLimits
 from consumer.entrypoints.queue_watch import QueueWatch
 from consumer.entrypoints.rabbit import RequestConsumer
 from consumer.entrypoints.relay import OutboxRelay
@@ -37,17 +34,12 @@ from consumer.service_layer.registry import load_custom_handlers
 from consumer.service_layer.retry import RetryPolicy, Transactions, instrument_retries
 from consumer.service_layer.telemetry import OutboxListener
 from consumer.service_layer.unit_of_work import AbstractUnitOfWork
-from publisher import BatchPublisher, connect_robust
+from publisher import connect_robust
+
+if TYPE_CHECKING:
+    from consumer.entrypoints.http.embedded import EmbeddedServer
 
 log = structlog.get_logger(__name__)
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn inside our loop: the service, not uvicorn, owns SIGTERM and SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 class ListenError(Exception):
@@ -96,7 +88,7 @@ class Service:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     started: asyncio.Event = field(default_factory=asyncio.Event)
     _connection: AbstractRobustConnection | None = None
-    _http_server: uvicorn.Server | None = None
+    _http_server: EmbeddedServer | None = None
     _http_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -121,47 +113,17 @@ class Service:
         self.started.set()
 
     async def _start_http(self, port: int, *, probes_only: bool = False) -> None:
+        # Imported here: FastAPI, uvicorn and the API's dependencies are a sixth of a process's
+        # memory, which `consume` without BATCHOPS_METRICS_PORT does not need.
+        from consumer.entrypoints.http.embedded import api_context, serve  # noqa: PLC0415
+
         readiness = {"consumer": lambda: self.consumer.is_consuming} if self.consume else {}
-        app = create_app(
-            ApiContext(
-                engine=self.engine,
-                publisher=BatchPublisher(
-                    self.settings.amqp_url,
-                    namespace=self.settings.namespace,
-                    delivery_limit=self.settings.delivery_limit,
-                ),
-                max_body_bytes=self.settings.max_body_bytes,
-                readiness=readiness,
-                max_operations=self.settings.max_operations,
-                job_control=self.job_control,
-                amqp_url=self.settings.amqp_url,
-                topology=self.settings.topology,
-                queues=self.queue_watch,
-                rate_limits=RateLimits(
-                    submit=self.settings.rate_limit_submit, read=self.settings.rate_limit_read
-                ),
-                allow_private_callbacks=self.settings.webhook_allow_private,
-            ),
-            probes_only=probes_only,
+        context = api_context(
+            self.settings, self.engine, self.job_control, self.queue_watch, readiness
         )
-        config = uvicorn.Config(
-            app,
-            host=self.settings.http_host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-        )
-        listening = listen(config.host, config.port)
-        server = _EmbeddedServer(config)
-        self._http_server = server
-        self._http_task = asyncio.create_task(server.serve(sockets=[listening]), name="http")
-        while not server.started:
-            if self._http_task.done():
-                self._http_task.result()  # raises why it could not start
-                raise RuntimeError(f"the HTTP API could not listen on port {config.port}")
-            await asyncio.sleep(0.02)
-        log.info("http_listening", host=config.host, port=config.port)
+        sock = listen(self.settings.http_host, port)
+        self._http_server, self._http_task = await serve(context, sock, probes_only=probes_only)
+        log.info("http_listening", host=self.settings.http_host, port=port)
 
     async def run(self) -> None:
         """Start, relay, consume and serve until `stop()`; then shut down gracefully."""
