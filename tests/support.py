@@ -7,11 +7,13 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aio_pika
 from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from consumer.adapters.statements import statement_cache_size, unique_statement_name
 from contracts import BatchCompleted, BatchRejected, Event, OperationResult, parse_event
 
 
@@ -23,6 +25,19 @@ def reachable(host: str, port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def observer_engine(database_url: str, **options: Any) -> AsyncEngine:
+    """An engine for a test's own look-ups. When the URL turns prepared statements off (the
+    service's database through PgBouncer, `make pgbouncer-test`), asyncpg keeps none either:
+    a statement it cached on one server connection is missing on the next."""
+    if statement_cache_size(database_url):
+        return create_async_engine(database_url, **options)
+    connect_args = {
+        "statement_cache_size": 0,
+        "prepared_statement_name_func": unique_statement_name,
+    }
+    return create_async_engine(database_url, connect_args=connect_args, **options)
 
 
 async def run_admin_sql(server_url: str, *statements: str) -> None:

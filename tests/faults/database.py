@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tests.integration.helpers import eventually
+from tests.support import observer_engine
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Holder:
 class ScenarioDatabase:
     def __init__(self, url: str) -> None:
         self.url = url
-        self._engine: AsyncEngine = create_async_engine(url, pool_size=2, pool_pre_ping=True)
+        self._engine: AsyncEngine = observer_engine(url, pool_size=2, pool_pre_ping=True)
 
     async def dispose(self) -> None:
         await self._engine.dispose()

@@ -10,9 +10,9 @@ from typing import Any
 
 import aio_pika
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from consumer.adapters.tables import batch_operations, operation_results, orders, outbox
+from tests.support import observer_engine
 
 
 def batch(actor_id: int, *operations: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def patch(resource_id: int, **data: Any) -> dict[str, Any]:
 
 
 async def fetch(database_url: str, query: Any) -> list[Any]:
-    engine = create_async_engine(database_url)
+    engine = observer_engine(database_url)
     try:
         async with engine.connect() as conn:
             return list(await conn.execute(query))
@@ -137,7 +137,7 @@ async def dead_letters(amqp_url: str, queue_name: str) -> list[bytes]:
 
 
 async def set_user_active(database_url: str, user_id: int, *, active: bool) -> None:
-    engine = create_async_engine(database_url)
+    engine = observer_engine(database_url)
     try:
         async with engine.begin() as conn:
             await conn.execute(

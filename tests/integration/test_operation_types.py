@@ -19,7 +19,6 @@ from uuid import UUID
 
 import pytest
 from sqlalchemy import Table, select, text, update
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from consumer.adapters.tables import orders, professionals, services, users
 from consumer.bootstrap import bootstrap
@@ -28,7 +27,7 @@ from consumer.service_layer.handlers import OperationContext
 from contracts import BatchCompleted, BatchRequest, BatchStatus, ErrorCode, Operation, Outcome
 from publisher import BatchPublisher
 from tests.integration.helpers import batch, batch_row, dead_letters, eventually, fetch, patch
-from tests.support import EventLog
+from tests.support import EventLog, observer_engine
 
 # Seeded marketplace (docs/contract.md, Demo data): order i has client 3 + i % 3 and
 # professional 1 + i % 3, whose user is 6 + i % 3; services 2k-1 and 2k belong to
@@ -269,7 +268,7 @@ class TestUserUpdate:
     ) -> None:
         # Another writer (e.g. a concurrent batch) holds the address uncommitted; the batch's
         # check cannot see it, and its write then waits on the unique index until it commits.
-        engine = create_async_engine(settings.database_url)
+        engine = observer_engine(settings.database_url)
         try:
             async with engine.connect() as conn:
                 other_writer = await conn.begin()
