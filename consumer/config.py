@@ -32,8 +32,8 @@ class Settings(BaseSettings):
     http_port: int = Field(8000, ge=0, le=65535)
     # HTTP API requests per token's user and API process: POSTs (submit, cancel, retry) and
     # GETs, as `N/second|minute|hour|day`; `0` turns a limit off.
-    rate_limit_submit: str = "60/minute"
-    rate_limit_read: str = "600/minute"
+    rate_limit_submit: str = "600/minute"
+    rate_limit_read: str = "6000/minute"
     # `batchops consume` serves /healthz, /readyz and /metrics here when set (one port per
     # process: leave unset when several consumers share a host without their own network).
     metrics_port: int | None = Field(None, ge=0, le=65535)

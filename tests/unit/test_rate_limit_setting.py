@@ -30,7 +30,7 @@ class TestReading:
 
         settings = Settings()
 
-        assert (settings.rate_limit_submit, settings.rate_limit_read) == ("60/minute", "600/minute")
+        assert (settings.rate_limit_submit, settings.rate_limit_read) == ("600/minute", "6000/minute")
 
 
 class TestRefusing:
