@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     allowed_publishers: list[str] = Field(default_factory=list)
 
     prefetch: PositiveInt = 8
+    # Batches one actor may have running in this consumer while others' wait; beyond it its
+    # deliveries are deferred to the back of the queue. Unset: half the prefetch (at least 1);
+    # 0 turns fair share off.
+    fair_share: int | None = Field(None, ge=0)
     # Run batches one at a time across every consumer (a PostgreSQL advisory lock): for
     # producers that need batches touching the same resources applied in queue order.
     serialize_batches: bool = False
@@ -92,6 +96,13 @@ class Settings(BaseSettings):
 
         broker_nodes(value)  # raises ValueError, which pydantic reports as a bad setting
         return value
+
+    @property
+    def fair_share_limit(self) -> int | None:
+        """Batches per actor in flight before its next ones are deferred; None: no limit."""
+        if self.fair_share is None:
+            return max(1, self.prefetch // 2)
+        return self.fair_share or None
 
     @property
     def topology(self) -> Topology:

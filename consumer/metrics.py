@@ -11,6 +11,7 @@ __all__ = [
     "DATABASE_OUTAGES",
     "DATABASE_REACHABLE",
     "DEAD_LETTERED",
+    "DEFERRED",
     "DRY_RUNS_FINISHED",
     "EVENTS_RELAYED",
     "HTTP_DURATION",
@@ -62,6 +63,10 @@ OPERATION_DURATION = Histogram(
 )
 REDELIVERIES = Counter(
     "batchops_redeliveries_total", "Requests delivered again (after a crash, a requeue)"
+)
+DEFERRED = Counter(
+    "batchops_deferred_total",
+    "Requests sent to the back of the work queue because their actor was over its fair share",
 )
 DEAD_LETTERED = Counter(
     "batchops_dead_lettered_total", "Requests sent to the dead-letter queue by the consumer"

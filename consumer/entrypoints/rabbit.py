@@ -13,11 +13,13 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from consumer import metrics
+from consumer.adapters.deferral import Deferrals
 from consumer.log_config import LogThrottle
 from consumer.service_layer.availability import DatabaseAvailability
 from consumer.service_layer.batch_run import Disposition, Interrupted
 from consumer.service_layer.executor import BatchExecutor
-from consumer.service_layer.intake import Delivery
+from consumer.service_layer.fair_share import FairShare
+from consumer.service_layer.intake import Delivery, peek_actor
 from contracts import Topology
 from publisher import declare_topology
 
@@ -26,14 +28,20 @@ _throttled = LogThrottle(log)
 
 
 def to_delivery(
-    message: AbstractIncomingMessage, *, dead_lettered: bool = False, give_up: bool = False
+    message: AbstractIncomingMessage,
+    *,
+    dead_lettered: bool = False,
+    give_up: bool = False,
+    user_id: str | None = None,
 ) -> Delivery:
+    """`user_id`: the publisher's broker user when it is not the message's own (a deferred
+    copy's)."""
     headers = message.headers or {}
     count = headers.get("x-delivery-count", 0)
     traceparent = headers.get("traceparent")
     return Delivery(
         body=message.body,
-        user_id=message.user_id,
+        user_id=user_id or message.user_id,
         message_id=message.message_id,
         correlation_id=message.correlation_id,
         reply_to=message.reply_to,
@@ -70,8 +78,13 @@ class RequestConsumer:
         prefetch: int,
         availability: DatabaseAvailability,
         gate: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+        fair_share: FairShare | None = None,
+        deferrals: Deferrals | None = None,
     ) -> None:
         self._executor = executor
+        # Without a share (or a way to defer) every delivery runs at once.
+        self.fair_share = fair_share or FairShare(None)
+        self.deferrals = deferrals
         self._availability = availability
         # Entered around every batch; BATCHOPS_SERIALIZE_BATCHES makes it one batch at a time.
         self._gate = gate or contextlib.nullcontext
@@ -110,10 +123,18 @@ class RequestConsumer:
         consumers: dict[str, object] = getattr(underlay, "consumers", {})
         return self._consumer_tag in consumers
 
-    async def start(self, channel: AbstractChannel, reconcile_channel: AbstractChannel) -> None:
+    async def start(
+        self,
+        channel: AbstractChannel,
+        reconcile_channel: AbstractChannel,
+        deferral_channel: AbstractChannel | None = None,
+    ) -> None:
         """Declare the topology and subscribe, unless the database does not answer: then the
-        subscription waits for it (see `follow_database`)."""
+        subscription waits for it (see `follow_database`). Deferred requests are published
+        on `deferral_channel` (publisher confirms on)."""
         self._channel = channel
+        if self.deferrals is not None and deferral_channel is not None:
+            self.deferrals.attach(deferral_channel)
         await channel.set_qos(prefetch_count=self._prefetch)
         await declare_topology(channel, self._topology)
         self._queue = await channel.get_queue(self._topology.requests_queue)
@@ -261,14 +282,39 @@ class RequestConsumer:
                 giving_up=message.redelivered,
             )
             metrics.DEAD_LETTERED.inc()
-            delivery = to_delivery(message, dead_lettered=True, give_up=bool(message.redelivered))
+            delivery = to_delivery(
+                message,
+                dead_lettered=True,
+                give_up=bool(message.redelivered),
+                user_id=self.deferrals.user_of(message) if self.deferrals is not None else None,
+            )
             with metrics.IN_FLIGHT.track_inprogress():
                 await self._executor.handle(delivery)
 
     async def _settle(self, message: AbstractIncomingMessage) -> None:
-        delivery = to_delivery(message)
-        if message.redelivered or delivery.delivery_count:
+        deferrals = self.deferrals
+        user = deferrals.user_of(message) if deferrals is not None else None
+        delivery = to_delivery(message, user_id=user)
+        redelivered = bool(message.redelivered or delivery.delivery_count)
+        if redelivered:
             metrics.REDELIVERIES.inc()
+        actor = peek_actor(delivery.body) if deferrals is not None else None
+        lap = deferrals.lap_of(message) if deferrals is not None else None
+        deferral = self.fair_share.decide(actor, redelivered=redelivered, lap=lap)
+        if deferrals is not None and deferral is not None:
+            if await deferrals.defer(message, deferral.lap):
+                metrics.DEFERRED.inc()
+                # Should this ack be lost, the broker hands the original out again: it then
+                # runs (a redelivery is never deferred) and the copy finds the batch done.
+                await message.ack()
+                return
+        self.fair_share.started(actor)
+        try:
+            await self._run(message, delivery)
+        finally:
+            self.fair_share.finished(actor)
+
+    async def _run(self, message: AbstractIncomingMessage, delivery: Delivery) -> None:
         async with message.process(requeue=True, ignore_processed=True):
             try:
                 with metrics.IN_FLIGHT.track_inprogress():
