@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     prefetch: PositiveInt = 8
     # Batches one actor may have running in this consumer while others' wait; beyond it its
     # deliveries are deferred to the back of the queue. Unset: half the prefetch (at least 1);
-    # 0 turns fair share off.
+    # 0 turns fair share off, and so does serialize_batches (queue order comes first there).
     fair_share: int | None = Field(None, ge=0)
     # Run batches one at a time across every consumer (a PostgreSQL advisory lock): for
     # producers that need batches touching the same resources applied in queue order.
@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     @property
     def fair_share_limit(self) -> int | None:
         """Batches per actor in flight before its next ones are deferred; None: no limit."""
+        if self.serialize_batches:
+            return None
         if self.fair_share is None:
             return max(1, self.prefetch // 2)
         return self.fair_share or None

@@ -295,24 +295,36 @@ class RequestConsumer:
         deferrals = self.deferrals
         user = deferrals.user_of(message) if deferrals is not None else None
         delivery = to_delivery(message, user_id=user)
-        redelivered = bool(message.redelivered or delivery.delivery_count)
-        if redelivered:
+        if message.redelivered or delivery.delivery_count:
             metrics.REDELIVERIES.inc()
         actor = peek_actor(delivery.body) if deferrals is not None else None
-        lap = deferrals.lap_of(message) if deferrals is not None else None
-        deferral = self.fair_share.decide(actor, redelivered=redelivered, lap=lap)
-        if deferrals is not None and deferral is not None:
-            if await deferrals.defer(message, deferral.lap):
-                metrics.DEFERRED.inc()
-                # Should this ack be lost, the broker hands the original out again: it then
-                # runs (a redelivery is never deferred) and the copy finds the batch done.
-                await message.ack()
-                return
+        if await self._deferred(message, delivery, actor):
+            return
         self.fair_share.started(actor)
         try:
             await self._run(message, delivery)
         finally:
             self.fair_share.finished(actor)
+
+    async def _deferred(
+        self, message: AbstractIncomingMessage, delivery: Delivery, actor: int | None
+    ) -> bool:
+        """True when the request went to the back of the queue, its actor being over its share
+        (False when it should run now, or its copy was not confirmed: then it runs now)."""
+        if self.deferrals is None:
+            return False
+        deferral = self.fair_share.decide(
+            actor,
+            redelivered=bool(message.redelivered or delivery.delivery_count),
+            lap=self.deferrals.lap_of(message),
+        )
+        if deferral is None or not await self.deferrals.defer(message, deferral.lap):
+            return False
+        metrics.DEFERRED.inc()
+        # Should this ack be lost, the broker hands the original out again: it then runs (a
+        # redelivery is never deferred) and the copy finds the batch done.
+        await message.ack()
+        return True
 
     async def _run(self, message: AbstractIncomingMessage, delivery: Delivery) -> None:
         async with message.process(requeue=True, ignore_processed=True):

@@ -71,7 +71,8 @@ class TestShare:
         fair = FairShare(1)
         running(fair, A, 1)
         first, second = fair.decide(A, redelivered=False), fair.decide(A, redelivered=False)
-        assert first is not None and second is not None
+        assert first is not None
+        assert second is not None
         assert first.lap != second.lap
 
 
@@ -161,6 +162,9 @@ class TestSetting:
 
     def test_zero_turns_fair_share_off(self) -> None:
         assert Settings(fair_share=0).fair_share_limit is None
+
+    def test_serialized_batches_keep_queue_order_without_fair_share(self) -> None:
+        assert Settings(serialize_batches=True, fair_share=2).fair_share_limit is None
 
     def test_a_given_share_is_kept(self) -> None:
         assert Settings(fair_share=3, prefetch=8).fair_share_limit == 3
