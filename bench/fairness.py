@@ -29,6 +29,7 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import sys
@@ -261,10 +262,18 @@ def parse(argv: list[str] | None = None) -> Sizes:
     )
 
 
+async def _main(sizes: Sizes) -> dict[str, object]:
+    # SIGTERM cancels the run like Ctrl-C does, so that its clean-up still happens.
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await run(sizes)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        print(json.dumps(asyncio.run(run(parse(argv)))))
-    except KeyboardInterrupt:
+        print(json.dumps(asyncio.run(_main(parse(argv)))))
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("bench.fairness: interrupted; everything it created was removed", file=sys.stderr)
         return 130
     return 0

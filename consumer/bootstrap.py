@@ -177,6 +177,10 @@ class Service:
             if self.consume
             else []
         )
+        if self.consume and self.consumer.deferrals is not None:
+            background.append(
+                asyncio.create_task(self.consumer.watch_arrivals(), name="arrivals-watch")
+            )
         if self.queue_watch is not None:
             background.append(
                 asyncio.create_task(self.queue_watch.run(relay_stopping), name="queue-watch")

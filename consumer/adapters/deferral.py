@@ -34,6 +34,12 @@ class Deferrals:
         """The channel copies are published on; it must have publisher confirms on."""
         self._channel = channel
 
+    @property
+    def channel(self) -> AbstractChannel | None:
+        """Also where the work queue's depth is read: an error there (say, the queue was
+        deleted) closes this channel, never the one deliveries come on."""
+        return self._channel
+
     def user_of(self, message: AbstractIncomingMessage) -> str | None:
         """The broker user that published the request (the copy's own is the service's)."""
         original = (message.headers or {}).get(USER_HEADER)

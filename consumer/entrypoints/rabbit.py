@@ -24,6 +24,10 @@ from contracts import Topology
 from publisher import declare_topology
 
 log = structlog.get_logger(__name__)
+# Deliveries in hand per batch that may run, when fair share defers some (see __init__).
+DEFERRAL_HEADROOM = 4
+# How often the work queue's depth is read while an actor runs alone (see watch_arrivals).
+ARRIVALS_SECONDS = 0.25
 _throttled = LogThrottle(log)
 
 
@@ -90,6 +94,12 @@ class RequestConsumer:
         self._gate = gate or contextlib.nullcontext
         self._topology = topology
         self._prefetch = prefetch
+        # With fair share the broker hands out more than `prefetch` deliveries, so that many
+        # over-share ones can be deferred at once (each waits for a confirm from the quorum
+        # queue: a few at a time, a lap of a long queue took seconds); still only `prefetch`
+        # batches run at once.
+        self._broker_prefetch = prefetch * DEFERRAL_HEADROOM if deferrals else prefetch
+        self._running = asyncio.Semaphore(prefetch)
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
@@ -135,7 +145,7 @@ class RequestConsumer:
         self._channel = channel
         if self.deferrals is not None and deferral_channel is not None:
             self.deferrals.attach(deferral_channel)
-        await channel.set_qos(prefetch_count=self._prefetch)
+        await channel.set_qos(prefetch_count=self._broker_prefetch)
         await declare_topology(channel, self._topology)
         self._queue = await channel.get_queue(self._topology.requests_queue)
         # Dead letters run one at a time: a poison batch must not take a bystander down again.
@@ -203,6 +213,34 @@ class RequestConsumer:
             except Exception as exc:  # noqa: BLE001 - the broker may be away; try again later
                 _throttled.warning("watchdog_check_failed", error=repr(exc))
 
+    async def watch_arrivals(self, interval: float = ARRIVALS_SECONDS) -> None:
+        """Until stop(), while fair share lets an actor run alone: end that as soon as the work
+        queue grows, since what was published may be somebody else's and wait behind it. Growth
+        is seen when more came than was taken in the interval, e.g. a few batches at once."""
+        last_ready: int | None = None
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), interval)
+                return
+            except TimeoutError:
+                pass
+            channel = self.deferrals.channel if self.deferrals is not None else None
+            if not self.fair_share.anyone_alone or channel is None or channel.is_closed:
+                last_ready = None
+                continue
+            try:
+                ready = await self._ready_count(channel)
+            except Exception as exc:  # noqa: BLE001 - the broker may be away; try again later
+                _throttled.warning("queue_depth_check_failed", error=repr(exc))
+                continue
+            if last_ready is not None and ready > last_ready:
+                self.fair_share.newcomers()
+            last_ready = ready
+
+    async def _ready_count(self, channel: AbstractChannel) -> int:
+        waiting = await channel.declare_queue(self._topology.requests_queue, passive=True)
+        return waiting.declaration_result.message_count or 0
+
     async def _check_liveness(self, stall_seconds: float) -> None:
         if self._paused:
             return  # unsubscribed on purpose until the database answers
@@ -218,8 +256,7 @@ class RequestConsumer:
             await self._subscribe()
             self.resubscriptions += 1
             return
-        waiting = await self._channel.declare_queue(self._topology.requests_queue, passive=True)
-        ready = waiting.declaration_result.message_count or 0
+        ready = await self._ready_count(self._channel)
         idle_for = time.monotonic() - self._last_delivery
         if ready and not self._in_flight and idle_for > stall_seconds:
             log.warning("consumer_stalled_resubscribing", ready=ready, idle_seconds=idle_for)
@@ -329,9 +366,10 @@ class RequestConsumer:
     async def _run(self, message: AbstractIncomingMessage, delivery: Delivery) -> None:
         async with message.process(requeue=True, ignore_processed=True):
             try:
-                with metrics.IN_FLIGHT.track_inprogress():
-                    async with self._gate():
-                        disposition = await self._executor.handle(delivery)
+                async with self._running:
+                    with metrics.IN_FLIGHT.track_inprogress():
+                        async with self._gate():
+                            disposition = await self._executor.handle(delivery)
             except Interrupted:
                 log.info("batch_left_for_redelivery")
                 await message.nack(requeue=True)

@@ -62,6 +62,16 @@ class FairShare:
     def running(self, actor_id: int) -> int:
         return self._running[actor_id]
 
+    @property
+    def anyone_alone(self) -> bool:
+        now = self._clock()
+        return any(until > now for until in self._alone_until.values())
+
+    def newcomers(self) -> None:
+        """Requests were published since the last look (the queue grew): they may be somebody
+        else's, behind the one actor's, so look again at once."""
+        self._alone_until.clear()
+
     def decide(
         self, actor_id: int | None, *, redelivered: bool, lap: str | None = None
     ) -> Deferral | None:
@@ -108,6 +118,10 @@ class FairShare:
             lap_seconds = now - deferred_at
             alone_for = min(max(SOLO_LAPS * lap_seconds, MIN_SOLO_SECONDS), MAX_SOLO_SECONDS)
             self._alone_until[actor_id] = now + alone_for
+            # Its other copies in the queue were deferred before: while it runs alone the queue
+            # is not scanned, so their laps would say "nobody else" without having looked.
+            for lap_id in [k for k, (a, _, _) in self._laps.items() if a == actor_id]:
+                del self._laps[lap_id]
 
     def _defer(self, actor_id: int, now: float) -> Deferral:
         self._next_lap += 1

@@ -117,6 +117,17 @@ class TestAnActorAlone:
         clock.now += 0.002
         assert fair.decide(A, redelivered=False) is not None
 
+    def test_copies_deferred_before_running_alone_do_not_prolong_it(self) -> None:
+        clock = Clock()
+        fair = FairShare(1, clock=clock)
+        running(fair, A, 1)
+        first, second = fair.decide(A, redelivered=False), fair.decide(A, redelivered=False)
+        assert first is not None
+        assert second is not None
+        fair.decide(A, redelivered=False, lap=first.lap)  # alone from here
+        clock.now += MAX_SOLO_SECONDS + 1  # over; the queue is looked at again
+        assert fair.decide(A, redelivered=False, lap=second.lap) is not None
+
     def test_a_lap_in_which_another_actor_came_keeps_deferring(self) -> None:
         fair = FairShare(1)
         running(fair, A, 1)
@@ -133,6 +144,17 @@ class TestAnActorAlone:
         fair.decide(A, redelivered=False, lap=deferral.lap)
         assert fair.decide(A, redelivered=False) is None
         running(fair, B, 1)
+        assert fair.decide(A, redelivered=False) is not None
+
+    def test_newly_published_requests_end_being_alone(self) -> None:
+        fair = FairShare(1)
+        running(fair, A, 1)
+        deferral = fair.decide(A, redelivered=False)
+        assert deferral is not None
+        fair.decide(A, redelivered=False, lap=deferral.lap)
+        assert fair.anyone_alone
+        fair.newcomers()
+        assert not fair.anyone_alone
         assert fair.decide(A, redelivered=False) is not None
 
     def test_a_lap_the_consumer_never_opened_tells_nothing(self) -> None:
