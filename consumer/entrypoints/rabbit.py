@@ -26,8 +26,9 @@ from publisher import declare_topology
 log = structlog.get_logger(__name__)
 # Deliveries in hand per batch that may run, when fair share defers some (see __init__).
 DEFERRAL_HEADROOM = 4
-# How often the work queue's depth is read while an actor runs alone (see watch_arrivals).
+# How often the work queue's depth is read with fair share on (see watch_arrivals).
 ARRIVALS_SECONDS = 0.25
+ARRIVALS_SLACK = 8
 _throttled = LogThrottle(log)
 
 
@@ -110,6 +111,9 @@ class RequestConsumer:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._last_delivery = time.monotonic()
+        self._delivered = 0
+        # Deferred copies the broker confirmed (so they are in the queue): see watch_arrivals.
+        self._copies = 0
         # Kept by the watchdog: false once the broker cancelled our consumer.
         self._broker_knows_us = False
         self.resubscriptions = 0
@@ -214,10 +218,11 @@ class RequestConsumer:
                 _throttled.warning("watchdog_check_failed", error=repr(exc))
 
     async def watch_arrivals(self, interval: float = ARRIVALS_SECONDS) -> None:
-        """Until stop(), while fair share lets an actor run alone: end that as soon as the work
-        queue grows, since what was published may be somebody else's and wait behind it. Growth
-        is seen when more came than was taken in the interval, e.g. a few batches at once."""
-        last_ready: int | None = None
+        """Until stop(), with fair share on: tell it when requests were published (see
+        FairShare.newcomers), since they may be somebody else's and wait behind everything.
+        Published = what the queue's depth gained, plus what was delivered, minus our own
+        copies; a few are allowed for deliveries still on their way at either reading."""
+        last: tuple[int, int, int] | None = None
         while not self._stopping.is_set():
             try:
                 await asyncio.wait_for(self._stopping.wait(), interval)
@@ -225,17 +230,21 @@ class RequestConsumer:
             except TimeoutError:
                 pass
             channel = self.deferrals.channel if self.deferrals is not None else None
-            if not self.fair_share.anyone_alone or channel is None or channel.is_closed:
-                last_ready = None
+            if channel is None or channel.is_closed:
+                last = None
                 continue
             try:
                 ready = await self._ready_count(channel)
             except Exception as exc:  # noqa: BLE001 - the broker may be away; try again later
                 _throttled.warning("queue_depth_check_failed", error=repr(exc))
+                last = None
                 continue
-            if last_ready is not None and ready > last_ready:
-                self.fair_share.newcomers()
-            last_ready = ready
+            now = (ready, self._delivered, self._copies)
+            if last is not None:
+                published = (now[0] - last[0]) + (now[1] - last[1]) - (now[2] - last[2])
+                if published > ARRIVALS_SLACK:
+                    self.fair_share.newcomers()
+            last = now
 
     async def _ready_count(self, channel: AbstractChannel) -> int:
         waiting = await channel.declare_queue(self._topology.requests_queue, passive=True)
@@ -296,6 +305,7 @@ class RequestConsumer:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self._last_delivery = time.monotonic()
+        self._delivered += 1
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
@@ -358,6 +368,7 @@ class RequestConsumer:
         if deferral is None or not await self.deferrals.defer(message, deferral.lap):
             return False
         metrics.DEFERRED.inc()
+        self._copies += 1
         # Should this ack be lost, the broker hands the original out again: it then runs (a
         # redelivery is never deferred) and the copy finds the batch done.
         await message.ack()

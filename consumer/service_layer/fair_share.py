@@ -18,12 +18,13 @@ from dataclasses import dataclass
 # A lap in which this consumer saw nobody else's batch means that only over-share work waits:
 # deferring then just spins the queue. The actor runs at full speed ("alone") for this many
 # laps' time before the next lap looks again, so looking costs about 1 / (SOLO_LAPS + 1) of
-# the time, and another actor who turns up meanwhile waits at most that long plus a lap.
-SOLO_LAPS = 4
+# the time. Newcomers are mostly noticed sooner, by the queue growing (`newcomers`); this is
+# the fallback for those who publish too little to make it grow.
+SOLO_LAPS = 10
 # Bounds of that time: a lap of a few messages takes milliseconds, and a very long one must
 # not leave a newcomer waiting for minutes.
 MIN_SOLO_SECONDS = 0.2
-MAX_SOLO_SECONDS = 5.0
+MAX_SOLO_SECONDS = 10.0
 # Deferrals whose copy has not come back yet that are remembered (a copy another consumer took
 # never comes back to this one): the oldest are forgotten first.
 MAX_OPEN_LAPS = 10_000
@@ -69,8 +70,10 @@ class FairShare:
 
     def newcomers(self) -> None:
         """Requests were published since the last look (the queue grew): they may be somebody
-        else's, behind the one actor's, so look again at once."""
+        else's, behind the one actor's, so look again at once. Copies deferred so far stand
+        ahead of them: their laps end before reaching them and say nothing about them."""
         self._alone_until.clear()
+        self._laps.clear()
 
     def decide(
         self, actor_id: int | None, *, redelivered: bool, lap: str | None = None

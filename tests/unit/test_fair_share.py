@@ -157,6 +157,14 @@ class TestAnActorAlone:
         assert not fair.anyone_alone
         assert fair.decide(A, redelivered=False) is not None
 
+    def test_laps_opened_before_newcomers_do_not_count_as_having_looked_at_them(self) -> None:
+        fair = FairShare(1)
+        running(fair, A, 1)
+        deferral = fair.decide(A, redelivered=False)
+        assert deferral is not None
+        fair.newcomers()
+        assert fair.decide(A, redelivered=False, lap=deferral.lap) is not None
+
     def test_a_lap_the_consumer_never_opened_tells_nothing(self) -> None:
         fair = FairShare(1)
         running(fair, A, 1)
