@@ -63,11 +63,6 @@ class FairShare:
     def running(self, actor_id: int) -> int:
         return self._running[actor_id]
 
-    @property
-    def anyone_alone(self) -> bool:
-        now = self._clock()
-        return any(until > now for until in self._alone_until.values())
-
     def newcomers(self) -> None:
         """Requests were published since the last look (the queue grew): they may be somebody
         else's, behind the one actor's, so look again at once. Copies deferred so far stand

@@ -89,15 +89,15 @@ class TestTinyFairnessBenchmarkPrints:
         rounds = tiny_run["rounds"]
         for phase in PHASES:
             medians = statistics.median(r[phase]["other_median_ms"] for r in rounds)
-            assert tiny_run["other_median_ms"][phase] == pytest.approx(medians, abs=0.05)
+            assert tiny_run["other_median_ms"][phase] == pytest.approx(medians, abs=0.051)
         latency = statistics.median(
             r["fair"]["other_median_ms"] / r["alone"]["other_median_ms"] for r in rounds
         )
         drop = statistics.median(
             100 * (1 - r["fair"]["ops_per_s"] / r["off"]["ops_per_s"]) for r in rounds
         )
-        assert tiny_run["other_latency_ratio"] == pytest.approx(latency, abs=0.005)
-        assert tiny_run["throughput_drop_percent"] == pytest.approx(drop, abs=0.05)
+        assert tiny_run["other_latency_ratio"] == pytest.approx(latency, abs=0.0051)
+        assert tiny_run["throughput_drop_percent"] == pytest.approx(drop, abs=0.051)
 
     def test_each_target_is_judged_on_the_printed_figure(self, tiny_run):
         targets = tiny_run["targets"]

@@ -152,9 +152,8 @@ class TestAnActorAlone:
         deferral = fair.decide(A, redelivered=False)
         assert deferral is not None
         fair.decide(A, redelivered=False, lap=deferral.lap)
-        assert fair.anyone_alone
+        assert fair.decide(A, redelivered=False) is None, "alone"
         fair.newcomers()
-        assert not fair.anyone_alone
         assert fair.decide(A, redelivered=False) is not None
 
     def test_laps_opened_before_newcomers_do_not_count_as_having_looked_at_them(self) -> None:
