@@ -17,8 +17,9 @@ Each batch has `--ops` order updates, each on an order no other operation touche
 publish → completion event; throughput is every operation of the phase over the time from the
 first publish to the last completion. Prints one JSON line: medians over the rounds of B's
 median latency per phase, the paired ratios (fair ÷ alone for B's latency, 1 − fair ÷ off for
-the throughput drop), the deferrals each phase's service counted (batchops_deferred_total),
-the targets, and every round's figures. Progress goes to stderr.
+the throughput drop), the peak RSS of each phase's service (VmHWM, the largest over the
+rounds: with fair share on it holds up to BATCHOPS_FAIR_WINDOW deliveries in memory), the
+targets, and every round's figures. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -30,15 +31,12 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import sys
 import tempfile
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import httpx
 
 from bench.e2e import Driver, drive, order_batch
 from bench.environment import (
@@ -80,7 +78,7 @@ class Phase:
     other_median_ms: float
     ops_per_s: float
     seconds: float
-    deferrals: int
+    rss_mb: float
 
 
 def _requests(
@@ -107,30 +105,14 @@ async def _scenario(driver: Driver, orders: OrderIds, sizes: Sizes, phase: str) 
         other_median_ms=round(statistics.median(latencies), 1),
         ops_per_s=round((len(flood) + len(few)) * sizes.ops / seconds, 1),
         seconds=round(seconds, 3),
-        deferrals=0,
+        rss_mb=0.0,
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _deferrals(port: int) -> int:
-    async with httpx.AsyncClient() as client:
-        text = (await client.get(f"http://127.0.0.1:{port}/metrics", timeout=10)).text
-    for line in text.splitlines():
-        if line.startswith("batchops_deferred_total "):
-            return int(float(line.split()[1]))
-    return 0
 
 
 async def _phase(
     sizes: Sizes, phase: str, db_url: str, amqp_url: str, ns: str, orders: OrderIds, logs: Path
 ) -> Phase:
-    port = _free_port()
-    env = {"BATCHOPS_PREFETCH": str(sizes.prefetch), "BATCHOPS_METRICS_PORT": str(port)}
+    env = {"BATCHOPS_PREFETCH": str(sizes.prefetch)}
     if phase == "off":
         env["BATCHOPS_FAIR_SHARE"] = "0"
     options = Options(0, sizes.ops, 1, 0, 0, service_env=env)
@@ -144,10 +126,10 @@ async def _phase(
             result.append(await _scenario(driver, orders, sizes, phase))
 
         await drive(amqp_url, ns, scenario, timeout=sizes.timeout, operation_sink=True)
-        deferred = await _deferrals(port)
+        rss_mb = service.peak_rss_mb()  # VmHWM dies with the process
     finally:
         await service.stop(sizes.timeout)
-    return Phase(**{**asdict(result[0]), "deferrals": deferred})
+    return Phase(**{**asdict(result[0]), "rss_mb": rss_mb})
 
 
 def _paired(rounds: list[dict[str, Phase]]) -> dict[str, float]:
@@ -171,7 +153,7 @@ def report(
             p: round(statistics.median(r[p].ops_per_s for r in rounds), 1) for p in ("fair", "off")
         },
         **paired,
-        "deferrals": {p: [r[p].deferrals for r in rounds] for p in PHASES},
+        "peak_rss_mb": {p: max(r[p].rss_mb for r in rounds) for p in PHASES},
         "targets": {
             "other_latency_within_3x_of_alone": paired["other_latency_ratio"] <= LATENCY_TARGET,
             "throughput_drop_at_most_10_percent": paired["throughput_drop_percent"] <= DROP_TARGET,

@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.adapters.database import create_engine
 from consumer.adapters.db_faults import classify
-from consumer.adapters.deferral import Deferrals
 from consumer.adapters.event_publisher import EventPublisher
 from consumer.adapters.pg import ConnectionPool
 from consumer.adapters.serial import SerialGate
@@ -29,14 +28,13 @@ from consumer.observability import ProcessTelemetry
 from consumer.service_layer.availability import DatabaseAvailability
 from consumer.service_layer.events import EventFactory
 from consumer.service_layer.executor import BatchExecutor
-from consumer.service_layer.fair_share import FairShare
 from consumer.service_layer.handlers import HANDLERS, OperationHandler
 from consumer.service_layer.intake import IntakePolicy
 from consumer.service_layer.job_control import JobControl
 from consumer.service_layer.registry import load_custom_handlers
 from consumer.service_layer.retry import RetryPolicy, Transactions, instrument_retries
 from consumer.service_layer.unit_of_work import AbstractUnitOfWork
-from publisher import BatchPublisher, broker_user, connect_robust
+from publisher import BatchPublisher, connect_robust
 
 log = structlog.get_logger(__name__)
 
@@ -104,9 +102,7 @@ class Service:
             )
             self.relay.publisher.attach(await self._connection.channel(publisher_confirms=True))
             await self.consumer.start(
-                await self._connection.channel(),
-                await self._connection.channel(),
-                await self._connection.channel(publisher_confirms=True),
+                await self._connection.channel(), await self._connection.channel()
             )
         if self.http:
             await self._start_http(self.settings.http_port)
@@ -177,10 +173,6 @@ class Service:
             if self.consume
             else []
         )
-        if self.consume and self.consumer.deferrals is not None:
-            background.append(
-                asyncio.create_task(self.consumer.watch_arrivals(), name="arrivals-watch")
-            )
         if self.queue_watch is not None:
             background.append(
                 asyncio.create_task(self.queue_watch.run(relay_stopping), name="queue-watch")
@@ -264,12 +256,8 @@ def bootstrap(
             settings.prefetch,
             availability,
             gate=gate,
-            fair_share=FairShare(settings.fair_share_limit),
-            deferrals=(
-                Deferrals(settings.topology, broker_user(settings.amqp_url))
-                if settings.fair_share_limit is not None
-                else None
-            ),
+            fair_share=settings.fair_share_limit,
+            window=settings.fair_window,
         ),
         queue_watch=QueueWatch(settings.amqp_url, settings.topology, settings.broker_poll_seconds),
         consume=consume,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts import (
@@ -38,10 +38,15 @@ class Settings(BaseSettings):
     allowed_publishers: list[str] = Field(default_factory=list)
 
     prefetch: PositiveInt = 8
-    # Batches one actor may have running in this consumer while others' wait; beyond it its
-    # deliveries are deferred to the back of the queue. Unset: half the prefetch (at least 1);
-    # 0 turns fair share off, and so does serialize_batches (queue order comes first there).
+    # Batches one actor may have running in this consumer while others' wait for a slot.
+    # Unset: half the prefetch (at least 1); 0 turns fair share off, and so does
+    # serialize_batches (queue order comes first there).
     fair_share: int | None = Field(None, ge=0)
+    # With fair share on: deliveries the broker hands this consumer (held unacknowledged in
+    # memory until a slot frees), so that other actors' batches behind a flood reach it. 1024
+    # sees past a flood of a thousand batches at a few MB of typical requests (docs/operations.md).
+    # The broker's prefetch count is a 16-bit number.
+    fair_window: int = Field(1024, ge=1, le=65535)
     # Run batches one at a time across every consumer (a PostgreSQL advisory lock): for
     # producers that need batches touching the same resources applied in queue order.
     serialize_batches: bool = False
@@ -97,9 +102,18 @@ class Settings(BaseSettings):
         broker_nodes(value)  # raises ValueError, which pydantic reports as a bad setting
         return value
 
+    @model_validator(mode="after")
+    def _window_holds_the_prefetch(self) -> Settings:
+        if self.fair_share_limit is not None and self.fair_window < self.prefetch:
+            raise ValueError(
+                f"BATCHOPS_FAIR_WINDOW ({self.fair_window}) must be at least BATCHOPS_PREFETCH "
+                f"({self.prefetch}): the window holds the batches that run and those waiting"
+            )
+        return self
+
     @property
     def fair_share_limit(self) -> int | None:
-        """Batches per actor in flight before its next ones are deferred; None: no limit."""
+        """Batches one actor may have running while others' wait; None: fair share is off."""
         if self.serialize_batches:
             return None
         if self.fair_share is None:

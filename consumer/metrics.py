@@ -11,9 +11,9 @@ __all__ = [
     "DATABASE_OUTAGES",
     "DATABASE_REACHABLE",
     "DEAD_LETTERED",
-    "DEFERRED",
     "DRY_RUNS_FINISHED",
     "EVENTS_RELAYED",
+    "FAIR_SHARE_WAITING",
     "HTTP_DURATION",
     "HTTP_REQUESTS",
     "IN_FLIGHT",
@@ -64,9 +64,9 @@ OPERATION_DURATION = Histogram(
 REDELIVERIES = Counter(
     "batchops_redeliveries_total", "Requests delivered again (after a crash, a requeue)"
 )
-DEFERRED = Counter(
-    "batchops_deferred_total",
-    "Requests sent to the back of the work queue because their actor was over its fair share",
+FAIR_SHARE_WAITING = Gauge(
+    "batchops_fair_share_waiting",
+    "Deliveries held unacknowledged in the fair-share window, waiting for a slot to run",
 )
 DEAD_LETTERED = Counter(
     "batchops_dead_lettered_total", "Requests sent to the dead-letter queue by the consumer"

@@ -11,42 +11,31 @@ from contextlib import AbstractAsyncContextManager
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.exceptions import ChannelInvalidStateError
 
 from consumer import metrics
-from consumer.adapters.deferral import Deferrals
 from consumer.log_config import LogThrottle
 from consumer.service_layer.availability import DatabaseAvailability
 from consumer.service_layer.batch_run import Disposition, Interrupted
 from consumer.service_layer.executor import BatchExecutor
-from consumer.service_layer.fair_share import FairShare
+from consumer.service_layer.fair_share import FairScheduler
 from consumer.service_layer.intake import Delivery, peek_actor
 from contracts import Topology
 from publisher import declare_topology
 
 log = structlog.get_logger(__name__)
-# Deliveries in hand per batch that may run, when fair share defers some (see __init__).
-DEFERRAL_HEADROOM = 4
-# How often the work queue's depth is read with fair share on (see watch_arrivals).
-ARRIVALS_SECONDS = 0.25
-ARRIVALS_SLACK = 8
 _throttled = LogThrottle(log)
 
 
 def to_delivery(
-    message: AbstractIncomingMessage,
-    *,
-    dead_lettered: bool = False,
-    give_up: bool = False,
-    user_id: str | None = None,
+    message: AbstractIncomingMessage, *, dead_lettered: bool = False, give_up: bool = False
 ) -> Delivery:
-    """`user_id`: the publisher's broker user when it is not the message's own (a deferred
-    copy's)."""
     headers = message.headers or {}
     count = headers.get("x-delivery-count", 0)
     traceparent = headers.get("traceparent")
     return Delivery(
         body=message.body,
-        user_id=user_id or message.user_id,
+        user_id=message.user_id,
         message_id=message.message_id,
         correlation_id=message.correlation_id,
         reply_to=message.reply_to,
@@ -72,6 +61,10 @@ def gave_up_on(message: AbstractIncomingMessage, requests_queue: str) -> bool:
 class RequestConsumer:
     """Feeds the requests queue to the executor, up to `prefetch` batches at a time.
 
+    With fair share on, the broker hands it up to `window` deliveries; those that wait for a
+    slot are held unacknowledged, and FairScheduler picks which runs next (docs/operations.md,
+    "Fair share"). Otherwise the window is the prefetch, and batches run in delivery order.
+
     While the database is unreachable it takes no deliveries (it cancels its subscriptions) and
     the batches in hand wait, unacknowledged: a requeue would spend a delivery attempt, and
     the delivery limit is for poison messages, not for outages."""
@@ -83,24 +76,18 @@ class RequestConsumer:
         prefetch: int,
         availability: DatabaseAvailability,
         gate: Callable[[], AbstractAsyncContextManager[None]] | None = None,
-        fair_share: FairShare | None = None,
-        deferrals: Deferrals | None = None,
+        fair_share: int | None = None,
+        window: int | None = None,
     ) -> None:
         self._executor = executor
-        # Without a share (or a way to defer) every delivery runs at once.
-        self.fair_share = fair_share or FairShare(None)
-        self.deferrals = deferrals
+        self.scheduler = FairScheduler(prefetch, fair_share, metrics.FAIR_SHARE_WAITING.set)
+        # Fair share needs deliveries to choose from; without it nothing waits in hand.
+        self._window = max(window or prefetch, prefetch) if fair_share is not None else prefetch
         self._availability = availability
         # Entered around every batch; BATCHOPS_SERIALIZE_BATCHES makes it one batch at a time.
         self._gate = gate or contextlib.nullcontext
         self._topology = topology
         self._prefetch = prefetch
-        # With fair share the broker hands out more than `prefetch` deliveries, so that many
-        # over-share ones can be deferred at once (each waits for a confirm from the quorum
-        # queue: a few at a time, a lap of a long queue took seconds); still only `prefetch`
-        # batches run at once.
-        self._broker_prefetch = prefetch * DEFERRAL_HEADROOM if deferrals else prefetch
-        self._running = asyncio.Semaphore(prefetch)
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
@@ -111,9 +98,6 @@ class RequestConsumer:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._last_delivery = time.monotonic()
-        self._delivered = 0
-        # Deferred copies the broker confirmed (so they are in the queue): see watch_arrivals.
-        self._copies = 0
         # Kept by the watchdog: false once the broker cancelled our consumer.
         self._broker_knows_us = False
         self.resubscriptions = 0
@@ -137,19 +121,11 @@ class RequestConsumer:
         consumers: dict[str, object] = getattr(underlay, "consumers", {})
         return self._consumer_tag in consumers
 
-    async def start(
-        self,
-        channel: AbstractChannel,
-        reconcile_channel: AbstractChannel,
-        deferral_channel: AbstractChannel | None = None,
-    ) -> None:
+    async def start(self, channel: AbstractChannel, reconcile_channel: AbstractChannel) -> None:
         """Declare the topology and subscribe, unless the database does not answer: then the
-        subscription waits for it (see `follow_database`). Deferred requests are published
-        on `deferral_channel` (publisher confirms on)."""
+        subscription waits for it (see `follow_database`)."""
         self._channel = channel
-        if self.deferrals is not None and deferral_channel is not None:
-            self.deferrals.attach(deferral_channel)
-        await channel.set_qos(prefetch_count=self._broker_prefetch)
+        await channel.set_qos(prefetch_count=self._window)
         await declare_topology(channel, self._topology)
         self._queue = await channel.get_queue(self._topology.requests_queue)
         # Dead letters run one at a time: a poison batch must not take a bystander down again.
@@ -187,7 +163,12 @@ class RequestConsumer:
             self._reconcile_tag = await self._reconcile.consume(self._on_dead_letter)
         self._broker_knows_us = True
         self._last_delivery = time.monotonic()
-        log.info("consuming", queue=self._topology.requests_queue, prefetch=self._prefetch)
+        log.info(
+            "consuming",
+            queue=self._topology.requests_queue,
+            prefetch=self._prefetch,
+            window=self._window,
+        )
 
     async def _unsubscribe(self) -> None:
         """Take no more deliveries; those in hand stay unacknowledged and wait."""
@@ -212,43 +193,11 @@ class RequestConsumer:
                 return
             except TimeoutError:
                 pass
+            self.scheduler.drop_stale()
             try:
                 await self._check_liveness(stall_seconds)
             except Exception as exc:  # noqa: BLE001 - the broker may be away; try again later
                 _throttled.warning("watchdog_check_failed", error=repr(exc))
-
-    async def watch_arrivals(self, interval: float = ARRIVALS_SECONDS) -> None:
-        """Until stop(), with fair share on: tell it when requests were published (see
-        FairShare.newcomers), since they may be somebody else's and wait behind everything.
-        Published = what the queue's depth gained, plus what was delivered, minus our own
-        copies; a few are allowed for deliveries still on their way at either reading."""
-        last: tuple[int, int, int] | None = None
-        while not self._stopping.is_set():
-            try:
-                await asyncio.wait_for(self._stopping.wait(), interval)
-                return
-            except TimeoutError:
-                pass
-            channel = self.deferrals.channel if self.deferrals is not None else None
-            if channel is None or channel.is_closed:
-                last = None
-                continue
-            try:
-                ready = await self._ready_count(channel)
-            except Exception as exc:  # noqa: BLE001 - the broker may be away; try again later
-                _throttled.warning("queue_depth_check_failed", error=repr(exc))
-                last = None
-                continue
-            now = (ready, self._delivered, self._copies)
-            if last is not None:
-                published = (now[0] - last[0]) + (now[1] - last[1]) - (now[2] - last[2])
-                if published > ARRIVALS_SLACK:
-                    self.fair_share.newcomers()
-            last = now
-
-    async def _ready_count(self, channel: AbstractChannel) -> int:
-        waiting = await channel.declare_queue(self._topology.requests_queue, passive=True)
-        return waiting.declaration_result.message_count or 0
 
     async def _check_liveness(self, stall_seconds: float) -> None:
         if self._paused:
@@ -265,7 +214,8 @@ class RequestConsumer:
             await self._subscribe()
             self.resubscriptions += 1
             return
-        ready = await self._ready_count(self._channel)
+        waiting = await self._channel.declare_queue(self._topology.requests_queue, passive=True)
+        ready = waiting.declaration_result.message_count or 0
         idle_for = time.monotonic() - self._last_delivery
         if ready and not self._in_flight and idle_for > stall_seconds:
             log.warning("consumer_stalled_resubscribing", ready=ready, idle_seconds=idle_for)
@@ -286,6 +236,8 @@ class RequestConsumer:
         # Before any await: no batch may start another operation once stopping is logged.
         self._executor.request_stop()
         self._stopping.set()
+        # Held deliveries do not start now; unacknowledged, they go back when the channel closes.
+        self.scheduler.close()
         log.info("consumer_stopping", in_flight=len(self._in_flight), timeout=timeout)
         if self._queue is not None and self._consumer_tag is not None:
             try:
@@ -305,7 +257,6 @@ class RequestConsumer:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self._last_delivery = time.monotonic()
-        self._delivered += 1
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
@@ -329,58 +280,28 @@ class RequestConsumer:
                 giving_up=message.redelivered,
             )
             metrics.DEAD_LETTERED.inc()
-            delivery = to_delivery(
-                message,
-                dead_lettered=True,
-                give_up=bool(message.redelivered),
-                user_id=self.deferrals.user_of(message) if self.deferrals is not None else None,
-            )
+            delivery = to_delivery(message, dead_lettered=True, give_up=bool(message.redelivered))
             with metrics.IN_FLIGHT.track_inprogress():
                 await self._executor.handle(delivery)
 
     async def _settle(self, message: AbstractIncomingMessage) -> None:
-        deferrals = self.deferrals
-        user = deferrals.user_of(message) if deferrals is not None else None
-        delivery = to_delivery(message, user_id=user)
+        delivery = to_delivery(message)
         if message.redelivered or delivery.delivery_count:
             metrics.REDELIVERIES.inc()
-        actor = peek_actor(delivery.body) if deferrals is not None else None
-        if await self._deferred(message, delivery, actor):
-            return
-        self.fair_share.started(actor)
+        actor = peek_actor(delivery.body) if self.scheduler.share is not None else None
+        if not await self.scheduler.turn(actor, live=lambda: _channel_open(message)):
+            return  # shutting down, or its channel is gone: the broker hands it out again
         try:
             await self._run(message, delivery)
         finally:
-            self.fair_share.finished(actor)
-
-    async def _deferred(
-        self, message: AbstractIncomingMessage, delivery: Delivery, actor: int | None
-    ) -> bool:
-        """True when the request went to the back of the queue, its actor being over its share
-        (False when it should run now, or its copy was not confirmed: then it runs now)."""
-        if self.deferrals is None:
-            return False
-        deferral = self.fair_share.decide(
-            actor,
-            redelivered=bool(message.redelivered or delivery.delivery_count),
-            lap=self.deferrals.lap_of(message),
-        )
-        if deferral is None or not await self.deferrals.defer(message, deferral.lap):
-            return False
-        metrics.DEFERRED.inc()
-        self._copies += 1
-        # Should this ack be lost, the broker hands the original out again: it then runs (a
-        # redelivery is never deferred) and the copy finds the batch done.
-        await message.ack()
-        return True
+            self.scheduler.done(actor)
 
     async def _run(self, message: AbstractIncomingMessage, delivery: Delivery) -> None:
         async with message.process(requeue=True, ignore_processed=True):
             try:
-                async with self._running:
-                    with metrics.IN_FLIGHT.track_inprogress():
-                        async with self._gate():
-                            disposition = await self._executor.handle(delivery)
+                with metrics.IN_FLIGHT.track_inprogress():
+                    async with self._gate():
+                        disposition = await self._executor.handle(delivery)
             except Interrupted:
                 log.info("batch_left_for_redelivery")
                 await message.nack(requeue=True)
@@ -390,3 +311,13 @@ class RequestConsumer:
                 await message.reject(requeue=False)
             else:
                 await message.ack()
+
+
+def _channel_open(message: AbstractIncomingMessage) -> bool:
+    """False once the channel the message came on closed: a robust connection's new channel
+    knows nothing of its delivery tag, and the broker has handed the message back already."""
+    try:
+        message.channel  # noqa: B018 - the property raises once the channel closed
+    except ChannelInvalidStateError:
+        return False
+    return True

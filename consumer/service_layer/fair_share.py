@@ -1,133 +1,214 @@
-"""Fair share between actors (docs/contract.md, "Fair share"): which delivery runs now and which
-is deferred to the back of the work queue, so that one actor's flood does not starve the others.
+"""Fair share between actors (docs/contract.md, "Guarantees"): which of the deliveries in hand
+runs when a slot frees, so that one actor's flood does not starve the others.
 
-The count of batches in flight is kept in memory, per consumer process: it costs nothing per
-batch (a count in PostgreSQL would be a query per delivery, and the status it counts is only
-written once a batch starts). With N competing consumers an actor may therefore have up to
-N x share batches running in all; each consumer still lets the other actors' batches past.
+The broker hands a consumer a window of deliveries (more than it runs at once); they wait here,
+unacknowledged, in one FIFO lane per actor. Holding a delivery spends no delivery attempt: the
+quorum queue only counts one when a delivery comes back. When a slot frees, the waiting delivery
+of the actor with the fewest batches running among those under their share runs (the oldest
+first on a tie); if every waiting delivery's actor is at or over its share, the oldest runs
+anyway, so that an actor alone uses every slot.
+
+Counts are per consumer process: free per batch (a count in PostgreSQL would be a query per
+delivery). With N competing consumers an actor may have up to N x share batches running.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections import Counter, OrderedDict
+import asyncio
+import itertools
+from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
-# A lap in which this consumer saw nobody else's batch means that only over-share work waits:
-# deferring then just spins the queue. The actor runs at full speed ("alone") for this many
-# laps' time before the next lap looks again, so looking costs about 1 / (SOLO_LAPS + 1) of
-# the time. Newcomers are mostly noticed sooner, by the queue growing (`newcomers`); this is
-# the fallback for those who publish too little to make it grow.
-SOLO_LAPS = 10
-# Bounds of that time: a lap of a few messages takes milliseconds, and a very long one must
-# not leave a newcomer waiting for minutes.
-MIN_SOLO_SECONDS = 0.2
-MAX_SOLO_SECONDS = 10.0
-# Deferrals whose copy has not come back yet that are remembered (a copy another consumer took
-# never comes back to this one): the oldest are forgotten first.
-MAX_OPEN_LAPS = 10_000
+T = TypeVar("T")
+# A delivery without a valid actor_id (it will be refused) gets a lane of its own.
+NO_ACTOR = None
 
 
-@dataclass(frozen=True, slots=True)
-class Deferral:
-    """Defer the delivery; `lap` goes with its copy, to recognise it when it comes back."""
+@dataclass(eq=False, slots=True)
+class Waiting(Generic[T]):
+    item: T
+    actor: int | None
+    arrival: int
 
-    lap: str
 
+class FairQueue(Generic[T]):
+    """The choice alone, without asyncio: deliveries wait in lanes, `take` picks the next one.
 
-class FairShare:
-    """The decision for each delivery, and the count of batches each actor has running here.
+    `share` None: fair share is off, and deliveries run in arrival order."""
 
-    `share` None: fair share is off and every delivery runs at once."""
-
-    def __init__(self, share: int | None, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, slots: int, share: int | None) -> None:
+        self._slots = slots
         self._share = share
-        self._clock = clock
-        self._running: Counter[int] = Counter()
-        # Deliveries seen per actor, and in all: "did anybody else's come in meanwhile?"
-        self._seen: Counter[int] = Counter()
-        self._seen_total = 0
-        # lap id -> (actor, deliveries of other actors seen by then, when it was deferred)
-        self._laps: OrderedDict[str, tuple[int, int, float]] = OrderedDict()
-        self._alone_until: dict[int, float] = {}
-        self._prefix = uuid.uuid4().hex[:12]
-        self._next_lap = 0
-        self.deferrals = 0
+        self._lanes: dict[int | None, deque[Waiting[T]]] = {}
+        self._running: Counter[int | None] = Counter()
+        self._arrivals = itertools.count()
+        # The most batches that ran at once (observability, and tests).
+        self.busiest = 0
 
     @property
-    def share(self) -> int | None:
-        return self._share
+    def waiting(self) -> int:
+        return sum(len(lane) for lane in self._lanes.values())
 
-    def running(self, actor_id: int) -> int:
-        return self._running[actor_id]
+    @property
+    def running_total(self) -> int:
+        return self._running.total()
 
-    def newcomers(self) -> None:
-        """Requests were published since the last look (the queue grew): they may be somebody
-        else's, behind the one actor's, so look again at once. Copies deferred so far stand
-        ahead of them: their laps end before reaching them and say nothing about them."""
-        self._alone_until.clear()
-        self._laps.clear()
+    def running(self, actor: int | None) -> int:
+        return self._running[actor]
 
-    def decide(
-        self, actor_id: int | None, *, redelivered: bool, lap: str | None = None
-    ) -> Deferral | None:
-        """A Deferral when this delivery should wait at the back of the queue, else None (then
-        call `started` and, once it is settled, `finished`).
+    def arrive(self, item: T, actor: int | None) -> Waiting[T]:
+        waiting = Waiting(item, actor, next(self._arrivals))
+        self._lanes.setdefault(actor, deque()).append(waiting)
+        return waiting
 
-        A delivery the broker handed out before is never deferred: its attempts are spent
-        already, and the copy would start counting them afresh, out of reach of the delivery
-        limit. Neither is one without a valid actor_id: it is refused at once anyway."""
-        if actor_id is None or self._share is None:
+    def take(self) -> Waiting[T] | None:
+        """The delivery to run now, counted as running (call `finished` once it is done); None
+        while every slot is busy or nothing waits."""
+        if self._running.total() >= self._slots or not self._lanes:
             return None
-        now = self._clock()
-        self._note_seen(actor_id, lap, now)
-        if redelivered or self._running[actor_id] < self._share:
-            return None
-        if self._alone_until.get(actor_id, 0.0) > now:
-            return None
-        return self._defer(actor_id, now)
+        heads = [lane[0] for lane in self._lanes.values()]
+        under = [
+            h for h in heads if self._share is not None and self._running[h.actor] < self._share
+        ]
+        if under:
+            chosen = min(under, key=lambda h: (self._running[h.actor], h.arrival))
+        else:
+            # Nobody under their share waits (or fair share is off): the slot must not idle.
+            chosen = min(heads, key=lambda h: h.arrival)
+        self._pop(chosen)
+        self._running[chosen.actor] += 1
+        self.busiest = max(self.busiest, self._running.total())
+        return chosen
 
-    def started(self, actor_id: int | None) -> None:
-        if actor_id is not None:
-            self._running[actor_id] += 1
+    def finished(self, actor: int | None) -> None:
+        self._running[actor] -= 1
+        if self._running[actor] <= 0:
+            del self._running[actor]
 
-    def finished(self, actor_id: int | None) -> None:
-        if actor_id is None:
-            return
-        self._running[actor_id] -= 1
-        if self._running[actor_id] <= 0:
-            del self._running[actor_id]
+    def remove(self, waiting: Waiting[T]) -> bool:
+        """Forget a delivery that still waits; False if it was taken already."""
+        lane = self._lanes.get(waiting.actor)
+        if lane is None or waiting not in lane:
+            return False
+        lane.remove(waiting)
+        if not lane:
+            del self._lanes[waiting.actor]
+        return True
 
-    def _note_seen(self, actor_id: int, lap: str | None, now: float) -> None:
-        others_before = self._seen_total - self._seen[actor_id]
-        if any(a != actor_id for a in self._alone_until):
-            # Somebody else's batch is here: the others are not alone any more.
-            self._alone_until = {a: t for a, t in self._alone_until.items() if a == actor_id}
-        self._seen[actor_id] += 1
-        self._seen_total += 1
-        opened = self._laps.pop(lap, None) if lap is not None else None
-        if opened is None:
-            return
-        deferred_actor, others_then, deferred_at = opened
-        if deferred_actor == actor_id and others_before == others_then:
-            # A whole lap of the queue went by with nobody else's batch in it.
-            lap_seconds = now - deferred_at
-            alone_for = min(max(SOLO_LAPS * lap_seconds, MIN_SOLO_SECONDS), MAX_SOLO_SECONDS)
-            self._alone_until[actor_id] = now + alone_for
-            # Its other copies in the queue were deferred before: while it runs alone the queue
-            # is not scanned, so their laps would say "nobody else" without having looked.
-            for lap_id in [k for k, (a, _, _) in self._laps.items() if a == actor_id]:
-                del self._laps[lap_id]
+    def drain(self, keep: Callable[[T], bool] = lambda _: False) -> list[T]:
+        """Remove and return every waiting delivery for which `keep` is false."""
+        dropped: list[T] = []
+        for actor in list(self._lanes):
+            lane = self._lanes[actor]
+            kept = deque(w for w in lane if keep(w.item))
+            dropped.extend(w.item for w in lane if not keep(w.item))
+            if kept:
+                self._lanes[actor] = kept
+            else:
+                del self._lanes[actor]
+        return dropped
 
-    def _defer(self, actor_id: int, now: float) -> Deferral:
-        self._next_lap += 1
-        lap = f"{self._prefix}-{self._next_lap}"
-        # Counted before this delivery was seen: its own arrival is not "somebody else".
-        others = self._seen_total - self._seen[actor_id]
-        self._laps[lap] = (actor_id, others, now)
-        while len(self._laps) > MAX_OPEN_LAPS:
-            self._laps.popitem(last=False)
-        self.deferrals += 1
-        return Deferral(lap)
+    def _pop(self, chosen: Waiting[T]) -> None:
+        lane = self._lanes[chosen.actor]
+        lane.popleft()
+        if not lane:
+            del self._lanes[chosen.actor]
+
+
+@dataclass(eq=False, slots=True)
+class _Turn:
+    """A held delivery's wait for its slot: True runs it, False returns it unrun."""
+
+    live: Callable[[], bool]
+    granted: asyncio.Future[bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class FairScheduler:
+    """`FairQueue` for the consumer's delivery tasks: each awaits `turn` before running its
+    batch, and calls `done` after."""
+
+    def __init__(
+        self, slots: int, share: int | None, on_change: Callable[[int], None] = lambda _: None
+    ) -> None:
+        self._queue: FairQueue[_Turn] = FairQueue(slots, share)
+        self._closed = False
+        # Told the number of deliveries held waiting after each change (a gauge).
+        self._on_change = on_change
+        # The most deliveries held waiting at once (observability, and tests).
+        self.most_waiting = 0
+        self.share = share
+
+    @property
+    def waiting(self) -> int:
+        return self._queue.waiting
+
+    @property
+    def busiest(self) -> int:
+        return self._queue.busiest
+
+    def running(self, actor: int | None) -> int:
+        return self._queue.running(actor)
+
+    async def turn(self, actor: int | None, live: Callable[[], bool]) -> bool:
+        """Wait until this delivery may run: True, then run it and call `done(actor)`; False
+        when it must not run (the scheduler closed, or `live()` turned false: its channel is
+        gone) and the delivery is left as it is, unacknowledged."""
+        if self._closed:
+            return False
+        turn = _Turn(live)
+        waiting = self._queue.arrive(turn, actor)
+        self._grant()
+        try:
+            return await turn.granted
+        except asyncio.CancelledError:
+            granted = turn.granted
+            taken = not self._queue.remove(waiting)
+            if taken and granted.done() and not granted.cancelled() and granted.result():
+                self.done(actor)  # granted, but never to run: its slot goes on
+            self._changed()
+            raise
+
+    def done(self, actor: int | None) -> None:
+        self._queue.finished(actor)
+        self._grant()
+
+    def drop_stale(self) -> None:
+        """Return unrun the held deliveries whose channel closed (a reconnect): their delivery
+        tags mean nothing on the new channel, and the broker hands them out again there."""
+        for turn in self._queue.drain(keep=lambda t: t.live()):
+            _refuse(turn)
+        self._changed()
+
+    def close(self) -> None:
+        """Shutting down: what waits will not run (nor anything arriving later); it is left
+        unacknowledged for the broker to hand out again once the channel closes."""
+        self._closed = True
+        for turn in self._queue.drain():
+            _refuse(turn)
+        self._changed()
+
+    def _grant(self) -> None:
+        while (waiting := self._queue.take()) is not None:
+            turn = waiting.item
+            if turn.granted.done():  # its task was cancelled, the cleanup still to run
+                self._queue.finished(waiting.actor)
+            elif turn.live():
+                turn.granted.set_result(True)
+            else:
+                self._queue.finished(waiting.actor)
+                turn.granted.set_result(False)
+        self._changed()
+
+    def _changed(self) -> None:
+        waiting = self._queue.waiting
+        self.most_waiting = max(self.most_waiting, waiting)
+        self._on_change(waiting)
+
+
+def _refuse(turn: _Turn) -> None:
+    if not turn.granted.done():
+        turn.granted.set_result(False)

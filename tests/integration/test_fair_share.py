@@ -1,6 +1,7 @@
-"""Fair share on the real broker (docs/contract.md, "Fair share"): one actor's flood does not
-starve the others, deferring spends no delivery attempt, an actor alone is not looped, and the
-duplicate a crash mid-deferral leaves runs once."""
+"""Fair share on the real broker (docs/contract.md, "Guarantees"): one actor's flood does not
+starve the others, holding deliveries spends no delivery attempt, an actor alone uses every
+slot in queue order, and a consumer stopped with a window in hand leaves every batch to run
+once elsewhere."""
 
 from __future__ import annotations
 
@@ -8,15 +9,14 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aio_pika
 import pytest
 
-from consumer.adapters.deferral import Deferrals
 from consumer.bootstrap import Service
 from consumer.config import Settings
 from contracts import BatchCompleted, BatchRequest, Event
-from publisher import BatchPublisher, broker_user
-from tests.integration.helpers import batch, dead_letters, eventually, patch, result_rows
+from publisher import BatchPublisher
+from tests.integration.helpers import batch, batch_row, dead_letters, eventually, patch
+from tests.integration.in_process import InProcessConsumer
 from tests.support import EventLog, listen
 
 FLOODER, OTHER = 6, 1  # professional 1 and the admin of the seeded marketplace
@@ -25,8 +25,8 @@ FLOOD, FEW = 24, 3
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    # A delivery limit of 2: a deferral that spent an attempt would dead-letter a request that
-    # was deferred twice.
+    # A delivery limit of 2: a held delivery that spent an attempt, once handed back by a
+    # stopping consumer, would be dead-lettered.
     return settings.model_copy(update={"prefetch": 4, "fair_share": 1, "delivery_limit": 2})
 
 
@@ -43,8 +43,6 @@ async def events(settings: Settings) -> AsyncIterator[EventLog]:
 
 @pytest.fixture
 async def start(settings: Settings, events: EventLog) -> AsyncIterator[Any]:
-    from tests.integration.in_process import InProcessConsumer
-
     consumers = InProcessConsumer(settings)
     yield consumers.start
     await consumers.close()
@@ -77,6 +75,14 @@ async def all_completed(events: EventLog, bodies: list[dict[str, Any]]) -> list[
     return completed(received)
 
 
+def ran_once_each(events: EventLog, done: list[BatchCompleted], bodies: list[dict[str, Any]]):
+    """Every batch completed, and each of its operations ran once."""
+    assert {e.batch_id for e in done} == {uuid.UUID(b["batch_id"]) for b in bodies}
+    for body in bodies:
+        batch_id = uuid.UUID(body["batch_id"])
+        assert len(events.operations(batch_id)) == len(body["operations"]), batch_id
+
+
 class TestAFloodDoesNotStarveOthers:
     async def test_the_few_batches_of_another_actor_finish_before_the_floods_backlog(
         self, settings: Settings, events: EventLog, start: Any
@@ -93,14 +99,12 @@ class TestAFloodDoesNotStarveOthers:
             f"the other actor's batches finished at positions {others} of {len(order)}: "
             "behind most of the flood"
         )
-        assert service.consumer.fair_share.deferrals > 0
+        assert service.consumer.scheduler.busiest <= settings.prefetch
 
     async def test_without_fair_share_the_few_wait_for_the_whole_flood(
         self, settings: Settings, events: EventLog
     ) -> None:
         # The scenario above is one that needs fair share: switched off, FIFO order holds.
-        from tests.integration.in_process import InProcessConsumer
-
         consumers = InProcessConsumer(settings.model_copy(update={"fair_share": 0}))
         flood, few = work(FLOODER, FLOOD, ops=8), work(OTHER, FEW, ops=1)
         await publish_all(settings, flood + few)
@@ -113,8 +117,8 @@ class TestAFloodDoesNotStarveOthers:
         assert others[0] >= FLOOD - settings.prefetch, f"positions {others} of {len(order)}"
 
 
-class TestNoAttemptIsSpent:
-    async def test_requests_deferred_many_times_are_never_dead_lettered_and_run_once(
+class TestHoldingSpendsNoAttempt:
+    async def test_a_flood_held_in_the_window_is_never_dead_lettered_and_runs_once(
         self, settings: Settings, events: EventLog, start: Any
     ) -> None:
         flood, few = work(FLOODER, FLOOD, ops=8), work(OTHER, FEW, ops=1)
@@ -123,20 +127,15 @@ class TestNoAttemptIsSpent:
         service: Service = await start()
         done = await all_completed(events, flood + few)
 
-        # More deferrals than flood requests: some were deferred twice or more, which with a
-        # delivery limit of 2 would have dead-lettered them had a deferral counted.
-        assert service.consumer.fair_share.deferrals > FLOOD
+        # Most of the flood waited in hand, unacknowledged, while others ran; then none.
+        assert service.consumer.scheduler.most_waiting >= FLOOD // 2
+        assert service.consumer.scheduler.waiting == 0
         assert await dead_letters(settings.amqp_url, settings.topology.dead_letter_queue) == []
-        assert sorted(e.batch_id for e in done) == sorted(
-            uuid.UUID(b["batch_id"]) for b in flood + few
-        ), "every batch completes exactly once"
-        for body in flood[:3]:
-            rows = await result_rows(settings.database_url, body["batch_id"])
-            assert [r.index for r in rows] == list(range(8))
+        ran_once_each(events, done, flood + few)
 
 
 class TestAnActorAlone:
-    async def test_an_actor_alone_runs_its_batches_without_being_deferred_round_and_round(
+    async def test_an_actor_alone_runs_on_every_slot_in_queue_order(
         self, settings: Settings, events: EventLog, start: Any
     ) -> None:
         flood = work(FLOODER, FLOOD, ops=2)
@@ -145,54 +144,44 @@ class TestAnActorAlone:
         service: Service = await start()
         await all_completed(events, flood)
 
-        # One lap of the queue (each waiting request deferred about once) shows nobody else
-        # waits; after it the actor runs over its share instead of going round again.
-        assert 0 < service.consumer.fair_share.deferrals < 2 * FLOOD
+        assert settings.fair_share is not None
+        assert service.consumer.scheduler.busiest > settings.fair_share, "over its share"
+        rows = [await batch_row(settings.database_url, b["batch_id"]) for b in flood]
+        started = [row.created_at for row in rows if row is not None]
+        # Queue order: a batch never starts before one published `prefetch` places ahead of it
+        # (those in between may start in any order: they run side by side).
+        ahead = settings.prefetch
+        late = [n for n in range(FLOOD - ahead) if started[n] > started[n + ahead]]
+        assert late == [], f"batches started before one {ahead} places ahead of them: {late}"
 
 
-class TestACrashWhileDeferring:
-    async def test_the_copy_and_the_redelivered_original_run_the_batch_once(
-        self, settings: Settings, events: EventLog, start: Any
+class TestAConsumerStoppedWithAWindowInHand:
+    async def test_another_consumer_runs_every_batch_once(
+        self, settings: Settings, events: EventLog
     ) -> None:
-        body = work(OTHER, 1, ops=3)[0]
-        await publish_all(settings, [body])
-        await leave_a_deferred_copy_and_the_unacked_original(settings)
+        flood, few = work(FLOODER, FLOOD, ops=8), work(OTHER, FEW, ops=1)
+        await publish_all(settings, flood + few)
+        first = InProcessConsumer(settings)
+        service = await first.start()
 
-        await start()
+        async def holding() -> bool:
+            return service.consumer.scheduler.waiting > 0
 
-        def two_completions(received: list[tuple[str, Event]]) -> bool:
-            return len(completed(received)) == 2
+        try:
+            await eventually(holding, what="deliveries held waiting for a slot")
+        finally:
+            await first.close()  # must not wait for the held ones to run
+        assert service.consumer.scheduler.waiting == 0
+        left = len(flood + few) - len(completed(events.received))
+        assert left > 0, "the stopping consumer ran its held deliveries instead of leaving them"
 
-        first, second = completed(await events.wait_for(two_completions))
-        assert second == first, "the second copy re-sends the same completion"
-        batch_id = uuid.UUID(body["batch_id"])
-        assert len(events.operations(batch_id)) == 3, "no operation may run again"
-        rows = await result_rows(settings.database_url, batch_id)
-        assert [r.index for r in rows] == [0, 1, 2]
+        second = InProcessConsumer(settings)
+        try:
+            await second.start()
+            done = await all_completed(events, flood + few)
+        finally:
+            await second.close()
+        # Each held delivery went back once (an attempt, as for any unacknowledged delivery):
+        # with a delivery limit of 2 that dead-letters none.
         assert await dead_letters(settings.amqp_url, settings.topology.dead_letter_queue) == []
-
-
-async def leave_a_deferred_copy_and_the_unacked_original(settings: Settings) -> None:
-    """What a consumer killed between the broker's confirm of the copy and its ack of the
-    original leaves: the copy at the back of the queue, the original handed back."""
-    connection = await aio_pika.connect_robust(settings.amqp_url)
-    try:
-        taking = await connection.channel()
-        queue = await taking.get_queue(settings.topology.requests_queue)
-        message = await queue.get(no_ack=False, fail=True)
-        assert message is not None
-        deferrals = Deferrals(settings.topology, broker_user(settings.amqp_url))
-        deferrals.attach(await connection.channel(publisher_confirms=True))
-        assert await deferrals.defer(message, lap="crashed-consumer-1")
-        await taking.close()  # the "crash": the original goes back, unacknowledged
-
-        async def both_waiting() -> bool:
-            async with connection.channel() as channel:
-                declared = await channel.declare_queue(
-                    settings.topology.requests_queue, passive=True
-                )
-                return declared.declaration_result.message_count == 2
-
-        await eventually(both_waiting, what="the copy and the original in the work queue")
-    finally:
-        await connection.close()
+        ran_once_each(events, done, flood + few)

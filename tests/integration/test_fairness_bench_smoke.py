@@ -62,7 +62,7 @@ class TestTinyFairnessBenchmarkPrints:
             "ops_per_s",
             "other_latency_ratio",
             "throughput_drop_percent",
-            "deferrals",
+            "peak_rss_mb",
             "targets",
             "rounds",
             "settings",
@@ -74,9 +74,11 @@ class TestTinyFairnessBenchmarkPrints:
     def test_phases_alternate_direction_from_round_to_round(self, tiny_run):
         assert [r["order"] for r in tiny_run["rounds"]] == [PHASES, PHASES[::-1]]
 
-    def test_only_the_phase_with_fair_share_and_a_flood_can_defer(self, tiny_run):
-        assert tiny_run["deferrals"]["off"] == [0, 0], "fair share off defers nothing"
-        assert tiny_run["deferrals"]["alone"] == [0, 0], "two batches are within the share"
+    def test_each_phase_reports_its_services_peak_memory(self, tiny_run):
+        for phase in PHASES:
+            peaks = [r[phase]["rss_mb"] for r in tiny_run["rounds"]]
+            assert tiny_run["peak_rss_mb"][phase] == max(peaks), phase
+            assert min(peaks) > 0, f"{phase}: {peaks} MB"
 
     def test_each_rounds_throughput_is_its_operations_over_its_time(self, tiny_run):
         for round_ in tiny_run["rounds"]:

@@ -1,174 +1,164 @@
-"""The fair-share decision: an actor over its share is deferred while others may wait, a
-redelivery never is, and an actor alone in the queue is let through after one lap."""
+"""The fair-share choice: the waiting delivery of the actor with the fewest batches running
+(under its share) runs next, the oldest on a tie; over-share work still runs when nothing else
+waits; share None is plain FIFO. Then the asyncio scheduler around it: shutdown and a closed
+channel leave held deliveries unrun."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
 from consumer.config import Settings
-from consumer.service_layer.fair_share import (
-    MAX_SOLO_SECONDS,
-    MIN_SOLO_SECONDS,
-    SOLO_LAPS,
-    Deferral,
-    FairShare,
-)
+from consumer.service_layer.fair_share import FairQueue, FairScheduler
 from consumer.service_layer.intake import peek_actor
 
-A, B = 3, 4
+A, B, C = 3, 4, 5
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def running(fair: FairShare, actor: int, count: int) -> None:
-    for _ in range(count):
-        assert fair.decide(actor, redelivered=False) is None
-        fair.started(actor)
+def taken(queue: FairQueue[str]) -> list[str]:
+    """Everything that may run now, in the order it is granted."""
+    order = []
+    while (waiting := queue.take()) is not None:
+        order.append(waiting.item)
+    return order
 
 
-class TestShare:
-    def test_an_actor_runs_up_to_its_share_then_is_deferred(self) -> None:
-        fair = FairShare(2)
-        running(fair, A, 2)
-        assert isinstance(fair.decide(A, redelivered=False), Deferral)
-        assert fair.deferrals == 1
-
-    def test_another_actor_under_its_share_runs_beside_it(self) -> None:
-        fair = FairShare(2)
-        running(fair, A, 2)
-        assert fair.decide(B, redelivered=False) is None
-
-    def test_a_finished_batch_frees_its_place(self) -> None:
-        fair = FairShare(1)
-        running(fair, A, 1)
-        fair.finished(A)
-        assert fair.running(A) == 0
-        assert fair.decide(A, redelivered=False) is None
-
-    def test_a_redelivery_is_never_deferred_its_attempts_are_spent_already(self) -> None:
-        fair = FairShare(1)
-        running(fair, A, 1)
-        assert fair.decide(A, redelivered=True) is None
-
-    def test_a_request_without_a_valid_actor_is_never_deferred(self) -> None:
-        fair = FairShare(1)
-        fair.started(None)
-        assert fair.decide(None, redelivered=False) is None
-        assert fair.decide(None, redelivered=False) is None
-
-    def test_no_share_means_nothing_is_deferred(self) -> None:
-        fair = FairShare(None)
-        running(fair, A, 50)
-        assert fair.decide(A, redelivered=False) is None
-
-    def test_each_deferral_gets_a_lap_of_its_own(self) -> None:
-        fair = FairShare(1)
-        running(fair, A, 1)
-        first, second = fair.decide(A, redelivered=False), fair.decide(A, redelivered=False)
-        assert first is not None
-        assert second is not None
-        assert first.lap != second.lap
+def arrive(queue: FairQueue[str], *items: str) -> None:
+    """Items named by actor letter and number: "A1" is actor A's first delivery."""
+    for item in items:
+        queue.arrive(item, {"A": A, "B": B, "C": C, "?": None}[item[0]])
 
 
-class TestAnActorAlone:
-    def test_a_lap_with_nobody_elses_batch_lets_the_actor_run_over_its_share(self) -> None:
-        clock = Clock()
-        fair = FairShare(1, clock=clock)
-        running(fair, A, 1)
-        deferral = fair.decide(A, redelivered=False)
-        assert deferral is not None
-        clock.now += 0.01
-        assert fair.decide(A, redelivered=False, lap=deferral.lap) is None
-        assert fair.decide(A, redelivered=False) is None, "alone: no more deferrals for now"
+class TestChoice:
+    def test_the_actor_with_fewest_running_goes_first(self) -> None:
+        queue: FairQueue[str] = FairQueue(slots=4, share=2)
+        arrive(queue, "A1", "A2", "A3", "A4", "B1", "B2")
+        assert taken(queue) == ["A1", "B1", "A2", "B2"]
 
-    def test_alone_lasts_some_laps_then_the_next_lap_looks_again(self) -> None:
-        clock = Clock()
-        fair = FairShare(1, clock=clock)
-        running(fair, A, 1)
-        deferral = fair.decide(A, redelivered=False)
-        assert deferral is not None
-        clock.now += 1.0  # a one-second lap
-        assert fair.decide(A, redelivered=False, lap=deferral.lap) is None
-        clock.now += SOLO_LAPS * 1.0 - 0.01
-        assert fair.decide(A, redelivered=False) is None
-        clock.now += 0.02
-        assert fair.decide(A, redelivered=False) is not None
+    def test_a_tie_goes_to_the_oldest_arrival(self) -> None:
+        queue: FairQueue[str] = FairQueue(slots=2, share=1)
+        arrive(queue, "B1", "A1", "A2")
+        assert taken(queue) == ["B1", "A1"]
 
-    @pytest.mark.parametrize(
-        ("lap_seconds", "alone_seconds"),
-        [(0.0001, MIN_SOLO_SECONDS), (100.0, MAX_SOLO_SECONDS)],
-    )
-    def test_alone_is_bounded(self, lap_seconds: float, alone_seconds: float) -> None:
-        clock = Clock()
-        fair = FairShare(1, clock=clock)
-        running(fair, A, 1)
-        deferral = fair.decide(A, redelivered=False)
-        assert deferral is not None
-        clock.now += lap_seconds
-        fair.decide(A, redelivered=False, lap=deferral.lap)
-        clock.now += alone_seconds - 0.001
-        assert fair.decide(A, redelivered=False) is None
-        clock.now += 0.002
-        assert fair.decide(A, redelivered=False) is not None
+    def test_a_freed_slot_goes_to_the_other_actor_waiting(self) -> None:
+        queue: FairQueue[str] = FairQueue(slots=2, share=1)
+        arrive(queue, *(f"A{n}" for n in range(1, 9)))
+        assert taken(queue) == ["A1", "A2"], "alone, the actor fills every slot"
+        arrive(queue, "B1", "B2")
+        queue.finished(A)
+        assert taken(queue) == ["B1"], "B, under its share, passes A's seven older ones"
+        queue.finished(A)
+        assert taken(queue) == ["A3"], "B is at its share: A's oldest takes the slot"
 
-    def test_copies_deferred_before_running_alone_do_not_prolong_it(self) -> None:
-        clock = Clock()
-        fair = FairShare(1, clock=clock)
-        running(fair, A, 1)
-        first, second = fair.decide(A, redelivered=False), fair.decide(A, redelivered=False)
-        assert first is not None
-        assert second is not None
-        fair.decide(A, redelivered=False, lap=first.lap)  # alone from here
-        clock.now += MAX_SOLO_SECONDS + 1  # over; the queue is looked at again
-        assert fair.decide(A, redelivered=False, lap=second.lap) is not None
+    def test_over_share_work_runs_when_nobody_under_share_waits(self) -> None:
+        queue: FairQueue[str] = FairQueue(slots=8, share=1)
+        arrive(queue, "A1", "A2", "A3", "B1", "B2")
+        assert taken(queue) == ["A1", "B1", "A2", "A3", "B2"]
+        assert queue.running(A) == 3
 
-    def test_a_lap_in_which_another_actor_came_keeps_deferring(self) -> None:
-        fair = FairShare(1)
-        running(fair, A, 1)
-        deferral = fair.decide(A, redelivered=False)
-        assert deferral is not None
-        running(fair, B, 1)
-        assert fair.decide(A, redelivered=False, lap=deferral.lap) is not None
+    def test_one_actors_deliveries_keep_queue_order(self) -> None:
+        queue: FairQueue[str] = FairQueue(slots=2, share=1)
+        arrive(queue, *(f"A{n}" for n in range(1, 7)))
+        order = taken(queue)
+        for _ in range(4):
+            queue.finished(A)
+            order += taken(queue)
+        assert order == [f"A{n}" for n in range(1, 7)]
 
-    def test_another_actor_arriving_ends_being_alone(self) -> None:
-        fair = FairShare(1)
-        running(fair, A, 1)
-        deferral = fair.decide(A, redelivered=False)
-        assert deferral is not None
-        fair.decide(A, redelivered=False, lap=deferral.lap)
-        assert fair.decide(A, redelivered=False) is None
-        running(fair, B, 1)
-        assert fair.decide(A, redelivered=False) is not None
+    def test_no_share_is_arrival_order(self) -> None:
+        queue: FairQueue[str] = FairQueue(slots=3, share=None)
+        arrive(queue, "A1", "A2", "A3", "B1", "C1")
+        assert taken(queue) == ["A1", "A2", "A3"]
+        queue.finished(A)
+        assert taken(queue) == ["B1"]
 
-    def test_newly_published_requests_end_being_alone(self) -> None:
-        fair = FairShare(1)
-        running(fair, A, 1)
-        deferral = fair.decide(A, redelivered=False)
-        assert deferral is not None
-        fair.decide(A, redelivered=False, lap=deferral.lap)
-        assert fair.decide(A, redelivered=False) is None, "alone"
-        fair.newcomers()
-        assert fair.decide(A, redelivered=False) is not None
+    def test_deliveries_without_an_actor_have_a_lane_of_their_own(self) -> None:
+        queue: FairQueue[str] = FairQueue(slots=2, share=1)
+        arrive(queue, "A1", "A2", "?1")
+        assert taken(queue) == ["A1", "?1"]
 
-    def test_laps_opened_before_newcomers_do_not_count_as_having_looked_at_them(self) -> None:
-        fair = FairShare(1)
-        running(fair, A, 1)
-        deferral = fair.decide(A, redelivered=False)
-        assert deferral is not None
-        fair.newcomers()
-        assert fair.decide(A, redelivered=False, lap=deferral.lap) is not None
+    def test_no_more_run_than_the_slots(self) -> None:
+        queue: FairQueue[str] = FairQueue(slots=2, share=1)
+        arrive(queue, "A1", "B1", "C1")
+        assert taken(queue) == ["A1", "B1"]
+        assert queue.waiting == 1
+        assert queue.running_total == 2
 
-    def test_a_lap_the_consumer_never_opened_tells_nothing(self) -> None:
-        fair = FairShare(1)
-        running(fair, A, 1)
-        assert fair.decide(A, redelivered=False, lap="another-consumer-1") is not None
-        assert fair.decide(A, redelivered=False) is not None
+    def test_a_removed_delivery_never_runs(self) -> None:
+        queue: FairQueue[str] = FairQueue(slots=1, share=1)
+        arrive(queue, "A1")
+        second = queue.arrive("A2", A)
+        assert queue.remove(second)
+        assert taken(queue) == ["A1"]
+        queue.finished(A)
+        assert taken(queue) == []
+        assert not queue.remove(second)
+
+
+class TestScheduler:
+    async def test_a_delivery_waits_for_a_freed_slot_then_runs(self) -> None:
+        waiting: list[int] = []
+        scheduler = FairScheduler(slots=1, share=1, on_change=waiting.append)
+        assert await scheduler.turn(A, live=lambda: True)
+        second = asyncio.create_task(scheduler.turn(A, live=lambda: True))
+        await asyncio.sleep(0)  # let it queue up
+        assert not second.done()
+        assert scheduler.waiting == 1
+        assert waiting[-1] == 1, "the gauge sees it waiting"
+        scheduler.done(A)
+        assert await asyncio.wait_for(second, 1)
+        assert waiting[-1] == 0
+
+    async def test_closing_returns_what_waits_unrun_and_refuses_later_ones(self) -> None:
+        scheduler = FairScheduler(slots=1, share=1)
+        assert await scheduler.turn(A, live=lambda: True)
+        held = asyncio.create_task(scheduler.turn(B, live=lambda: True))
+        await asyncio.sleep(0)
+        scheduler.close()
+        assert await asyncio.wait_for(held, 1) is False
+        assert await scheduler.turn(B, live=lambda: True) is False
+
+    async def test_a_delivery_whose_channel_closed_never_runs(self) -> None:
+        scheduler = FairScheduler(slots=1, share=1)
+        assert await scheduler.turn(A, live=lambda: True)
+        channel_open = [True]
+        stale = asyncio.create_task(scheduler.turn(A, live=lambda: channel_open[0]))
+        fresh = asyncio.create_task(scheduler.turn(B, live=lambda: True))
+        await asyncio.sleep(0)
+        channel_open[0] = False
+        scheduler.drop_stale()
+        assert await asyncio.wait_for(stale, 1) is False
+        assert scheduler.waiting == 1
+        scheduler.done(A)
+        assert await asyncio.wait_for(fresh, 1)
+        assert scheduler.running(A) == 0
+
+    async def test_a_stale_delivery_reached_by_a_free_slot_gives_the_slot_on(self) -> None:
+        scheduler = FairScheduler(slots=1, share=1)
+        assert await scheduler.turn(A, live=lambda: True)
+        channel_open = [True]
+        stale = asyncio.create_task(scheduler.turn(A, live=lambda: channel_open[0]))
+        fresh = asyncio.create_task(scheduler.turn(A, live=lambda: True))
+        await asyncio.sleep(0)
+        channel_open[0] = False
+        scheduler.done(A)
+        assert await asyncio.wait_for(stale, 1) is False
+        assert await asyncio.wait_for(fresh, 1)
+        assert scheduler.running(A) == 1
+
+    async def test_a_cancelled_wait_leaves_no_trace(self) -> None:
+        scheduler = FairScheduler(slots=1, share=1)
+        assert await scheduler.turn(A, live=lambda: True)
+        held = asyncio.create_task(scheduler.turn(B, live=lambda: True))
+        await asyncio.sleep(0)
+        held.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await held
+        assert scheduler.waiting == 0
+        scheduler.done(A)
+        assert scheduler.running(B) == 0
+        assert await scheduler.turn(B, live=lambda: True)
 
 
 class TestPeek:
@@ -201,3 +191,17 @@ class TestSetting:
     def test_a_negative_share_is_refused_naming_the_setting(self) -> None:
         with pytest.raises(ValueError, match="fair_share"):
             Settings(fair_share=-1)
+
+    def test_the_window_defaults_to_1024(self) -> None:
+        assert Settings().fair_window == 1024
+
+    def test_a_window_smaller_than_the_prefetch_is_refused_naming_both(self) -> None:
+        with pytest.raises(ValueError, match=r"BATCHOPS_FAIR_WINDOW .*BATCHOPS_PREFETCH"):
+            Settings(prefetch=16, fair_window=8)
+
+    def test_the_window_does_not_matter_with_fair_share_off(self) -> None:
+        assert Settings(prefetch=16, fair_window=8, fair_share=0).fair_window == 8
+
+    def test_a_window_beyond_the_brokers_prefetch_count_is_refused(self) -> None:
+        with pytest.raises(ValueError, match="fair_window"):
+            Settings(fair_window=65536)
