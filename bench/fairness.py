@@ -16,10 +16,13 @@ alone, fair, off (the reverse in even rounds, so that the machine's drift favour
 Each batch has `--ops` order updates, each on an order no other operation touches. Latency is
 publish → completion event; throughput is every operation of the phase over the time from the
 first publish to the last completion. Prints one JSON line: medians over the rounds of B's
-median latency per phase, the paired ratios (fair ÷ alone for B's latency, 1 − fair ÷ off for
-the throughput drop), the peak RSS of each phase's service (VmHWM, the largest over the
-rounds: with fair share on it holds up to BATCHOPS_FAIR_WINDOW deliveries in memory), the
-targets, and every round's figures. Progress goes to stderr.
+median latency per phase, the same latency ended by the batch's `completed_at` in the database
+instead of its completion event (events leave through the outbox relay in outbox order, so under
+a flood B's events wait behind A's however early B ran), the paired ratios (fair ÷ alone for
+B's latency, both ways; 1 − fair ÷ off for the throughput drop), the peak RSS of each phase's
+service (VmHWM, the largest over the rounds: with fair share on it holds up to
+BATCHOPS_FAIR_WINDOW deliveries in memory), the targets, and every round's figures. Progress
+goes to stderr.
 """
 
 from __future__ import annotations
@@ -34,9 +37,12 @@ import signal
 import statistics
 import sys
 import tempfile
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from sqlalchemy import select
 
 from bench.e2e import Driver, drive, order_batch
 from bench.environment import (
@@ -53,6 +59,8 @@ from bench.environment import (
 from bench.options import Options, service_env
 from bench.phases import progress
 from bench.service import start_services
+from consumer.adapters.database import create_engine
+from consumer.adapters.tables import batch_operations
 from consumer.config import Settings
 from contracts import BatchRequest
 
@@ -76,6 +84,7 @@ class Sizes:
 @dataclass(frozen=True, slots=True)
 class Phase:
     other_median_ms: float
+    other_ran_median_ms: float
     ops_per_s: float
     seconds: float
     rss_mb: float
@@ -90,10 +99,30 @@ def _requests(
     ]
 
 
-async def _scenario(driver: Driver, orders: OrderIds, sizes: Sizes, phase: str) -> Phase:
+async def _completed_at(db_url: str, requests: list[BatchRequest]) -> list[float]:
+    """Each batch's `completed_at` as the consumer recorded it (wall-clock seconds)."""
+    engine = create_engine(db_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(batch_operations.c.batch_id, batch_operations.c.completed_at).where(
+                    batch_operations.c.batch_id.in_([r.batch_id for r in requests])
+                )
+            )
+            done = {batch_id: at.timestamp() for batch_id, at in rows}
+    finally:
+        await engine.dispose()
+    return [done[r.batch_id] for r in requests]
+
+
+async def _scenario(
+    driver: Driver, orders: OrderIds, sizes: Sizes, phase: str, db_url: str
+) -> Phase:
     await driver.one(_requests(orders, sizes, OTHER, 1, f"{phase} warm-up")[0])
     flood = [] if phase == "alone" else _requests(orders, sizes, FLOODER, sizes.flood, phase)
     few = _requests(orders, sizes, OTHER, sizes.few, f"{phase} other")
+    # perf_counter's offset from the wall clock the consumer stamps `completed_at` with.
+    wall_offset = time.time() - time.perf_counter()
     flooded = await driver.send(flood)
     others = await driver.send(few)
     other_arrivals = [await sent.arrival() for sent in others]
@@ -101,8 +130,13 @@ async def _scenario(driver: Driver, orders: OrderIds, sizes: Sizes, phase: str) 
     first = min(s.published for s in flooded + others)
     seconds = max(arrivals) - first
     latencies = [(a - s.published) * 1000 for a, s in zip(other_arrivals, others, strict=True)]
+    ran = [
+        (at - wall_offset - s.published) * 1000
+        for at, s in zip(await _completed_at(db_url, few), others, strict=True)
+    ]
     return Phase(
         other_median_ms=round(statistics.median(latencies), 1),
+        other_ran_median_ms=round(statistics.median(ran), 1),
         ops_per_s=round((len(flood) + len(few)) * sizes.ops / seconds, 1),
         seconds=round(seconds, 3),
         rss_mb=0.0,
@@ -123,7 +157,7 @@ async def _phase(
         result: list[Phase] = []
 
         async def scenario(driver: Driver) -> None:
-            result.append(await _scenario(driver, orders, sizes, phase))
+            result.append(await _scenario(driver, orders, sizes, phase, db_url))
 
         await drive(amqp_url, ns, scenario, timeout=sizes.timeout, operation_sink=True)
         rss_mb = service.peak_rss_mb()  # VmHWM dies with the process
@@ -134,9 +168,11 @@ async def _phase(
 
 def _paired(rounds: list[dict[str, Phase]]) -> dict[str, float]:
     latency = [r["fair"].other_median_ms / r["alone"].other_median_ms for r in rounds]
+    ran = [r["fair"].other_ran_median_ms / r["alone"].other_ran_median_ms for r in rounds]
     drop = [100 * (1 - r["fair"].ops_per_s / r["off"].ops_per_s) for r in rounds]
     return {
         "other_latency_ratio": round(statistics.median(latency), 2),
+        "other_ran_latency_ratio": round(statistics.median(ran), 2),
         "throughput_drop_percent": round(statistics.median(drop), 1),
     }
 
@@ -148,6 +184,9 @@ def report(
     return {
         "other_median_ms": {
             p: round(statistics.median(r[p].other_median_ms for r in rounds), 1) for p in PHASES
+        },
+        "other_ran_median_ms": {
+            p: round(statistics.median(r[p].other_ran_median_ms for r in rounds), 1) for p in PHASES
         },
         "ops_per_s": {
             p: round(statistics.median(r[p].ops_per_s for r in rounds), 1) for p in ("fair", "off")

@@ -59,8 +59,10 @@ class TestTinyFairnessBenchmarkPrints:
     def test_every_documented_figure(self, tiny_run):
         assert set(tiny_run) == {
             "other_median_ms",
+            "other_ran_median_ms",
             "ops_per_s",
             "other_latency_ratio",
+            "other_ran_latency_ratio",
             "throughput_drop_percent",
             "peak_rss_mb",
             "targets",
@@ -73,6 +75,12 @@ class TestTinyFairnessBenchmarkPrints:
 
     def test_phases_alternate_direction_from_round_to_round(self, tiny_run):
         assert [r["order"] for r in tiny_run["rounds"]] == [PHASES, PHASES[::-1]]
+
+    def test_a_batch_ran_before_its_completion_event_arrived(self, tiny_run):
+        for round_ in tiny_run["rounds"]:
+            for phase in PHASES:
+                figures = round_[phase]
+                assert 0 < figures["other_ran_median_ms"] <= figures["other_median_ms"], phase
 
     def test_each_phase_reports_its_services_peak_memory(self, tiny_run):
         for phase in PHASES:
@@ -99,6 +107,10 @@ class TestTinyFairnessBenchmarkPrints:
             100 * (1 - r["fair"]["ops_per_s"] / r["off"]["ops_per_s"]) for r in rounds
         )
         assert tiny_run["other_latency_ratio"] == pytest.approx(latency, abs=0.0051)
+        ran = statistics.median(
+            r["fair"]["other_ran_median_ms"] / r["alone"]["other_ran_median_ms"] for r in rounds
+        )
+        assert tiny_run["other_ran_latency_ratio"] == pytest.approx(ran, abs=0.0051)
         assert tiny_run["throughput_drop_percent"] == pytest.approx(drop, abs=0.051)
 
     def test_each_target_is_judged_on_the_printed_figure(self, tiny_run):
