@@ -103,6 +103,11 @@ class RequestConsumer:
         self.resubscriptions = 0
 
     @property
+    def channel(self) -> AbstractChannel | None:
+        """The channel requests are delivered on (tests close it under the consumer)."""
+        return self._channel
+
+    @property
     def in_flight(self) -> int:
         return len(self._in_flight)
 

@@ -140,6 +140,9 @@ class FairScheduler:
         self._on_change = on_change
         # The most deliveries held waiting at once (observability, and tests).
         self.most_waiting = 0
+        # Held deliveries given up unrun because their channel closed (aiormq cancels the
+        # delivery tasks of a closing channel; those it missed are found by `live`).
+        self.dropped = 0
         self.share = share
 
     @property
@@ -167,7 +170,9 @@ class FairScheduler:
         except asyncio.CancelledError:
             granted = turn.granted
             taken = not self._queue.remove(waiting)
-            if taken and granted.done() and not granted.cancelled() and granted.result():
+            if not taken:
+                self.dropped += 1
+            elif granted.done() and not granted.cancelled() and granted.result():
                 self.done(actor)  # granted, but never to run: its slot goes on
             self._changed()
             raise
@@ -180,6 +185,7 @@ class FairScheduler:
         """Return unrun the held deliveries whose channel closed (a reconnect): their delivery
         tags mean nothing on the new channel, and the broker hands them out again there."""
         for turn in self._queue.drain(keep=lambda t: t.live()):
+            self.dropped += 1
             _refuse(turn)
         self._changed()
 
@@ -200,6 +206,7 @@ class FairScheduler:
                 turn.granted.set_result(True)
             else:
                 self._queue.finished(waiting.actor)
+                self.dropped += 1
                 turn.granted.set_result(False)
         self._changed()
 

@@ -185,3 +185,35 @@ class TestAConsumerStoppedWithAWindowInHand:
         # with a delivery limit of 2 that dead-letters none.
         assert await dead_letters(settings.amqp_url, settings.topology.dead_letter_queue) == []
         ran_once_each(events, done, flood + few)
+
+
+class TestAChannelLostWithAWindowInHand:
+    async def test_held_deliveries_of_the_dead_channel_are_dropped_and_run_once_later(
+        self, settings: Settings, events: EventLog, start: Any
+    ) -> None:
+        # A flood long enough that most of it is still held when the channel goes.
+        flood, few = work(FLOODER, 4 * FLOOD, ops=8), work(OTHER, FEW, ops=1)
+        await publish_all(settings, flood + few)
+        service: Service = await start()
+        scheduler = service.consumer.scheduler
+
+        async def holding() -> bool:
+            return scheduler.waiting > 0
+
+        await eventually(holding, what="deliveries held waiting for a slot")
+        # The broker closes a channel that acknowledges a tag it never delivered: the robust
+        # connection opens a new one, and the broker hands the dead channel's deliveries out
+        # again there.
+        assert service.consumer.channel is not None
+        underlay = await service.consumer.channel.get_underlay_channel()
+        await underlay.basic_ack(10**9)
+
+        async def closed() -> bool:
+            return underlay.is_closed
+
+        await eventually(closed, what="the broker closed the channel")
+
+        done = await all_completed(events, flood + few)
+        assert scheduler.dropped > 0, "held deliveries of the dead channel were not dropped"
+        assert await dead_letters(settings.amqp_url, settings.topology.dead_letter_queue) == []
+        ran_once_each(events, done, flood + few)

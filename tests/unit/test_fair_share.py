@@ -130,6 +130,7 @@ class TestScheduler:
         scheduler.drop_stale()
         assert await asyncio.wait_for(stale, 1) is False
         assert scheduler.waiting == 1
+        assert scheduler.dropped == 1
         scheduler.done(A)
         assert await asyncio.wait_for(fresh, 1)
         assert scheduler.running(A) == 0
@@ -146,6 +147,7 @@ class TestScheduler:
         assert await asyncio.wait_for(stale, 1) is False
         assert await asyncio.wait_for(fresh, 1)
         assert scheduler.running(A) == 1
+        assert scheduler.dropped == 1
 
     async def test_a_cancelled_wait_leaves_no_trace(self) -> None:
         scheduler = FairScheduler(slots=1, share=1)
