@@ -77,6 +77,21 @@ class LoadRun:
     latencies_ms: list[float]
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A batch published (perf_counter seconds), its completion still to come."""
+
+    published: float
+    completion: asyncio.Future[Arrival]
+    timeout: float
+
+    async def arrival(self) -> float:
+        """When its completion event arrived (perf_counter seconds); checked like `load`'s."""
+        arrived, event = await asyncio.wait_for(self.completion, self.timeout)
+        _check(event)
+        return arrived
+
+
 class Driver:
     """Publishes batches and waits for their completions, every wait bounded by `timeout`."""
 
@@ -93,6 +108,19 @@ class Driver:
         arrived, event = await asyncio.wait_for(future, self._timeout)
         _check(event)
         return (arrived - began) * 1000
+
+    async def send(self, requests: list[BatchRequest]) -> list[Sent]:
+        """Publish every batch at once and return once the broker confirmed them all; each
+        one's completion is awaited later (`Sent.latency_ms`)."""
+        futures = [self._completions.expect(r.batch_id) for r in requests]
+
+        async def publish(request: BatchRequest) -> float:
+            began = time.perf_counter()
+            await self._publisher.publish(request)
+            return began
+
+        times = await asyncio.wait_for(asyncio.gather(*map(publish, requests)), self._timeout)
+        return [Sent(t, f, self._timeout) for t, f in zip(times, futures, strict=True)]
 
     async def load(self, requests: list[BatchRequest]) -> LoadRun:
         """Publish every batch at once; time from the first publish to the last completion."""

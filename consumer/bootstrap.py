@@ -246,7 +246,13 @@ def bootstrap(
         relay=relay,
         webhooks=webhooks,
         consumer=RequestConsumer(
-            executor, settings.topology, settings.prefetch, availability, gate=gate
+            executor,
+            settings.topology,
+            settings.prefetch,
+            availability,
+            gate=gate,
+            fair_share=settings.fair_share_limit,
+            window=settings.delivery_window,
         ),
         queue_watch=QueueWatch(settings.amqp_url, settings.topology, settings.broker_poll_seconds),
         consume=consume,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer.domain.grants import Grant
@@ -48,6 +48,17 @@ class Settings(BaseSettings):
     publisher_grants: str | None = None
 
     prefetch: PositiveInt = 8
+    # Batches one actor may have running in this consumer while others' wait for a slot.
+    # Unset: half the prefetch (at least 1); 0 turns fair share off, and so does
+    # serialize_batches (queue order comes first there).
+    fair_share: int | None = Field(None, ge=0)
+    # Deliveries the broker hands this consumer with fair share on, held unacknowledged in
+    # memory until a slot frees, so that other actors' batches behind a flood reach it (1024
+    # sees past a flood of a thousand batches). Unset: the prefetch, which leaves nothing to
+    # choose from: a consumer killed returns every delivery it holds, each one's delivery count
+    # rising by one, and a large window spent on repeated crashes dead-letters requests that
+    # never ran (docs/operations.md). The broker's prefetch count is a 16-bit number.
+    fair_window: int | None = Field(None, ge=1, le=65535)
     # Run batches one at a time across every consumer (a PostgreSQL advisory lock): for
     # producers that need batches touching the same resources applied in queue order.
     serialize_batches: bool = False
@@ -125,6 +136,32 @@ class Settings(BaseSettings):
 
         broker_nodes(value)  # raises ValueError, which pydantic reports as a bad setting
         return value
+
+    @model_validator(mode="after")
+    def _window_holds_the_prefetch(self) -> Settings:
+        window = self.fair_window
+        if self.fair_share_limit is not None and window is not None and window < self.prefetch:
+            raise ValueError(
+                f"BATCHOPS_FAIR_WINDOW ({self.fair_window}) must be at least BATCHOPS_PREFETCH "
+                f"({self.prefetch}): the window holds the batches that run and those waiting"
+            )
+        return self
+
+    @property
+    def delivery_window(self) -> int:
+        """Deliveries the broker may hand this consumer at once."""
+        if self.fair_share_limit is None or self.fair_window is None:
+            return self.prefetch
+        return self.fair_window
+
+    @property
+    def fair_share_limit(self) -> int | None:
+        """Batches one actor may have running while others' wait; None: fair share is off."""
+        if self.serialize_batches:
+            return None
+        if self.fair_share is None:
+            return max(1, self.prefetch // 2)
+        return self.fair_share or None
 
     @property
     def grants(self) -> dict[str, Grant] | None:

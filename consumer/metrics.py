@@ -13,6 +13,7 @@ __all__ = [
     "DEAD_LETTERED",
     "DRY_RUNS_FINISHED",
     "EVENTS_RELAYED",
+    "FAIR_SHARE_WAITING",
     "HTTP_DURATION",
     "HTTP_REQUESTS",
     "IN_FLIGHT",
@@ -62,6 +63,10 @@ OPERATION_DURATION = Histogram(
 )
 REDELIVERIES = Counter(
     "batchops_redeliveries_total", "Requests delivered again (after a crash, a requeue)"
+)
+FAIR_SHARE_WAITING = Gauge(
+    "batchops_fair_share_waiting",
+    "Deliveries held unacknowledged in the fair-share window, waiting for a slot to run",
 )
 DEAD_LETTERED = Counter(
     "batchops_dead_lettered_total", "Requests sent to the dead-letter queue by the consumer"

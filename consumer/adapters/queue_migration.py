@@ -214,6 +214,20 @@ async def _move(channel: AbstractChannel, source: str, target: str) -> int:
     return moved
 
 
+# Headers RabbitMQ adds while delivering and dead-lettering. A copy published again drops them:
+# a stale x-delivery-count would make the consumer count the old deliveries against the new one.
+_BROKER_HEADERS = ("x-death", "x-delivery-count", "x-first-death-", "x-last-death-")
+
+
+def producer_headers(message: AbstractIncomingMessage) -> dict[str, Any]:
+    """`message`'s headers as its producer set them, without those the broker added."""
+    return {
+        key: value
+        for key, value in (message.headers or {}).items()
+        if not key.startswith(_BROKER_HEADERS)
+    }
+
+
 def copy_of(
     message: AbstractIncomingMessage, headers: dict[str, Any] | None = None
 ) -> aio_pika.Message:

@@ -32,15 +32,12 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer.adapters.console_queries import rejection_bodies
-from consumer.adapters.queue_migration import copy_of
+from consumer.adapters.queue_migration import copy_of, producer_headers
 from consumer.entrypoints.exits import CommandFailed
 from consumer.service_layer.intake import json_object
 from contracts import UNKNOWN_OPERATION_TYPE, BatchRejected, Topology, rejection_event_id
 from publisher import PublishError, broker_user, connect, declare_topology, publish_confirmed
 
-# Headers RabbitMQ adds while delivering and dead-lettering. A replay drops them: a stale
-# x-delivery-count would make the consumer count the old deliveries against the new attempt.
-_BROKER_HEADERS = ("x-death", "x-delivery-count", "x-first-death-", "x-last-death-")
 REPLAYS_HEADER = "x-batchops-replays"
 HAND_BACK_SECONDS = 5.0
 
@@ -216,11 +213,7 @@ async def peek(amqp_url: str, topology: Topology, limit: int) -> tuple[int, list
 
 def replay_message(message: AbstractIncomingMessage) -> aio_pika.Message:
     """The request as its producer published it: same body, ids, user and reply address."""
-    headers = {
-        key: value
-        for key, value in (message.headers or {}).items()
-        if not key.startswith(_BROKER_HEADERS)
-    }
+    headers = producer_headers(message)
     replays = headers.get(REPLAYS_HEADER, 0)
     headers[REPLAYS_HEADER] = (replays if isinstance(replays, int) else 0) + 1
     return copy_of(message, headers)

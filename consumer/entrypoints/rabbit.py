@@ -11,13 +11,15 @@ from contextlib import AbstractAsyncContextManager
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.exceptions import ChannelInvalidStateError
 
 from consumer import metrics
 from consumer.log_config import LogThrottle
 from consumer.service_layer.availability import DatabaseAvailability
 from consumer.service_layer.batch_run import Disposition, Interrupted
 from consumer.service_layer.executor import BatchExecutor
-from consumer.service_layer.intake import Delivery
+from consumer.service_layer.fair_share import FairScheduler
+from consumer.service_layer.intake import Delivery, peek_actor
 from contracts import Topology
 from publisher import declare_topology
 
@@ -59,6 +61,10 @@ def gave_up_on(message: AbstractIncomingMessage, requests_queue: str) -> bool:
 class RequestConsumer:
     """Feeds the requests queue to the executor, up to `prefetch` batches at a time.
 
+    With fair share on, the broker hands it up to `window` deliveries; those that wait for a
+    slot are held unacknowledged, and FairScheduler picks which runs next (docs/operations.md,
+    "Fair share"). Otherwise the window is the prefetch, and batches run in delivery order.
+
     While the database is unreachable it takes no deliveries (it cancels its subscriptions) and
     the batches in hand wait, unacknowledged: a requeue would spend a delivery attempt, and
     the delivery limit is for poison messages, not for outages."""
@@ -70,8 +76,13 @@ class RequestConsumer:
         prefetch: int,
         availability: DatabaseAvailability,
         gate: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+        fair_share: int | None = None,
+        window: int | None = None,
     ) -> None:
         self._executor = executor
+        self.scheduler = FairScheduler(prefetch, fair_share, metrics.FAIR_SHARE_WAITING.set)
+        # Fair share needs deliveries to choose from; without it nothing waits in hand.
+        self._window = max(window or prefetch, prefetch) if fair_share is not None else prefetch
         self._availability = availability
         # Entered around every batch; BATCHOPS_SERIALIZE_BATCHES makes it one batch at a time.
         self._gate = gate or contextlib.nullcontext
@@ -90,6 +101,11 @@ class RequestConsumer:
         # Kept by the watchdog: false once the broker cancelled our consumer.
         self._broker_knows_us = False
         self.resubscriptions = 0
+
+    @property
+    def channel(self) -> AbstractChannel | None:
+        """The channel requests are delivered on (tests close it under the consumer)."""
+        return self._channel
 
     @property
     def in_flight(self) -> int:
@@ -114,7 +130,7 @@ class RequestConsumer:
         """Declare the topology and subscribe, unless the database does not answer: then the
         subscription waits for it (see `follow_database`)."""
         self._channel = channel
-        await channel.set_qos(prefetch_count=self._prefetch)
+        await channel.set_qos(prefetch_count=self._window)
         await declare_topology(channel, self._topology)
         self._queue = await channel.get_queue(self._topology.requests_queue)
         # Dead letters run one at a time: a poison batch must not take a bystander down again.
@@ -152,7 +168,12 @@ class RequestConsumer:
             self._reconcile_tag = await self._reconcile.consume(self._on_dead_letter)
         self._broker_knows_us = True
         self._last_delivery = time.monotonic()
-        log.info("consuming", queue=self._topology.requests_queue, prefetch=self._prefetch)
+        log.info(
+            "consuming",
+            queue=self._topology.requests_queue,
+            prefetch=self._prefetch,
+            window=self._window,
+        )
 
     async def _unsubscribe(self) -> None:
         """Take no more deliveries; those in hand stay unacknowledged and wait."""
@@ -177,6 +198,7 @@ class RequestConsumer:
                 return
             except TimeoutError:
                 pass
+            self.scheduler.drop_stale()
             try:
                 await self._check_liveness(stall_seconds)
             except Exception as exc:  # noqa: BLE001 - the broker may be away; try again later
@@ -219,6 +241,8 @@ class RequestConsumer:
         # Before any await: no batch may start another operation once stopping is logged.
         self._executor.request_stop()
         self._stopping.set()
+        # Held deliveries do not start now; unacknowledged, they go back when the channel closes.
+        self.scheduler.close()
         log.info("consumer_stopping", in_flight=len(self._in_flight), timeout=timeout)
         if self._queue is not None and self._consumer_tag is not None:
             try:
@@ -269,6 +293,15 @@ class RequestConsumer:
         delivery = to_delivery(message)
         if message.redelivered or delivery.delivery_count:
             metrics.REDELIVERIES.inc()
+        actor = peek_actor(delivery.body) if self.scheduler.share is not None else None
+        if not await self.scheduler.turn(actor, live=lambda: _channel_open(message)):
+            return  # shutting down, or its channel is gone: the broker hands it out again
+        try:
+            await self._run(message, delivery)
+        finally:
+            self.scheduler.done(actor)
+
+    async def _run(self, message: AbstractIncomingMessage, delivery: Delivery) -> None:
         async with message.process(requeue=True, ignore_processed=True):
             try:
                 with metrics.IN_FLIGHT.track_inprogress():
@@ -283,3 +316,13 @@ class RequestConsumer:
                 await message.reject(requeue=False)
             else:
                 await message.ack()
+
+
+def _channel_open(message: AbstractIncomingMessage) -> bool:
+    """False once the channel the message came on closed: a robust connection's new channel
+    knows nothing of its delivery tag, and the broker has handed the message back already."""
+    try:
+        message.channel  # noqa: B018 - the property raises once the channel closed
+    except ChannelInvalidStateError:
+        return False
+    return True

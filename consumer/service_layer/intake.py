@@ -249,6 +249,12 @@ def json_object(body: bytes) -> dict[str, Any] | None:
     return raw if isinstance(raw, dict) else None
 
 
+def peek_actor(body: bytes) -> int | None:
+    """The actor_id the body names, if a valid one, without validating the rest (fair share
+    needs nothing else before the batch runs)."""
+    return _as_id(_named_fields(body).get("actor_id"))
+
+
 def _named_fields(body: bytes) -> dict[str, Any]:
     """The body's top-level fields when it is a JSON object; otherwise those its first
     PEEK_BYTES spell out whole (a body too large or cut short still names its batch)."""

@@ -30,7 +30,10 @@ class TestReading:
 
         settings = Settings()
 
-        assert (settings.rate_limit_submit, settings.rate_limit_read) == ("600/minute", "6000/minute")
+        assert (settings.rate_limit_submit, settings.rate_limit_read) == (
+            "600/minute",
+            "6000/minute",
+        )
 
 
 class TestRefusing:
