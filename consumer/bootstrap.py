@@ -206,28 +206,10 @@ def bootstrap(
             settings.db_retry_seconds, settings.retry_base_seconds, settings.retry_max_seconds
         ),
     )
-    relay = OutboxRelay(
-        pool,
-        availability,
-        EventPublisher(),
-        exchange=settings.topology.results_exchange,
-        batch_size=settings.relay_batch_size,
-        poll_seconds=settings.relay_poll_seconds,
-    )
-    webhooks = WebhookWorker(
-        engine,
-        timeout_seconds=settings.webhook_timeout_seconds,
-        retry_seconds=settings.webhook_retry_seconds,
-        concurrency=settings.webhook_concurrency,
-        allow_private=settings.webhook_allow_private,
-    )
+    relay = _relay(settings, pool, availability)
+    webhooks = _webhooks(settings, engine)
 
-    def on_outbox(*, urgent: bool = False) -> None:
-        # An urgent wake-up is a batch's last event: its webhook (if any) is due now too.
-        relay.wake(urgent=urgent)
-        if urgent:
-            webhooks.wake()
-
+    on_outbox = _waking(relay, webhooks)
     executor = _executor(settings, transactions, handlers, custom_handlers, on_outbox, telemetry)
     job_control = JobControl(
         transactions,
@@ -245,18 +227,62 @@ def bootstrap(
         job_control=job_control,
         relay=relay,
         webhooks=webhooks,
-        consumer=RequestConsumer(
-            executor,
-            settings.topology,
-            settings.prefetch,
-            availability,
-            gate=gate,
-            fair_share=settings.fair_share_limit,
-            window=settings.delivery_window,
-        ),
+        consumer=_consumer(settings, executor, availability, gate),
         queue_watch=QueueWatch(settings.amqp_url, settings.topology, settings.broker_poll_seconds),
         consume=consume,
         http=http,
+    )
+
+
+def _waking(relay: OutboxRelay, webhooks: WebhookWorker) -> OutboxListener:
+    """What a commit that wrote events calls: the relay publishes them, and a batch's last
+    event (an urgent wake-up) makes its webhook, if any, due now too."""
+
+    def on_outbox(*, urgent: bool = False) -> None:
+        relay.wake(urgent=urgent)
+        if urgent:
+            webhooks.wake()
+
+    return on_outbox
+
+
+def _relay(
+    settings: Settings, pool: ConnectionPool, availability: DatabaseAvailability
+) -> OutboxRelay:
+    return OutboxRelay(
+        pool,
+        availability,
+        EventPublisher(),
+        exchange=settings.topology.results_exchange,
+        batch_size=settings.relay_batch_size,
+        poll_seconds=settings.relay_poll_seconds,
+    )
+
+
+def _webhooks(settings: Settings, engine: AsyncEngine) -> WebhookWorker:
+    return WebhookWorker(
+        engine,
+        timeout_seconds=settings.webhook_timeout_seconds,
+        retry_seconds=settings.webhook_retry_seconds,
+        concurrency=settings.webhook_concurrency,
+        allow_private=settings.webhook_allow_private,
+    )
+
+
+def _consumer(
+    settings: Settings,
+    executor: BatchExecutor,
+    availability: DatabaseAvailability,
+    gate: SerialGate | None,
+) -> RequestConsumer:
+    return RequestConsumer(
+        executor,
+        settings.topology,
+        settings.prefetch,
+        availability,
+        gate=gate,
+        fair_share=settings.fair_share_limit,
+        window=settings.delivery_window,
     )
 
 

@@ -1,5 +1,5 @@
 """The batch's own rows: its record (claimed, completed, rejected) and each operation's result
-row, recorded in one statement with its event's outbox row and the batch's counter."""
+row, recorded in one statement with the operation's effect (the event rides in the row)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from consumer.adapters.batch_rows import claimed_columns, stored_batch
 from consumer.adapters.marketplace import SAVES
-from consumer.adapters.pg import Record, Session, Statement
-from consumer.adapters.queries import batch_state
+from consumer.adapters.pg import Session, Statement
 from consumer.adapters.tables import batch_operations, operation_results
 from consumer.domain.batch import BatchState
 from consumer.service_layer.unit_of_work import (
@@ -273,7 +273,7 @@ class SqlBatchRepository(BatchRepository):
 
     async def claim(self, batch: StoredBatch) -> tuple[StoredBatch, bool]:
         state = batch.state
-        columns = _claimed_columns(batch)
+        columns = claimed_columns(batch)
         inserted = await self._session.fetchval(_CLAIM, columns)
         if inserted is not None:
             return batch, True
@@ -288,7 +288,7 @@ class SqlBatchRepository(BatchRepository):
         stored = await self._session.fetchval(
             _RECORD_REJECTION,
             {
-                **_claimed_columns(batch),
+                **claimed_columns(batch),
                 "completed_at": batch.state.completed_at,
                 "completion_event": batch.completion_event,
                 "code": batch.code.value if batch.code else None,
@@ -300,7 +300,7 @@ class SqlBatchRepository(BatchRepository):
     async def get(self, batch_id: UUID, *, for_update: bool = False) -> StoredBatch | None:
         query = _GET_BATCH_FOR_UPDATE if for_update else _GET_BATCH
         row = await self._session.fetchrow(query, {"batch_id": batch_id})
-        return None if row is None else _stored_batch(row)
+        return None if row is None else stored_batch(row)
 
     async def request_of(self, batch_id: UUID) -> dict[str, Any] | None:
         stored = await self._session.fetchval(_REQUEST_OF, {"batch_id": batch_id})
@@ -377,35 +377,3 @@ class SqlBatchRepository(BatchRepository):
                 "skipped_operations": state.skipped,
             },
         )
-
-
-def _claimed_columns(batch: StoredBatch) -> dict[str, object]:
-    state = batch.state
-    return {
-        "batch_id": state.batch_id,
-        "operation_type": state.operation_type,
-        "handler": batch.handler,
-        "actor_id": state.actor_id,
-        "mode": state.mode.value,
-        "status": state.status.value,
-        "total_operations": state.total,
-        "fingerprint": batch.fingerprint,
-        "correlation_id": batch.correlation_id,
-        "created_at": state.created_at,
-        "started_at": state.started_at,
-        "request": None if batch.request is None else json.dumps(batch.request),
-        "dry_run": state.dry_run,
-        "retry_of": state.retry_of,
-    }
-
-
-def _stored_batch(row: Record) -> StoredBatch:
-    state = batch_state(row)
-    return StoredBatch(
-        state=state,
-        handler=row["handler"],
-        fingerprint=row["fingerprint"],
-        correlation_id=row["correlation_id"],
-        completion_event=row["completion_event"],
-        in_hand=row["in_hand"],
-    )

@@ -24,6 +24,21 @@ class Stored(enum.Enum):
     CONFLICT = "conflict"
 
 
+# What a batch cancelled before anybody saw it takes from the request when it comes.
+_FILLED_IN = (
+    "operation_type",
+    "handler",
+    "actor_id",
+    "mode",
+    "total_operations",
+    "fingerprint",
+    "correlation_id",
+    "request",
+    "dry_run",
+    "retry_of",
+)
+
+
 async def store_pending(
     conn: AsyncConnection,
     request: BatchRequest,
@@ -50,22 +65,10 @@ async def store_pending(
         dry_run=request.dry_run,
         retry_of=request.retry_of,
     )
-    filled_in = [
-        "operation_type",
-        "handler",
-        "actor_id",
-        "mode",
-        "total_operations",
-        "fingerprint",
-        "correlation_id",
-        "request",
-        "dry_run",
-        "retry_of",
-    ]
     written: Any = await conn.execute(
         row.on_conflict_do_update(
             index_elements=[batch_operations.c.batch_id],
-            set_={name: row.excluded[name] for name in filled_in},
+            set_={name: row.excluded[name] for name in _FILLED_IN},
             where=batch_operations.c.fingerprint == UNKNOWN_REQUEST,
         ).returning(literal_column("xmax = 0"))
     )

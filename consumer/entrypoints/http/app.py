@@ -167,8 +167,11 @@ class Routes:
             responses={503: {"model": Problem, "description": "a dependency is unreachable"}},
         )
         _route(router, "/metrics", self.metrics, response_class=Response)
-        if probes_only:
-            return router
+        if not probes_only:
+            self._batch_routes(router)
+        return router
+
+    def _batch_routes(self, router: APIRouter) -> None:
         # history/ and stats/ before {batch_id}/, which would take their names as ids.
         _route(router, f"{API}/history/", self.history, response_model=HistoryPage)
         _route(router, f"{API}/stats/", self.stats, response_model=Stats)
@@ -217,7 +220,6 @@ class Routes:
                 503: {"model": Problem, "description": "the broker did not confirm the batch"},
             },
         )
-        return router
 
     async def healthz(self) -> Health:
         return Health(status="ok")
