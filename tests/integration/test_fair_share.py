@@ -208,6 +208,7 @@ class TestAChannelLostWithAWindowInHand:
         # again there.
         assert service.consumer.channel is not None
         underlay = await service.consumer.channel.get_underlay_channel()
+        held = scheduler.waiting
         await underlay.basic_ack(10**9)
 
         async def closed() -> bool:
@@ -216,6 +217,9 @@ class TestAChannelLostWithAWindowInHand:
         await eventually(closed, what="the broker closed the channel")
 
         done = await all_completed(events, flood + few)
-        assert scheduler.dropped > 0, "held deliveries of the dead channel were not dropped"
+        # The premise. Whether a held delivery was then dropped by the scheduler or its task
+        # cancelled by the library depends on timing (tests/unit/test_fair_share.py covers
+        # both); what must hold either way is below.
+        assert held > 0, "no delivery was held when the channel went"
         assert await dead_letters(settings.amqp_url, settings.topology.dead_letter_queue) == []
         ran_once_each(events, done, flood + few)
