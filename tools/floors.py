@@ -22,6 +22,7 @@ TEST_TOOLS = {
     "pytest-asyncio",
     "pytest-timeout",
     "pyyaml",
+    "trustme",
 }
 FLOOR = re.compile(r"^([A-Za-z0-9_.-]+(?:\[[^\]]+\])?)\s*>=\s*([^,;\s]+)$")
 
