@@ -13,7 +13,7 @@ import aio_pika
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from consumer.adapters.statements import statement_cache_size, unique_statement_name
+from consumer.adapters.statements import statement_options
 from contracts import BatchCompleted, BatchRejected, Event, OperationResult, parse_event
 
 
@@ -28,16 +28,12 @@ def reachable(host: str, port: int) -> bool:
 
 
 def observer_engine(database_url: str, **options: Any) -> AsyncEngine:
-    """An engine for a test's own look-ups. When the URL turns prepared statements off (the
-    service's database through PgBouncer, `make pgbouncer-test`), asyncpg keeps none either:
-    a statement it cached on one server connection is missing on the next."""
-    if statement_cache_size(database_url):
-        return create_async_engine(database_url, **options)
-    connect_args = {
-        "statement_cache_size": 0,
-        "prepared_statement_name_func": unique_statement_name,
-    }
-    return create_async_engine(database_url, connect_args=connect_args, **options)
+    """An engine for a test's own look-ups, keeping prepared statements as the service would
+    on the same URL: through PgBouncer (`make pgbouncer-test`) a statement cached on one server
+    connection is missing on the next."""
+    return create_async_engine(
+        database_url, connect_args=statement_options(database_url), **options
+    )
 
 
 async def run_admin_sql(server_url: str, *statements: str) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from consumer.adapters.statements import statement_cache_size, unique_statement_name
+from consumer.adapters.statements import statement_options
 
 T = TypeVar("T")
 
@@ -33,8 +33,6 @@ def create_engine(
     silent (a half-open TCP link) then fails like a dropped one instead of hanging forever;
     `connect_timeout` bounds the wait for a new connection (asyncpg's default is 60 s).
     `?prepared_statement_cache_size=0` in the URL keeps no prepared statement (statements.py)."""
-    cache_size = statement_cache_size(database_url)
-    unique_names = {} if cache_size else {"prepared_statement_name_func": unique_statement_name}
     return create_async_engine(
         database_url,
         pool_size=pool_size,
@@ -43,10 +41,9 @@ def create_engine(
         # already fails as a transient fault that the executor retries on a fresh one.
         # asyncpg's statement cache is per connection; keep it warm for the hot path.
         connect_args={
-            "statement_cache_size": cache_size,
+            **statement_options(database_url),
             "command_timeout": command_timeout,
             "timeout": connect_timeout,
-            **unique_names,
         },
     )
 

@@ -29,3 +29,12 @@ def statement_cache_size(database_url: str) -> int:
 def unique_statement_name() -> str:
     """A prepared statement name no other client of a pooled server connection uses."""
     return f"__batchops_{uuid.uuid4().hex}__"
+
+
+def statement_options(database_url: str) -> dict[str, object]:
+    """asyncpg's connect arguments for prepared statements on connections to `database_url`:
+    its cache, and unique statement names when statements must not outlive a transaction."""
+    cache_size = statement_cache_size(database_url)
+    if cache_size:
+        return {"statement_cache_size": cache_size}
+    return {"statement_cache_size": 0, "prepared_statement_name_func": unique_statement_name}

@@ -80,9 +80,11 @@ class RequestConsumer:
         window: int | None = None,
     ) -> None:
         self._executor = executor
-        self.scheduler = FairScheduler(prefetch, fair_share, metrics.FAIR_SHARE_WAITING.set)
-        # Fair share needs deliveries to choose from; without it nothing waits in hand.
+        # Fair share needs more deliveries in hand than slots: with a window of the prefetch
+        # nothing ever waits, so it is off, and no delivery's body is peeked for its actor.
         self._window = max(window or prefetch, prefetch) if fair_share is not None else prefetch
+        share = fair_share if self._window > prefetch else None
+        self.scheduler = FairScheduler(prefetch, share, metrics.FAIR_SHARE_WAITING.set)
         self._availability = availability
         # Entered around every batch; BATCHOPS_SERIALIZE_BATCHES makes it one batch at a time.
         self._gate = gate or contextlib.nullcontext

@@ -27,7 +27,8 @@ LOCAL = {"127.0.0.1", "localhost", "::1"}
 # The naive peer needs the `bench` extra (FastStream); an environment without it (the floor
 # versions' run) benchmarks without the peer.
 PEER = importlib.util.find_spec("faststream") is not None
-needs_peer = pytest.mark.skipif(not PEER, reason="the bench extra (FastStream) is not installed")
+# `make floors` deselects the peer's test (-m "not peer") rather than skipping it.
+needs_peer = pytest.mark.peer
 # --quick: 4 batches of 10 at once, 3 single runs, 2 raw connections, 100 raw operations; one
 # warm-up batch per consumer before the timed phases; 3 rounds.
 QUICK = {"batches": 4, "ops_per_batch": 10, "connections": 2, "single_runs": 3, "raw_ops": 100}
