@@ -19,8 +19,8 @@ Each batch has `--ops` order updates, each on an order no other operation touche
 publish → completion event; throughput is every operation of the phase over the time from the
 first publish to the last completion. Prints one JSON line: medians over the rounds of B's
 median latency per phase, the same latency ended by the batch's `completed_at` in the database
-instead of its completion event (events leave through the outbox relay in outbox order, so under
-a flood B's events wait behind A's however early B ran), the paired ratios (fair ÷ alone for
+instead of its completion event (events leave through the outbox relay, which under a flood
+runs behind the batches by a pass or more), the paired ratios (fair ÷ alone for
 B's latency, both ways; 1 − fair ÷ off for the throughput drop), the peak RSS of each phase's
 service (VmHWM, the largest over the rounds: with fair share on it holds up to
 BATCHOPS_FAIR_WINDOW deliveries in memory), the targets, and every round's figures. Progress

@@ -26,6 +26,7 @@ from uuid import UUID
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Uuid,
     all_,
     any_,
     bindparam,
@@ -93,6 +94,20 @@ _MOVE = Statement(
 )
 
 
+_BATCHES_BEHIND = Statement(
+    select(operation_results.c.batch_id)
+    .distinct()
+    .where(
+        operation_results.c.batch_id == any_(bindparam("batch_ids", type_=ARRAY(Uuid))),
+        operation_results.c.announce.is_(True),
+        or_(
+            operation_results.c.txid >= bindparam("horizon"),
+            operation_results.c.txid == any_(bindparam("pending", type_=_TXIDS)),
+        ),
+    )
+)
+
+
 def _position(column: ColumnElement[Any]) -> Any:
     return select(column).where(relay_positions.c.name == POSITION).scalar_subquery()
 
@@ -146,6 +161,22 @@ async def take_operation_events(
     return OperationEvents(
         messages, max(horizon, read_below), sorted(still_pending), read_below == xmax
     )
+
+
+async def batches_behind(
+    session: Session, events: OperationEvents, batch_ids: list[UUID]
+) -> set[UUID]:
+    """Of `batch_ids`, the batches with operation events still unpublished once `events` are.
+    A batch's completion commits after its operations, so a completion the relay read before
+    this pass's snapshot may go out with the pass unless its batch is among these: under a
+    steady flood the pass is never `complete`, and completions must not wait for it to end."""
+    if not batch_ids:
+        return set()
+    rows = await session.fetch(
+        _BATCHES_BEHIND,
+        {"batch_ids": batch_ids, "horizon": events.horizon, "pending": events.pending},
+    )
+    return {row[0] for row in rows}
 
 
 async def advance(session: Session, events: OperationEvents) -> None:

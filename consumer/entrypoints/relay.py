@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from uuid import UUID
 
 import stamina
 import structlog
@@ -19,8 +20,8 @@ import structlog
 from consumer import metrics
 from consumer.adapters.db_faults import classify
 from consumer.adapters.event_publisher import EventPublisher
-from consumer.adapters.operation_events import advance, take_operation_events
-from consumer.adapters.outbox import settle, take_unsent
+from consumer.adapters.operation_events import advance, batches_behind, take_operation_events
+from consumer.adapters.outbox import UnsentEvent, settle, take_unsent
 from consumer.adapters.pg import ConnectionPool
 from consumer.log_config import LogThrottle
 from consumer.service_layer.availability import DatabaseAvailability
@@ -95,14 +96,18 @@ class OutboxRelay:
         try:
             # The outbox is read first: a completion seen now had its operations' rows
             # committed before it, so the operation events read next include them and go out
-            # ahead of it, unless they are more than one pass takes: then it waits.
+            # ahead of it; when they are more than one pass takes, it waits for the pass that
+            # covers its own batch (not for the whole backlog: a flood never leaves it).
             unsent = await take_unsent(session, self._batch_size)
             operations = await take_operation_events(session, self._exchange, self._batch_size)
             messages = [] if operations is None else list(operations.messages)
-            if operations is None or operations.complete:
-                messages += [event.message for event in unsent]
+            ready = unsent
+            if operations is not None and not operations.complete:
+                behind = await batches_behind(session, operations, _batch_ids(unsent))
+                ready = [event for event in unsent if _batch_id(event.message.body) not in behind]
+            messages += [event.message for event in ready]
             sent = await self._publish(messages) if messages else set()
-            kept = [event for event in unsent if id(event.message) in sent]
+            kept = [event for event in ready if id(event.message) in sent]
             if kept:
                 await settle(session, kept)
             if operations is not None and len(sent) == len(messages):
@@ -189,6 +194,18 @@ class OutboxRelay:
 
 def _worth_another_pass(exc: Exception) -> bool:
     return not isinstance(exc, Interrupted)
+
+
+def _batch_id(body: bytes) -> UUID | None:
+    found = (json_object(body) or {}).get("batch_id")
+    try:
+        return UUID(str(found)) if found is not None else None
+    except ValueError:
+        return None
+
+
+def _batch_ids(events: list[UnsentEvent]) -> list[UUID]:
+    return list({found for e in events if (found := _batch_id(e.message.body)) is not None})
 
 
 def _batch_of(body: bytes) -> str | None:

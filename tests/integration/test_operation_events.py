@@ -5,6 +5,7 @@ running at one moment."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,10 +16,15 @@ from sqlalchemy import literal_column, select
 
 from consumer.adapters.console_queries import batch_events
 from consumer.adapters.database import create_engine
-from consumer.adapters.operation_events import advance, take_operation_events
+from consumer.adapters.event_publisher import EventPublisher
+from consumer.adapters.operation_events import advance, batches_behind, take_operation_events
+from consumer.adapters.outbox import SqlOutboxRepository
 from consumer.adapters.pg import ConnectionPool, Session, Statement
 from consumer.adapters.queries import backlog
 from consumer.adapters.tables import relay_positions
+from consumer.entrypoints.relay import OutboxRelay
+from consumer.service_layer.availability import DatabaseAvailability
+from consumer.service_layer.unit_of_work import OutboxMessage
 from contracts import operation_event_id
 from tests.faults.test_operation_events_order import INSERT_BATCH, INSERT_RESULT, an_event
 
@@ -148,6 +154,96 @@ class TestReadingPastThePosition:
         finally:
             await pool.release(one)
             await pool.release(other)
+
+
+class TestBatchesBehindAPass:
+    """Which completions may go out with a pass that did not read everything (the relay holds
+    back the completion of a batch whose operation events the pass does not cover)."""
+
+    async def test_a_batch_the_pass_covers_is_not_behind_and_one_past_it_is(
+        self, pool: ConnectionPool
+    ) -> None:
+        covered = await commit_results(pool, 3)
+        past = await commit_results(pool, 4)
+        session = await pool.acquire()
+        try:
+            events = await take_operation_events(session, EXCHANGE, 5)
+            assert events is not None
+            assert not events.complete, "the premise: a pass that leaves events for the next"
+            without_events = uuid.uuid4()
+            behind = await batches_behind(session, events, [covered, past, without_events])
+        finally:
+            await pool.release(session)
+        assert behind == {past}
+
+    async def test_a_batch_of_a_transaction_pending_in_the_pass_is_behind(
+        self, pool: ConnectionPool
+    ) -> None:
+        late = await open_transaction_with_a_result(pool)
+        later = await commit_results(pool, 2)
+        session = await pool.acquire()
+        try:
+            events = await take_operation_events(session, EXCHANGE, 100)
+            assert events is not None
+            assert late.txid in events.pending, "the premise: running when the pass looked"
+            await late.transaction.commit()  # its rows are visible now, not yet published
+            behind = await batches_behind(session, events, [late.batch_id, later])
+        finally:
+            await pool.release(session)
+            await pool.release(late.session)
+        assert behind == {late.batch_id}
+
+
+class RecordingPublisher(EventPublisher):
+    """Takes every message as confirmed, keeping their routing keys in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.routing_keys: list[str] = []
+
+    async def publish_all(self, messages: list[OutboxMessage]) -> list[BaseException | None]:
+        self.routing_keys += [m.routing_key for m in messages]
+        return [None] * len(messages)
+
+
+async def never_down() -> None:
+    return None
+
+
+class TestACompletionUnderAFlood:
+    async def test_goes_out_with_the_pass_that_covers_its_batch_not_after_the_flood(
+        self, pool: ConnectionPool
+    ) -> None:
+        finished = await commit_results(pool, 3)
+        session = await pool.acquire()
+        try:
+            await SqlOutboxRepository(session).add(
+                OutboxMessage(
+                    exchange=EXCHANGE,
+                    routing_key="batch.order_update.completed",
+                    message_id=uuid.uuid4(),
+                    correlation_id=None,
+                    body=json.dumps({"batch_id": str(finished)}).encode(),
+                )
+            )
+            await session.commit()
+        finally:
+            await pool.release(session)
+        await commit_results(pool, 4)  # the flood: more than the pass below takes
+        publisher = RecordingPublisher()
+        relay = OutboxRelay(
+            pool,
+            DatabaseAvailability(never_down),
+            publisher,
+            exchange=EXCHANGE,
+            batch_size=5,
+            poll_seconds=1,
+        )
+
+        assert await relay.relay_once(), "the premise: events were left for the next pass"
+
+        assert publisher.routing_keys[-1] == "batch.order_update.completed"
+        assert len(publisher.routing_keys) == 3 + 1, "its operations' events, then it"
 
 
 class TestALongTransaction:
