@@ -27,7 +27,7 @@ demo: install
 ## PostgreSQL standby included), then the integration tests again through PgBouncer; then the
 ## Node.js interop example when node is on PATH.
 test: lint types asyncapi rules browser pgbouncer
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 	$(MAKE) --no-print-directory pgbouncer-test
 	@if command -v node >/dev/null 2>&1; then $(MAKE) --no-print-directory interop; \
 	else echo "make test: node is not on PATH, the Node.js interop example did not run"; fi

@@ -25,6 +25,17 @@ from tests.pgbouncer import PgBouncer
 from tests.support import EventLog, listen, reachable, run_admin_sql
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist with `--dist loadgroup` (`make test`), the tests that are not marked
+    slow keep one worker and their order, as in a plain run; each module of slow fault
+    scenarios (its own PostgreSQL server, broker nodes and ports, mostly waiting out outages)
+    runs beside them in another worker. Without xdist the marks change nothing."""
+    for item in items:
+        slow = item.get_closest_marker("slow") is not None
+        group = item.nodeid.split("::", 1)[0] if slow else "in-order"
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @dataclass(frozen=True)
 class ServiceUrls:
     database_server: str  # any database on the server; tests swap the name

@@ -434,7 +434,8 @@ class TestUnreachableServices:
         "command",
         [
             "batches list",
-            f"batches show {uuid.uuid4()}",
+            # A fixed id: pytest-xdist's workers must collect the same test ids.
+            f"batches show {uuid.UUID(int=1)}",
             "cleanup --older-than 1 --dry-run",
             "token create 1",
             "seed",
