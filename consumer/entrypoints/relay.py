@@ -21,7 +21,7 @@ from consumer import metrics
 from consumer.adapters.db_faults import classify
 from consumer.adapters.event_publisher import EventPublisher
 from consumer.adapters.operation_events import advance, batches_behind, take_operation_events
-from consumer.adapters.outbox import UnsentEvent, settle, take_unsent
+from consumer.adapters.outbox import settle, take_unsent
 from consumer.adapters.pg import ConnectionPool
 from consumer.log_config import LogThrottle
 from consumer.service_layer.availability import DatabaseAvailability
@@ -103,8 +103,10 @@ class OutboxRelay:
             messages = [] if operations is None else list(operations.messages)
             ready = unsent
             if operations is not None and not operations.complete:
-                behind = await batches_behind(session, operations, _batch_ids(unsent))
-                ready = [event for event in unsent if _batch_id(event.message.body) not in behind]
+                batch_of = {event.id: _batch_id(event.message.body) for event in unsent}
+                named = [b for b in set(batch_of.values()) if b is not None]
+                behind = await batches_behind(session, operations, named)
+                ready = [event for event in unsent if batch_of[event.id] not in behind]
             messages += [event.message for event in ready]
             sent = await self._publish(messages) if messages else set()
             kept = [event for event in ready if id(event.message) in sent]
@@ -197,15 +199,13 @@ def _worth_another_pass(exc: Exception) -> bool:
 
 
 def _batch_id(body: bytes) -> UUID | None:
+    """The batch an outbox event is about (completions, rejections and their reply_to copies
+    name it); None when it names none, or none valid."""
     found = (json_object(body) or {}).get("batch_id")
     try:
         return UUID(str(found)) if found is not None else None
     except ValueError:
         return None
-
-
-def _batch_ids(events: list[UnsentEvent]) -> list[UUID]:
-    return list({found for e in events if (found := _batch_id(e.message.body)) is not None})
 
 
 def _batch_of(body: bytes) -> str | None:
