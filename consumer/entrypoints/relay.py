@@ -198,17 +198,16 @@ def _worth_another_pass(exc: Exception) -> bool:
     return not isinstance(exc, Interrupted)
 
 
-def _batch_id(body: bytes) -> UUID | None:
-    """The batch an outbox event is about (completions, rejections and their reply_to copies
-    name it); None when it names none, or none valid."""
-    found = (json_object(body) or {}).get("batch_id")
-    try:
-        return UUID(str(found)) if found is not None else None
-    except ValueError:
-        return None
-
-
 def _batch_of(body: bytes) -> str | None:
     """The batch an event is about, for its log line (every event body names it)."""
     found = (json_object(body) or {}).get("batch_id")
     return str(found) if found is not None else None
+
+
+def _batch_id(body: bytes) -> UUID | None:
+    """`_batch_of` as a UUID; None when the body names no valid one."""
+    found = _batch_of(body)
+    try:
+        return UUID(found) if found is not None else None
+    except ValueError:
+        return None
