@@ -12,24 +12,20 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import yarl
-from sqlalchemy import make_url
 
-from tests.integration.test_bench_smoke import LOCAL, ROOT
+from tests.integration.test_bench_smoke import ROOT
 
 if TYPE_CHECKING:
     from tests.conftest import ServiceUrls
 
+# Local servers only, as tests/integration/test_bench_smoke.py explains.
+pytestmark = pytest.mark.bench_smoke
 SIZES = {"flood": 20, "few": 2, "ops": 2, "rounds": 2, "prefetch": 8}
 PHASES = ["alone", "fair", "off"]
 
 
 @pytest.fixture(scope="module")
 def tiny_run(service_urls: ServiceUrls) -> dict[str, Any]:
-    if make_url(service_urls.database_server).host not in LOCAL or (
-        yarl.URL(service_urls.amqp).host not in LOCAL
-    ):
-        pytest.skip("the benchmark runs only against local servers")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("BATCHOPS_")},
         "BATCHOPS_DATABASE_URL": service_urls.database_server,
