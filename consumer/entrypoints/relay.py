@@ -27,7 +27,7 @@ from consumer.log_config import LogThrottle
 from consumer.service_layer.availability import DatabaseAvailability
 from consumer.service_layer.batch_run import Interrupted
 from consumer.service_layer.faults import Fault, describe
-from consumer.service_layer.intake import json_object
+from consumer.service_layer.intake import field_of
 from consumer.service_layer.unit_of_work import OutboxMessage
 from publisher import PublishError, UnroutableError
 
@@ -200,7 +200,7 @@ def _worth_another_pass(exc: Exception) -> bool:
 
 def _batch_of(body: bytes) -> str | None:
     """The batch an event is about, for its log line (every event body names it)."""
-    found = (json_object(body) or {}).get("batch_id")
+    found = field_of(body, "batch_id")
     return str(found) if found is not None else None
 
 

@@ -11,6 +11,7 @@ module owns the loop, its wake-ups and its shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -31,6 +32,10 @@ _throttled = LogThrottle(log)
 # Completions of this process wake the worker at once; those of other processes (and retries
 # falling due) are found by polling this often.
 POLL_SECONDS = 1.0
+# A wake-up is followed by this wait, so that the completions of a busy service are looked
+# for together: one query per interval instead of one per finished batch (most of which have
+# no callback), and off the path of the completion event being published.
+WAKE_COALESCE_SECONDS = 0.1
 # A try's lease outlasts its timeout by this much, time enough to record how it ended; a
 # worker that died during a try leaves it to be taken again once the lease is over.
 LEASE_MARGIN_SECONDS = 5.0
@@ -88,7 +93,8 @@ class WebhookWorker:
             return []
 
     async def _idle(self, stopping: asyncio.Event) -> None:
-        """Until a wake-up, shutdown, a try ending or the poll interval."""
+        """Until a wake-up (and the completions that follow it closely), shutdown, a try
+        ending or the poll interval."""
         waiters = {
             asyncio.ensure_future(self._wakeup.wait()),
             asyncio.ensure_future(stopping.wait()),
@@ -100,6 +106,9 @@ class WebhookWorker:
         finally:
             for waiter in waiters:
                 waiter.cancel()
+        if self._wakeup.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), WAKE_COALESCE_SECONDS)
 
     async def _deliver(self, http: httpx.AsyncClient, due: DueDelivery) -> None:
         """One try of `due`, its outcome recorded (a failure to record leaves the lease to

@@ -15,7 +15,7 @@ from consumer.service_layer.intake import Delivery, Rejection
 from consumer.service_layer.retry import Transactions
 from consumer.service_layer.telemetry import OutboxListener, Telemetry
 from consumer.service_layer.unit_of_work import AbstractUnitOfWork, StoredBatch
-from contracts import BatchStatus, OperationResult, batch_routing_key, completion_event_id
+from contracts import BatchStatus, batch_routing_key, completion_event_id
 
 log = structlog.get_logger(__name__)
 
@@ -77,13 +77,10 @@ class Announcer:
         """Give the batch its terminal status and completion event (not yet committed)."""
         state = stored.state
         state.complete(self._clock())
-        results = [
-            OperationResult.model_validate_json(body)
-            for body in await uow.batches.result_events(state.batch_id)
-        ]
-        body = self._events.completion(state, stored.correlation_id, results).model_dump_json()
-        await uow.batches.complete(state, body.encode())
-        return replace(stored, completion_event=body.encode())
+        results = await uow.batches.result_events(state.batch_id)
+        body = self._events.completion_body(state, stored.correlation_id, results)
+        await uow.batches.complete(state, body)
+        return replace(stored, completion_event=body)
 
     async def resend_completion(self, batch_id: UUID, delivery: Delivery) -> None:
         async def resend(uow: AbstractUnitOfWork) -> None:

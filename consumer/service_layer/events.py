@@ -24,6 +24,8 @@ from contracts import (
     operation_event_id,
 )
 
+_NO_RESULTS = b'"results":[]'
+
 
 class EventFactory:
     """Events and their outbox messages for one namespace."""
@@ -107,6 +109,18 @@ class EventFactory:
             dry_run=batch.dry_run,
             retry_of=batch.retry_of,
         )
+
+    def completion_body(
+        self, batch: BatchState, correlation_id: str | None, results: list[bytes]
+    ) -> bytes:
+        """`completion(...)` as JSON, its results the operation events' own JSON as stored,
+        byte for byte: decoding and encoding them again costs more than the rest of a batch's
+        completion and yields the same bytes."""
+        head = self.completion(batch, correlation_id, []).model_dump_json().encode()
+        # The only match is the field itself: inside a JSON string every quote is escaped.
+        at = head.index(_NO_RESULTS)
+        spliced = b'"results":[' + b",".join(results) + b"]"
+        return head[:at] + spliced + head[at + len(_NO_RESULTS) :]
 
     def rejected(
         self, rejection: Rejection, correlation_id: str | None, now: datetime

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Container, Mapping
+from collections.abc import Collection, Container, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -267,30 +267,46 @@ def _head(body: bytes) -> str:
     return body[:PEEK_BYTES].decode("utf-8", errors="ignore")
 
 
+def field_of(body: bytes, name: str) -> Any:
+    """Top-level field `name` of a JSON object body, or None. Found among the first fields
+    without decoding the rest when it is there, as in every event this service writes (its
+    ids come first, a completion's results last); else read from the whole body."""
+    for key, value in _leading_pairs(_head(body)):
+        if key == name:
+            return value
+    return (json_object(body) or {}).get(name)
+
+
 def _leading_fields(head: str) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for key, value in _leading_pairs(head):
+        fields.setdefault(key, value)
+    return fields
+
+
+def _leading_pairs(head: str) -> Iterator[tuple[str, Any]]:
     """Top-level `"key": value` pairs of a JSON object, in order, up to the first that is not
     complete in `head` (values are decoded one at a time, so nothing nested is mistaken for
     a top-level field)."""
     decoder = json.JSONDecoder()
-    fields: dict[str, Any] = {}
     position = _skip_space(head, 0)
     if not head.startswith("{", position):
-        return fields
+        return
     position += 1
     try:
         while True:
             key, position = decoder.raw_decode(head, _skip_space(head, position))
             position = _skip_space(head, position)
             if not isinstance(key, str) or not head.startswith(":", position):
-                return fields
+                return
             value, position = decoder.raw_decode(head, _skip_space(head, position + 1))
-            fields.setdefault(key, value)
+            yield key, value
             position = _skip_space(head, position)
             if not head.startswith(",", position):
-                return fields
+                return
             position += 1
     except (ValueError, RecursionError):
-        return fields
+        return
 
 
 def _skip_space(text: str, position: int) -> int:

@@ -17,6 +17,7 @@ from consumer.service_layer.intake import (
     Rejection,
     accept,
     conflict,
+    field_of,
     fingerprint,
 )
 from contracts import MAX_BODY_BYTES, MAX_OPERATIONS, BatchRequest, ErrorCode
@@ -315,3 +316,18 @@ def test_any_json_object_is_accepted_or_refused_without_raising(body: dict[str, 
 
 
 _TYPES = {"professional_approval", "service_update", "user_update", "bulk_delete"}
+
+
+class TestFieldOf:
+    def test_a_leading_field_is_read_without_decoding_the_rest(self) -> None:
+        # The tail is not JSON at all: only a reader that stops at the field gets it.
+        body = b'{"event_id": "e", "batch_id": "b", "results": [{"cut short'
+        assert field_of(body, "batch_id") == "b"
+
+    def test_a_field_beyond_the_first_bytes_is_read_from_the_whole_body(self) -> None:
+        body = json.dumps({"results": ["x" * 5000], "batch_id": "late"}).encode()
+        assert field_of(body, "batch_id") == "late"
+
+    @pytest.mark.parametrize("body", [b"", b"not json", b"[1, 2]", b'{"other": 1}'])
+    def test_a_body_without_it_gives_none(self, body: bytes) -> None:
+        assert field_of(body, "batch_id") is None
