@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -82,10 +82,35 @@ def render_batch(view: BatchView, results: Sequence[OperationResult]) -> str:
         f"  started      {_when(state.started_at)}",
         f"  completed    {_when(state.completed_at)}   duration {duration}",
         *_rejection_lines(row),
+        *([f"  webhook      {describe_webhook(row['webhook'])}"] if row.get("webhook") else []),
         "results:" if results else "results: none yet",
         *(render_result(result) for result in results),
     ]
     return "\n".join(lines)
+
+
+def describe_webhook(
+    webhook: Mapping[str, Any], when: Callable[[datetime | None], str] = _when
+) -> str:
+    """A batch's webhook in one line: where it goes and how its delivery stands (`webhook`
+    as the batch record holds it, timestamps as JSON text, written by `when`)."""
+    tries = webhook["attempts"]
+    counted = f"{tries} {'try' if tries == 1 else 'tries'}"
+    if webhook.get("last_status") is not None:
+        counted += f", last answer {webhook['last_status']}"
+    if webhook.get("delivered_at"):
+        state = f"delivered {when(_moment(webhook['delivered_at']))}"
+    elif webhook.get("given_up_at"):
+        state = f"given up {when(_moment(webhook['given_up_at']))}"
+    elif tries == 0:
+        state = "due, not tried yet"
+    else:
+        state = "not delivered yet, to be tried again"
+    return f"{webhook['url']}: {state} ({counted})"
+
+
+def _moment(value: str | datetime) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
 def _rejection_lines(row: dict[str, Any]) -> list[str]:

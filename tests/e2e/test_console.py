@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from consumer.config import Settings
 from tests.e2e.browser import Browser, chromium
@@ -165,6 +167,37 @@ class TestBatches:
         assert "attachment" in as_csv.headers["content-disposition"]
         assert as_csv.text.splitlines()[0].startswith("index,resource_id,outcome,status")
         assert [r["outcome"] for r in as_json.json()] == ["succeeded", "succeeded", "failed"]
+
+    async def test_a_batch_shows_how_its_webhook_stands(
+        self, console: Console, browser: Browser
+    ) -> None:
+        # Delivered on the second try, as the webhook worker records it.
+        engine = create_async_engine(console.settings.database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        "INSERT INTO webhooks (batch_id, url, attempts, last_status, delivered_at)"
+                        " VALUES (:batch_id, 'https://partner.example/hook', 2, 200,"
+                        " '2026-11-30 10:00:03+00')"
+                    ),
+                    {"batch_id": uuid.UUID(console.partial_batch)},
+                )
+        finally:
+            await engine.dispose()
+        browser.sign_in(console.tokens[ADMIN])
+        browser.open(f"/console/batches/{console.partial_batch}")
+        browser.shows(
+            "https://partner.example/hook: delivered 2026-11-30 10:00:03 UTC"
+            " (2 tries, last answer 200)",
+            "#webhook",
+        )
+        # A batch submitted without a callback has no webhook line.
+        note = {"method": "PATCH", "resource_id": 6, "data": {"notes": "ring twice"}}
+        other = await console.submit(PROFESSIONAL, [note])
+        browser.open(f"/console/batches/{other}")
+        browser.shows(f"Batch {other}", "h1")
+        assert browser.all("#webhook") == []
 
     def test_an_owner_sees_only_their_own_batches(self, console: Console, browser: Browser) -> None:
         browser.sign_in(console.tokens[CLIENT])

@@ -11,6 +11,8 @@ from typing import Any
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from consumer.entrypoints.batch_views import describe_webhook
+
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 
@@ -26,6 +28,7 @@ def environment() -> Environment:
     env.filters["when"] = when
     env.filters["pretty_json"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)
     env.filters["seconds"] = seconds
+    env.filters["webhook"] = lambda webhook: describe_webhook(webhook, when)
     return env
 
 
