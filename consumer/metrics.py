@@ -26,6 +26,7 @@ __all__ = [
     "REDELIVERIES",
     "REGISTRY",
     "RETRIES",
+    "WEBHOOK_TRIES",
 ]
 
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -92,6 +93,12 @@ RETRIES = Counter(
     "batchops_transaction_retries_total",
     "Transactions tried again after the database refused them or a connection broke",
     ["fault"],
+)
+WEBHOOK_TRIES = Counter(
+    "batchops_webhook_tries_total",
+    "Webhook deliveries tried, by how the try ended: delivered, failed (to be tried again) "
+    "or given_up (the last try failed)",
+    ["outcome"],
 )
 HTTP_REQUESTS = Counter(
     "batchops_http_requests_total",

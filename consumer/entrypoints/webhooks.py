@@ -21,6 +21,7 @@ import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from consumer import metrics
 from consumer.adapters import callbacks
 from consumer.adapters.webhooks import DueDelivery, record_delivered, record_failed, take_due
 from consumer.domain.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, next_try, signature
@@ -140,12 +141,14 @@ class WebhookWorker:
     async def _record(self, due: DueDelivery, answer: callbacks.Answer) -> None:
         if answer.delivered:
             assert answer.status is not None  # noqa: S101 - `delivered` says so
+            metrics.WEBHOOK_TRIES.labels("delivered").inc()  # the try, even if recording fails
             async with self._engine.begin() as conn:
                 await record_delivered(conn, due.batch_id, answer.status)
             log.info("webhook_delivered")
             return
         spread = random.random()  # noqa: S311 - jitter, not a secret
         next_at = next_try(due.attempts, datetime.now(UTC), due.deadline, spread)
+        metrics.WEBHOOK_TRIES.labels("failed" if next_at else "given_up").inc()
         async with self._engine.begin() as conn:
             await record_failed(conn, due.batch_id, answer.status, answer.error, next_at)
         if next_at is None:

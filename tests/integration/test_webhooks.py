@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from consumer.adapters.database import create_engine
 from consumer.adapters.webhooks import webhook_secret
@@ -25,6 +27,7 @@ from tests.receiver import HANG, REDIRECT, Receiver, signature_is_valid
 from tests.support import EventLog
 
 Start = Callable[..., Awaitable[None]]
+TRIES = "batchops_webhook_tries_total"
 
 
 @pytest.fixture
@@ -47,6 +50,17 @@ async def start_consumer(settings: Settings) -> AsyncIterator[Start]:
     yield start
     for consumer in started:
         await consumer.close()
+
+
+def tries_counted() -> Counter[str]:
+    """`batchops_webhook_tries_total` of this process, by outcome."""
+    return Counter(
+        {
+            outcome: int(value)
+            for outcome in ("delivered", "failed", "given_up")
+            if (value := REGISTRY.get_sample_value(TRIES, {"outcome": outcome}))
+        }
+    )
 
 
 async def submit(client: httpx.AsyncClient, token: str, callback_url: str) -> uuid.UUID:
@@ -165,11 +179,13 @@ class TestRetries:
         tokens: dict[int, str],
     ) -> None:
         await start_consumer()
+        counted = tries_counted()
         async with Receiver([500, 503]) as receiver:
             batch_id = await submit(client, tokens[CLIENT_3], receiver.url)
             tries = await receiver.wait_for(3, timeout=30)
             webhook = await webhook_of(client, tokens[CLIENT_3], batch_id, "delivered_at")
 
+        assert tries_counted() - counted == Counter(failed=2, delivered=1)
         assert webhook["attempts"] == 3, "every try counts, the successful one included"
         assert webhook["last_status"] == 200
         assert len({t.body for t in tries}) == 1, "each try carries the same body"
@@ -204,10 +220,13 @@ class TestRetries:
         tokens: dict[int, str],
     ) -> None:
         await start_consumer(webhook_retry_seconds=2.5)
+        counted = tries_counted()
         async with Receiver(then=500) as receiver:
             batch_id = await submit(client, tokens[CLIENT_3], receiver.url)
             webhook = await webhook_of(client, tokens[CLIENT_3], batch_id, "given_up_at")
             tries = len(receiver.received)
+
+        assert tries_counted() - counted == Counter(failed=tries - 1, given_up=1)
 
         # Tries at about 0 s and 1 s after the completion (the third, 2 s later, is past 2.5 s).
         assert webhook["delivered_at"] is None

@@ -20,7 +20,11 @@ EVENTS = EventFactory(Topology())
 TRICKY = st.sampled_from(['"results":[]', '","results":[]', '\\"results\\":[]', "résultats ✓"])
 TEXT = st.one_of(TRICKY, st.text(max_size=30))
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | TEXT,
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | TEXT,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
     max_leaves=8,
 )

@@ -46,13 +46,14 @@ def test_every_expression_asks_for_metrics_batchops_exposes(expr: str) -> None:
     assert asked <= exposed_names(), f"unknown metrics {asked - exposed_names()} in {expr!r}"
 
 
-def test_the_alerts_cover_the_outbox_dead_letters_consumers_and_failures() -> None:
+def test_the_alerts_cover_the_outbox_dead_letters_consumers_failures_and_webhooks() -> None:
     watched = " ".join(rule["expr"] for rule in ALERTS)
     for metric in (
         "batchops_outbox_oldest_unsent_age_seconds",
         "batchops_queue_messages",
         "batchops_queue_consumers",
         "batchops_batches_finished_total",
+        "batchops_webhook_tries_total",
     ):
         assert metric in watched, f"no alert watches {metric}"
 
