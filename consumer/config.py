@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: PositiveFloat = 30.0
     log_level: str = "INFO"
     log_format: str = Field("auto", pattern="^(auto|json|console)$")
+    # `serve`/`consume`/`api` run on uvloop where it is installed (auto), or say which.
+    event_loop: str = Field("auto", pattern="^(auto|uvloop|asyncio)$")
 
     @field_validator("database_url")
     @classmethod

@@ -24,15 +24,17 @@ TEST_TOOLS = {
     "pyyaml",
     "trustme",
 }
-FLOOR = re.compile(r"^([A-Za-z0-9_.-]+(?:\[[^\]]+\])?)\s*>=\s*([^,;\s]+)$")
+FLOOR = re.compile(r"^([A-Za-z0-9_.-]+(?:\[[^\]]+\])?)\s*>=\s*([^,;\s]+)\s*(;.+)?$")
 
 
 def floor_pin(requirement: str) -> str:
-    """`name[extra]>=X` as `name[extra]==X`; anything else is not a floor and is refused."""
+    """`name[extra]>=X` as `name[extra]==X` (an environment marker kept); anything else is not
+    a floor and is refused."""
     match = FLOOR.match(requirement.strip())
     if match is None:
         raise SystemExit(f"floors: {requirement!r} is not of the form name>=version")
-    return f"{match[1]}=={match[2]}"
+    marker = f" {match[3]}" if match[3] else ""
+    return f"{match[1]}=={match[2]}{marker}"
 
 
 def name_of(requirement: str) -> str:

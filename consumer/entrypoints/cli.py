@@ -283,6 +283,7 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from consumer.bootstrap import ListenError, bootstrap
+    from consumer.entrypoints.event_loop import run_on_chosen_loop
     from consumer.entrypoints.failures import broker_errors, refuse_a_missing_schema
 
     async def run() -> None:
@@ -297,7 +298,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     refuse_a_missing_schema(settings.database_url)
     try:
         with broker_errors(settings.amqp_url):
-            asyncio.run(run())
+            run_on_chosen_loop(settings.event_loop, run)
     except ListenError as exc:
         raise CommandFailed(str(exc)) from exc
     return EXIT_OK

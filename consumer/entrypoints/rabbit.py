@@ -175,6 +175,8 @@ class RequestConsumer:
             queue=self._topology.requests_queue,
             prefetch=self._prefetch,
             window=self._window,
+            # uvloop or asyncio (BATCHOPS_EVENT_LOOP)
+            event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
         )
 
     async def _unsubscribe(self) -> None:
