@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 import aio_pika
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from bench.environment import delete_namespace, require_local
 from bench.service import ServiceProcess
@@ -178,6 +179,9 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                         await server.restart(fault)
                     next_fault = time.monotonic() + rng.uniform(args.min_kill, args.max_kill)
                 await asyncio.sleep(0.05)  # a soak's own pacing, not a test waiting for state
+            # The last completion can come from a consumer killed before it marked its events
+            # sent, or before redelivered copies were taken: the next one finishes that work.
+            await settle(url, settings, topology, deadline)
             exit_code = await consumer.stop()
             elapsed = time.monotonic() - started
             report = await oracle(url, settings, topology, batches, events)
@@ -261,13 +265,7 @@ async def oracle(
     ]
     lost_events = sum(event_id not in events for event_id in expected_events)
     differing_copies = sum(len(set(bodies)) > 1 for bodies in events.values())
-    connection = await aio_pika.connect_robust(settings.amqp_url)
-    try:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(topology.requests_queue, passive=True)
-        waiting = queue.declaration_result.message_count
-    finally:
-        await connection.close()
+    waiting = await requests_waiting(settings, topology)
     return {
         "lost": lost_effects + lost_events,
         "duplicated": duplicated_effects + differing_copies + failed_with_effect,
@@ -286,6 +284,34 @@ async def oracle(
             "events_with_redelivered_copies": sum(len(v) > 1 for v in events.values()),
         },
     }
+
+
+async def requests_waiting(settings: Settings, topology: Topology) -> int:
+    connection = await aio_pika.connect_robust(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(topology.requests_queue, passive=True)
+        return queue.declaration_result.message_count or 0
+    finally:
+        await connection.close()
+
+
+async def settle(url: str, settings: Settings, topology: Topology, deadline: float) -> None:
+    """Return once no request waits and every event is marked sent, or at `deadline` (the
+    oracle then counts what is left as stuck)."""
+    engine = create_engine(url, pool_size=1)
+    try:
+        while time.monotonic() < deadline:
+            try:
+                async with engine.connect() as conn:
+                    unsent, _ = await backlog(conn)
+                if not unsent and await requests_waiting(settings, topology) == 0:
+                    return
+            except (OSError, DBAPIError):  # PostgreSQL still restarting after the last fault
+                pass
+            await asyncio.sleep(0.2)  # polling the state with a deadline, not a bare wait
+    finally:
+        await engine.dispose()
 
 
 def main() -> None:
