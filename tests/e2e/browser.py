@@ -10,7 +10,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import (
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -77,6 +81,11 @@ class Browser:
         self.type("#token", token)
         self.click("form button[type=submit]")
 
+    def signed_in(self, token: str) -> None:
+        """`sign_in`, then wait for its answer: a page opened before it arrives is replaced."""
+        self.sign_in(token)
+        self.until(lambda: not self.path.startswith("/console/login"), "signed in")
+
     def find(self, css: str) -> WebElement:
         return self.driver.find_element(By.CSS_SELECTOR, css)
 
@@ -84,12 +93,14 @@ class Browser:
         return self.driver.find_elements(By.CSS_SELECTOR, css)
 
     def text(self, css: str = "main") -> str:
-        # A live part may be swapped (htmx) between finding it and reading it: read it again.
+        # A live part may be swapped (htmx), or the page replaced, between finding it and
+        # reading it: read it again.
         for _ in range(5):
             try:
                 return str(self.find(css).text)
-            except StaleElementReferenceException:
-                continue
+            except WebDriverException as exc:
+                if not _gone(exc):
+                    raise
         return str(self.find(css).text)
 
     def type(self, css: str, text: str) -> None:
@@ -106,7 +117,9 @@ class Browser:
     def until(self, condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
         """Wait for what a person would wait to see; fail naming it."""
         try:
-            WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(lambda _: condition())
+            WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(
+                lambda _: _unless_gone(condition)
+            )
         except TimeoutException:
             page = self.driver.find_element(By.TAG_NAME, "body").text[:2000]
             raise AssertionError(
@@ -137,3 +150,21 @@ class Browser:
         directory.mkdir(parents=True, exist_ok=True)
         self.driver.save_screenshot(str(directory / f"{name}.png"))
         self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def _gone(exc: WebDriverException) -> bool:
+    """The element was replaced under us: stale, or (Chromium's other wording) a node that no
+    longer belongs to the document."""
+    return isinstance(exc, StaleElementReferenceException) or (
+        "does not belong to the document" in (exc.msg or "")
+    )
+
+
+def _unless_gone(condition: Callable[[], bool]) -> bool:
+    """`condition()`, False when what it read was replaced meanwhile (look again)."""
+    try:
+        return condition()
+    except WebDriverException as exc:
+        if _gone(exc):
+            return False
+        raise

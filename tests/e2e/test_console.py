@@ -185,7 +185,7 @@ class TestBatches:
                 )
         finally:
             await engine.dispose()
-        browser.sign_in(console.tokens[ADMIN])
+        browser.signed_in(console.tokens[ADMIN])
         browser.open(f"/console/batches/{console.partial_batch}")
         browser.shows(
             "https://partner.example/hook: delivered 2026-11-30 10:00:03 UTC"
@@ -223,7 +223,7 @@ class TestJobControl:
     async def test_a_partial_batch_is_retried_and_the_retry_links_back(
         self, console: Console, browser: Browser
     ) -> None:
-        browser.sign_in(console.tokens[PROFESSIONAL])
+        browser.signed_in(console.tokens[PROFESSIONAL])
         browser.open(f"/console/batches/{console.partial_batch}")
         assert browser.all("#cancel") == []  # finished: nothing left to stop
 
@@ -241,7 +241,7 @@ class TestJobControl:
     async def test_a_running_batch_is_cancelled_before_its_next_operation(
         self, console: Console, browser: Browser
     ) -> None:
-        browser.sign_in(console.tokens[ADMIN])
+        browser.signed_in(console.tokens[ADMIN])
         async with order_locked(console.settings.database_url, 15):
             stuck = await console.submit(
                 ADMIN,
