@@ -38,14 +38,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import aio_pika
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bench.environment import delete_namespace, require_local
 from bench.service import ServiceProcess
 from consumer.adapters.database import create_engine
 from consumer.adapters.queries import backlog
-from consumer.adapters.tables import batch_operations, operation_results, orders
+from consumer.adapters.tables import batch_operations, operation_results, orders, waiting_requests
 from consumer.config import Settings
 from consumer.service_layer.registry import ENTRY_POINT_GROUP
 from contracts import BatchRequest, ErrorCode, Topology
@@ -247,6 +248,7 @@ async def oracle(
                 ).all()
             }
             unsent, _ = await backlog(conn)  # the outbox's and operation events' both
+            parked = await waiting_room_rows(conn)
     finally:
         await engine.dispose()
     lost_effects = duplicated_effects = failed_with_effect = wrongly_failed = 0
@@ -269,7 +271,7 @@ async def oracle(
     return {
         "lost": lost_effects + lost_events,
         "duplicated": duplicated_effects + differing_copies + failed_with_effect,
-        "stuck": stuck + (waiting or 0) + (unsent or 0),
+        "stuck": stuck + (waiting or 0) + (unsent or 0) + parked,
         "wrongly_failed": wrongly_failed,
         "detail": {
             "lost_effects": lost_effects,
@@ -280,37 +282,51 @@ async def oracle(
             "non_terminal_batches": stuck,
             "requests_waiting": waiting,
             "unsent_outbox": unsent,
+            "waiting_room_rows": parked,
             "result_rows": len(results),
             "events_with_redelivered_copies": sum(len(v) > 1 for v in events.values()),
         },
     }
 
 
+async def waiting_room_rows(conn: AsyncConnection) -> int:
+    """Requests still in the fair-share waiting room, leased or not (the soak's database is
+    its own: every row is the soak's)."""
+    return int(await conn.scalar(select(func.count()).select_from(waiting_requests)) or 0)
+
+
 async def requests_waiting(settings: Settings, topology: Topology) -> int:
     connection = await aio_pika.connect_robust(settings.amqp_url)
     try:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(topology.requests_queue, passive=True)
-        return queue.declaration_result.message_count or 0
+        return await _ready(await connection.channel(), topology)
     finally:
         await connection.close()
 
 
+async def _ready(channel: aio_pika.abc.AbstractChannel, topology: Topology) -> int:
+    queue = await channel.declare_queue(topology.requests_queue, passive=True)
+    return queue.declaration_result.message_count or 0
+
+
 async def settle(url: str, settings: Settings, topology: Topology, deadline: float) -> None:
-    """Return once no request waits and every event is marked sent, or at `deadline` (the
-    oracle then counts what is left as stuck)."""
+    """Return once no request waits (in the queue or the waiting room) and every event is
+    marked sent, or at `deadline` (the oracle then counts what is left as stuck)."""
     engine = create_engine(url, pool_size=1)
+    connection = await aio_pika.connect_robust(settings.amqp_url)
     try:
+        channel = await connection.channel()
         while time.monotonic() < deadline:
             try:
                 async with engine.connect() as conn:
                     unsent, _ = await backlog(conn)
-                if not unsent and await requests_waiting(settings, topology) == 0:
+                    parked = await waiting_room_rows(conn)
+                if not unsent and not parked and await _ready(channel, topology) == 0:
                     return
             except (OSError, DBAPIError):  # PostgreSQL still restarting after the last fault
                 pass
             await asyncio.sleep(0.2)  # polling the state with a deadline, not a bare wait
     finally:
+        await connection.close()
         await engine.dispose()
 
 

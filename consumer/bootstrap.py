@@ -18,6 +18,7 @@ from consumer.adapters.event_publisher import EventPublisher
 from consumer.adapters.pg import ConnectionPool
 from consumer.adapters.serial import SerialGate
 from consumer.adapters.unit_of_work import SqlUnitOfWork
+from consumer.adapters.waiting_room import SqlWaitingRoom
 from consumer.config import Settings
 from consumer.entrypoints.queue_watch import QueueWatch
 from consumer.entrypoints.rabbit import RequestConsumer
@@ -102,9 +103,10 @@ class Service:
             self._connection = await connect_robust(
                 self.settings.amqp_url, client_properties={"connection_name": "batchops"}
             )
-            self.relay.publisher.attach(await self._connection.channel(publisher_confirms=True))
+            confirms = await self._connection.channel(publisher_confirms=True)
+            self.relay.publisher.attach(confirms)
             await self.consumer.start(
-                await self._connection.channel(), await self._connection.channel()
+                await self._connection.channel(), await self._connection.channel(), confirms
             )
         if self.http:
             await self._start_http(self.settings.http_port)
@@ -145,6 +147,7 @@ class Service:
                     name="consumer-watchdog",
                 ),
                 asyncio.create_task(self.consumer.follow_database(), name="database-follower"),
+                asyncio.create_task(self.consumer.run_waiting_room(), name="waiting-room"),
             ]
             if self.consume
             else []
@@ -227,7 +230,7 @@ def bootstrap(
         job_control=job_control,
         relay=relay,
         webhooks=webhooks,
-        consumer=_consumer(settings, executor, availability, gate),
+        consumer=_consumer(settings, executor, availability, gate, pool, transactions),
         queue_watch=QueueWatch(settings.amqp_url, settings.topology, settings.broker_poll_seconds),
         consume=consume,
         http=http,
@@ -274,6 +277,8 @@ def _consumer(
     executor: BatchExecutor,
     availability: DatabaseAvailability,
     gate: SerialGate | None,
+    pool: ConnectionPool,
+    transactions: Transactions,
 ) -> RequestConsumer:
     return RequestConsumer(
         executor,
@@ -283,6 +288,14 @@ def _consumer(
         gate=gate,
         fair_share=settings.fair_share_limit,
         window=settings.delivery_window,
+        waiting_room=SqlWaitingRoom(
+            pool,
+            transactions,
+            settings.namespace,
+            lease_seconds=settings.fair_lease_seconds,
+        ),
+        delivery_limit=settings.delivery_limit,
+        lease_seconds=settings.fair_lease_seconds,
     )
 
 

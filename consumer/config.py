@@ -52,13 +52,13 @@ class Settings(BaseSettings):
     # Unset: half the prefetch (at least 1); 0 turns fair share off, and so does
     # serialize_batches (queue order comes first there).
     fair_share: int | None = Field(None, ge=0)
-    # Deliveries the broker hands this consumer with fair share on, held unacknowledged in
-    # memory until a slot frees, so that other actors' batches behind a flood reach it (1024
-    # sees past a flood of a thousand batches). Unset: the prefetch, which leaves nothing to
-    # choose from: a consumer killed returns every delivery it holds, each one's delivery count
-    # rising by one, and a large window spent on repeated crashes dead-letters requests that
-    # never ran (docs/operations.md). The broker's prefetch count is a 16-bit number.
+    # Deliveries the broker hands this consumer with fair share on: those beyond the prefetch
+    # are parked in the database's waiting room as they come (docs/operations.md). Unset:
+    # twice the prefetch. The broker's prefetch count is a 16-bit number.
     fair_window: int | None = Field(None, ge=1, le=65535)
+    # How long a parked request's lease holds without renewal (renewed every third of it while
+    # its batch runs): how soon a request whose consumer died runs elsewhere.
+    fair_lease_seconds: float = Field(10.0, ge=1.0, le=3600.0)
     # Run batches one at a time across every consumer (a PostgreSQL advisory lock): for
     # producers that need batches touching the same resources applied in queue order.
     serialize_batches: bool = False
@@ -152,8 +152,10 @@ class Settings(BaseSettings):
     @property
     def delivery_window(self) -> int:
         """Deliveries the broker may hand this consumer at once."""
-        if self.fair_share_limit is None or self.fair_window is None:
+        if self.fair_share_limit is None:
             return self.prefetch
+        if self.fair_window is None:
+            return min(2 * self.prefetch, 65535)
         return self.fair_window
 
     @property

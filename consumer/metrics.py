@@ -21,6 +21,7 @@ __all__ = [
     "OPERATION_DURATION",
     "OUTBOX_BACKLOG",
     "OUTBOX_OLDEST_AGE",
+    "PARKED",
     "QUEUE_CONSUMERS",
     "QUEUE_MESSAGES",
     "REDELIVERIES",
@@ -67,7 +68,12 @@ REDELIVERIES = Counter(
 )
 FAIR_SHARE_WAITING = Gauge(
     "batchops_fair_share_waiting",
-    "Deliveries held unacknowledged in the fair-share window, waiting for a slot to run",
+    "Requests waiting for a slot under fair share (parked in the database, the namespace's "
+    "count as this process last saw it)",
+)
+PARKED = Counter(
+    "batchops_fair_share_parked_total",
+    "Requests this process parked in the database to wait for a slot under fair share",
 )
 DEAD_LETTERED = Counter(
     "batchops_dead_lettered_total", "Requests sent to the dead-letter queue by the consumer"

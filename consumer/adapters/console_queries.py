@@ -13,7 +13,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer.adapters.operation_events import UNPUBLISHED
-from consumer.adapters.queries import SUMMARY_COLUMNS, backlog
+from consumer.adapters.queries import SUMMARY_COLUMNS, backlog, requests_waiting
 from consumer.adapters.tables import batch_operations, operation_results, outbox
 from contracts import (
     BatchStatus,
@@ -144,6 +144,8 @@ class Overview:
     waiting: int  # stored pending (HTTP submissions not yet taken)
     unsent_events: int
     oldest_unsent_seconds: float
+    # Requests waiting for a slot under fair share (in the waiting room of the namespace asked).
+    parked: int = 0
     last_hour: list[Minute] = field(default_factory=list)
     last_batch: dict[str, Any] | None = None
 
@@ -159,8 +161,11 @@ class Overview:
         return round(100 * failed / finished, 2) if finished else 0.0
 
 
-async def overview(conn: AsyncConnection, actor_id: int | None = None) -> Overview:
-    """The figures an operator watches; `actor_id` narrows them to one owner's batches."""
+async def overview(
+    conn: AsyncConnection, actor_id: int | None = None, namespace: str | None = None
+) -> Overview:
+    """The figures an operator watches; `actor_id` narrows them to one owner's batches, and
+    `namespace` adds the requests waiting under fair share there."""
     scope = BatchQuery(actor_id=actor_id)
     by_status = dict(
         (
@@ -183,6 +188,7 @@ async def overview(conn: AsyncConnection, actor_id: int | None = None) -> Overvi
         waiting=int(by_status.get(BatchStatus.PENDING.value, 0)),
         unsent_events=unsent,
         oldest_unsent_seconds=oldest,
+        parked=await requests_waiting(conn, namespace) if namespace is not None else 0,
         last_hour=await _last_hour(conn, scope),
         last_batch=last[0] if last else None,
     )

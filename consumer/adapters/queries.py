@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import Select, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer.adapters.operation_events import UNPUBLISHED
@@ -15,6 +15,7 @@ from consumer.adapters.tables import (
     batch_operations,
     operation_results,
     outbox,
+    waiting_requests,
 )
 from consumer.adapters.webhooks import webhook_column
 from consumer.domain.batch import BatchState
@@ -165,3 +166,18 @@ async def backlog(conn: AsyncConnection) -> tuple[int, float]:
     ).one()
     operations = await conn.scalar(select(func.count()).where(UNPUBLISHED))
     return int(outbox_row[0]) + int(operations or 0), float(outbox_row[1])
+
+
+async def requests_waiting(conn: AsyncConnection, namespace: str) -> int:
+    """The namespace's requests in the fair-share waiting room, not yet taken or taken by a
+    consumer that died (its lease ran out)."""
+    count = await conn.scalar(
+        select(func.count()).where(
+            waiting_requests.c.namespace == namespace,
+            or_(
+                waiting_requests.c.leased_by.is_(None),
+                waiting_requests.c.lease_until < func.now(),
+            ),
+        )
+    )
+    return int(count or 0)

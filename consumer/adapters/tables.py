@@ -255,3 +255,38 @@ webhook_secrets = Table(
     Column("secret", String(100), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+# Requests taken off the work queue to wait for a slot under fair share (docs/operations.md,
+# "Fair share"): a request waits here, acknowledged, instead of held unacknowledged by a
+# consumer, so that a crash hands back nothing that did not run and spends no delivery attempt
+# on it. A consumer leases a row to run it and deletes it once the batch is terminal.
+waiting_requests = Table(
+    "waiting_requests",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    # Several environments may share one database (BATCHOPS_NAMESPACE).
+    Column("namespace", Text, nullable=False),
+    Column("batch_id", Uuid, nullable=False),
+    # The same request taken off the queue twice (a crash before its ack) waits once.
+    Column("body_sha256", LargeBinary(32), nullable=False),
+    Column("actor_id", Integer, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    # Kept for the copy put in `{ns}.dead` should it be dead-lettered.
+    Column("routing_key", Text, nullable=False),
+    # The delivery's properties, as the executor reads them (intake.Delivery).
+    Column("user_id", Text),
+    Column("message_id", Text),
+    Column("correlation_id", Text),
+    Column("reply_to", Text),
+    Column("content_type", Text),
+    Column("published_at", DateTime(timezone=True)),
+    Column("traceparent", Text),
+    Column("parked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The consumer running it and until when its lease holds (it renews it while it runs).
+    Column("leased_by", Text),
+    Column("lease_until", DateTime(timezone=True)),
+    # Runs started (a consumer's crash ends one): past the delivery limit it is given up on.
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Index("uq_waiting_requests_request", "namespace", "batch_id", "body_sha256", unique=True),
+    Index("ix_waiting_requests_namespace_id", "namespace", "id"),
+)

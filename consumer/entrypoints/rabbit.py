@@ -8,18 +8,22 @@ import contextlib
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from uuid import UUID
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
-from aio_pika.exceptions import ChannelInvalidStateError
 
 from consumer import metrics
+from consumer.adapters.dead_letter_copies import DeadLetterCopies
+from consumer.entrypoints.deliveries import channel_open, gave_up_on, to_delivery
+from consumer.entrypoints.parking import ParkedRequests
 from consumer.log_config import LogThrottle
 from consumer.service_layer.availability import DatabaseAvailability
 from consumer.service_layer.batch_run import Disposition, Interrupted
 from consumer.service_layer.executor import BatchExecutor
 from consumer.service_layer.fair_share import FairScheduler
-from consumer.service_layer.intake import Delivery, peek_actor
+from consumer.service_layer.intake import Delivery, peek_actor, peek_batch
+from consumer.service_layer.waiting_room import WaitingRoom
 from contracts import Topology
 from publisher import declare_topology
 
@@ -27,43 +31,16 @@ log = structlog.get_logger(__name__)
 _throttled = LogThrottle(log)
 
 
-def to_delivery(
-    message: AbstractIncomingMessage, *, dead_lettered: bool = False, give_up: bool = False
-) -> Delivery:
-    headers = message.headers or {}
-    count = headers.get("x-delivery-count", 0)
-    traceparent = headers.get("traceparent")
-    return Delivery(
-        body=message.body,
-        user_id=message.user_id,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        reply_to=message.reply_to,
-        content_type=message.content_type,
-        published_at=message.timestamp,
-        delivery_count=count if isinstance(count, int) else 0,
-        traceparent=traceparent if isinstance(traceparent, str) else None,
-        dead_lettered=dead_lettered,
-        give_up=give_up,
-    )
-
-
-def gave_up_on(message: AbstractIncomingMessage, requests_queue: str) -> bool:
-    """True for a dead letter that the broker dropped after the delivery limit (not one we
-    rejected ourselves as invalid)."""
-    headers = message.headers or {}
-    return (
-        headers.get("x-first-death-reason") == "delivery_limit"
-        and headers.get("x-first-death-queue") == requests_queue
-    )
-
-
 class RequestConsumer:
     """Feeds the requests queue to the executor, up to `prefetch` batches at a time.
 
-    With fair share on, the broker hands it up to `window` deliveries; those that wait for a
-    slot are held unacknowledged, and FairScheduler picks which runs next (docs/operations.md,
-    "Fair share"). Otherwise the window is the prefetch, and batches run in delivery order.
+    With fair share on, a request that cannot start at once waits in the database's waiting
+    room (entrypoints/parking.py), and a slot that frees takes the next one from there, an
+    actor under its share first (docs/operations.md, "Fair share"). The broker hands the
+    consumer up to `window` deliveries, so that requests behind the running ones reach the
+    room. Without a room (unit tests), the deliveries beyond the prefetch wait in memory,
+    unacknowledged, and FairScheduler picks which runs next. With fair share off the window is
+    the prefetch, and batches run in delivery order.
 
     While the database is unreachable it takes no deliveries (it cancels its subscriptions) and
     the batches in hand wait, unacknowledged: a requeue would spend a delivery attempt, and
@@ -78,13 +55,27 @@ class RequestConsumer:
         gate: Callable[[], AbstractAsyncContextManager[None]] | None = None,
         fair_share: int | None = None,
         window: int | None = None,
+        waiting_room: WaitingRoom | None = None,
+        delivery_limit: int = 5,
+        lease_seconds: float = 10.0,
     ) -> None:
         self._executor = executor
         # Fair share needs more deliveries in hand than slots: with a window of the prefetch
         # nothing ever waits, so it is off, and no delivery's body is peeked for its actor.
         self._window = max(window or prefetch, prefetch) if fair_share is not None else prefetch
         share = fair_share if self._window > prefetch else None
-        self.scheduler = FairScheduler(prefetch, share, metrics.FAIR_SHARE_WAITING.set)
+        self.scheduler = FairScheduler(
+            # Without a waiting room, what waits is held here (with one, the room counts it).
+            prefetch,
+            share,
+            metrics.FAIR_SHARE_WAITING.set if waiting_room is None else None,
+        )
+        self.dead_letter_copies = DeadLetterCopies(topology)
+        self.parking = (
+            self._parking(waiting_room, delivery_limit, lease_seconds, gate)
+            if waiting_room is not None and share is not None
+            else None
+        )
         self._availability = availability
         # Entered around every batch; BATCHOPS_SERIALIZE_BATCHES makes it one batch at a time.
         self._gate = gate or contextlib.nullcontext
@@ -103,6 +94,23 @@ class RequestConsumer:
         # Kept by the watchdog: false once the broker cancelled our consumer.
         self._broker_knows_us = False
         self.resubscriptions = 0
+
+    def _parking(
+        self,
+        room: WaitingRoom,
+        delivery_limit: int,
+        lease_seconds: float,
+        gate: Callable[[], AbstractAsyncContextManager[None]] | None,
+    ) -> ParkedRequests:
+        return ParkedRequests(
+            room,
+            self.scheduler,
+            self._executor,
+            self.dead_letter_copies,
+            delivery_limit=delivery_limit,
+            lease_seconds=lease_seconds,
+            gate=gate or contextlib.nullcontext,
+        )
 
     @property
     def channel(self) -> AbstractChannel | None:
@@ -128,10 +136,18 @@ class RequestConsumer:
         consumers: dict[str, object] = getattr(underlay, "consumers", {})
         return self._consumer_tag in consumers
 
-    async def start(self, channel: AbstractChannel, reconcile_channel: AbstractChannel) -> None:
+    async def start(
+        self,
+        channel: AbstractChannel,
+        reconcile_channel: AbstractChannel,
+        confirms_channel: AbstractChannel | None = None,
+    ) -> None:
         """Declare the topology and subscribe, unless the database does not answer: then the
-        subscription waits for it (see `follow_database`)."""
+        subscription waits for it (see `follow_database`). `confirms_channel` (publisher
+        confirms on) carries the copies of parked requests that are dead-lettered."""
         self._channel = channel
+        if confirms_channel is not None:
+            self.dead_letter_copies.attach(confirms_channel)
         await channel.set_qos(prefetch_count=self._window)
         await declare_topology(channel, self._topology)
         self._queue = await channel.get_queue(self._topology.requests_queue)
@@ -240,11 +256,20 @@ class RequestConsumer:
         self._consumer_tag = None
         await self._subscribe()
 
+    async def run_waiting_room(self) -> None:
+        """Until stop(): run parked requests in free slots and keep their leases (nothing to
+        do with fair share off)."""
+        if self.parking is None:
+            return
+        await asyncio.gather(self.parking.fill_slots(), self.parking.keep_leases())
+
     async def stop(self, timeout: float) -> None:
         """Take no new batches, let running ones reach a safe point, then return."""
         # Before any await: no batch may start another operation once stopping is logged.
         self._executor.request_stop()
         self._stopping.set()
+        if self.parking is not None:
+            self.parking.stop()
         # Held deliveries do not start now; unacknowledged, they go back when the channel closes.
         self.scheduler.close()
         log.info("consumer_stopping", in_flight=len(self._in_flight), timeout=timeout)
@@ -259,8 +284,9 @@ class RequestConsumer:
                 await self._reconcile.cancel(self._reconcile_tag)
             except Exception:
                 log.warning("consumer_cancel_failed", exc_info=True)
-        if self._in_flight:
-            _, late = await asyncio.wait(self._in_flight, timeout=timeout)
+        running = self._in_flight | (self.parking.runs if self.parking is not None else set())
+        if running:
+            _, late = await asyncio.wait(running, timeout=timeout)
             if late:
                 log.warning("shutdown_left_batches_running", count=len(late))
 
@@ -297,13 +323,41 @@ class RequestConsumer:
         delivery = to_delivery(message)
         if message.redelivered or delivery.delivery_count:
             metrics.REDELIVERIES.inc()
-        actor = peek_actor(delivery.body) if self.scheduler.share is not None else None
-        if not await self.scheduler.turn(actor, live=lambda: _channel_open(message)):
+        if self.parking is not None:
+            batch_id, actor = peek_batch(delivery.body)
+            if batch_id is not None and actor is not None and not self._starts_now(actor):
+                await self._park(message, delivery, (batch_id, actor))
+                return
+        else:
+            actor = peek_actor(delivery.body) if self.scheduler.share is not None else None
+        if not await self.scheduler.turn(actor, live=lambda: channel_open(message)):
             return  # shutting down, or its channel is gone: the broker hands it out again
         try:
             await self._run(message, delivery)
         finally:
             self.scheduler.done(actor)
+
+    def _starts_now(self, actor: int) -> bool:
+        """A slot is free, and no parked request of another actor would be overtaken unfairly
+        (parked requests go first unless this actor is under its share)."""
+        scheduler, parking = self.scheduler, self.parking
+        if not scheduler.has_free_slot():
+            return False
+        return parking is None or not parking.known or actor not in scheduler.at_share()
+
+    async def _park(
+        self, message: AbstractIncomingMessage, delivery: Delivery, batch: tuple[UUID, int]
+    ) -> None:
+        """Store the request in the waiting room, then acknowledge it. Interrupted (shutting
+        down while the database is away) leaves it unacknowledged for the broker to hand out
+        again; if the acknowledgement is lost, the redelivered copy is stored once."""
+        assert self.parking is not None  # noqa: S101 - only called with fair share on
+        try:
+            await self.parking.park(delivery, batch, message.routing_key or "")
+        except Interrupted:
+            log.info("request_left_for_redelivery")
+            return
+        await message.ack()
 
     async def _run(self, message: AbstractIncomingMessage, delivery: Delivery) -> None:
         async with message.process(requeue=True, ignore_processed=True):
@@ -320,13 +374,3 @@ class RequestConsumer:
                 await message.reject(requeue=False)
             else:
                 await message.ack()
-
-
-def _channel_open(message: AbstractIncomingMessage) -> bool:
-    """False once the channel the message came on closed: a robust connection's new channel
-    knows nothing of its delivery tag, and the broker has handed the message back already."""
-    try:
-        message.channel  # noqa: B018 - the property raises once the channel closed
-    except ChannelInvalidStateError:
-        return False
-    return True

@@ -39,7 +39,7 @@ def _read_queues(settings: Settings) -> list[QueueStats]:
 
 def _read_overview(settings: Settings) -> Overview:
     async def read(conn: AsyncConnection) -> Overview:
-        return await overview(conn)
+        return await overview(conn, namespace=settings.namespace)
 
     with database_errors(settings.database_url):
         return asyncio.run(in_transaction(settings.database_url, read))
@@ -62,6 +62,7 @@ def _overview_lines(figures: Overview) -> list[str]:
         f"batches: {figures.in_flight} in flight, {figures.waiting} submitted and not yet taken; "
         f"last hour {figures.finished_last_hour} finished, "
         f"{figures.failure_rate:.2f}% failed or partial",
+        f"fair share: {figures.parked} requests waiting for a slot",
         f"outbox: {figures.unsent_events} events not yet published, oldest unsent {oldest}",
         (
             f"last batch: {last['batch_id']} {last['operation_type']} {last['status']} "
@@ -84,6 +85,7 @@ def _as_json(queues: list[QueueStats] | None, figures: Overview | None) -> dict[
         document["database"] = {
             "in_flight": figures.in_flight,
             "waiting": figures.waiting,
+            "fair_share_waiting": figures.parked,
             "finished_last_hour": figures.finished_last_hour,
             "failure_rate_last_hour": figures.failure_rate,
             "outbox_backlog": figures.unsent_events,

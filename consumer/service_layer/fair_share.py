@@ -58,6 +58,25 @@ class FairQueue(Generic[T]):
     def running(self, actor: int | None) -> int:
         return self._running[actor]
 
+    def has_free_slot(self) -> bool:
+        """True when a batch could start now without overtaking one that waits."""
+        return self._running.total() < self._slots and not self._lanes
+
+    def try_take(self, actor: int | None) -> bool:
+        """Count a batch of `actor` as running now if `has_free_slot()`; False otherwise."""
+        if not self.has_free_slot():
+            return False
+        self._running[actor] += 1
+        self.busiest = max(self.busiest, self._running.total())
+        return True
+
+    def at_share(self) -> list[int]:
+        """The actors with their share or more running (whose waiting batches go last)."""
+        share = self._share
+        if share is None:
+            return []
+        return [a for a, n in self._running.items() if a is not None and n >= share]
+
     def arrive(self, item: T, actor: int | None) -> Waiting[T]:
         waiting = Waiting(item, actor, next(self._arrivals))
         self._lanes.setdefault(actor, deque()).append(waiting)
@@ -132,18 +151,20 @@ class FairScheduler:
     batch, and calls `done` after."""
 
     def __init__(
-        self, slots: int, share: int | None, on_change: Callable[[int], None] = lambda _: None
+        self, slots: int, share: int | None, on_change: Callable[[int], None] | None = None
     ) -> None:
         self._queue: FairQueue[_Turn] = FairQueue(slots, share)
         self._closed = False
         # Told the number of deliveries held waiting after each change (a gauge).
-        self._on_change = on_change
+        self._on_change = on_change or (lambda _: None)
         # The most deliveries held waiting at once (observability, and tests).
         self.most_waiting = 0
         # Held deliveries given up unrun because their channel closed (aiormq cancels the
         # delivery tasks of a closing channel; those it missed are found by `live`).
         self.dropped = 0
         self.share = share
+        # Called when a batch ends with a slot left free (the waiting room fills it).
+        self.on_slot_free: Callable[[], None] = lambda: None
 
     @property
     def waiting(self) -> int:
@@ -155,6 +176,16 @@ class FairScheduler:
 
     def running(self, actor: int | None) -> int:
         return self._queue.running(actor)
+
+    def has_free_slot(self) -> bool:
+        return not self._closed and self._queue.has_free_slot()
+
+    def try_take(self, actor: int | None) -> bool:
+        """Take a free slot for `actor` now, without waiting (call `done(actor)` after)."""
+        return not self._closed and self._queue.try_take(actor)
+
+    def at_share(self) -> list[int]:
+        return self._queue.at_share()
 
     async def turn(self, actor: int | None, live: Callable[[], bool]) -> bool:
         """Wait until this delivery may run: True, then run it and call `done(actor)`; False
@@ -180,6 +211,8 @@ class FairScheduler:
     def done(self, actor: int | None) -> None:
         self._queue.finished(actor)
         self._grant()
+        if self.has_free_slot():
+            self.on_slot_free()
 
     def drop_stale(self) -> None:
         """Return unrun the held deliveries whose channel closed (a reconnect): their delivery

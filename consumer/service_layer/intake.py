@@ -255,6 +255,13 @@ def peek_actor(body: bytes) -> int | None:
     return _as_id(_named_fields(body).get("actor_id"))
 
 
+def peek_batch(body: bytes) -> tuple[UUID | None, int | None]:
+    """The batch_id and actor_id the body names, each None unless valid, without validating
+    the rest (what a request needs to wait its turn in the database)."""
+    fields = _named_fields(body)
+    return _as_uuid(fields.get("batch_id")), _as_id(fields.get("actor_id"))
+
+
 def _named_fields(body: bytes) -> dict[str, Any]:
     """The body's top-level fields when it is a JSON object; otherwise those its first
     PEEK_BYTES spell out whole (a body too large or cut short still names its batch)."""

@@ -1,7 +1,7 @@
 """Fair share on the real broker (docs/contract.md, "Guarantees"): one actor's flood does not
-starve the others, holding deliveries spends no delivery attempt, an actor alone uses every
-slot in queue order, and a consumer stopped with a window in hand leaves every batch to run
-once elsewhere."""
+starve the others, waiting in the database spends no delivery attempt, an actor alone uses
+every slot in queue order, and a consumer stopped or cut off with requests waiting leaves
+every batch to run once."""
 
 from __future__ import annotations
 
@@ -10,12 +10,21 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
+from consumer.adapters.tables import waiting_requests
 from consumer.bootstrap import Service
 from consumer.config import Settings
 from contracts import BatchCompleted, BatchRequest, Event
 from publisher import BatchPublisher
-from tests.integration.helpers import batch, batch_row, dead_letters, eventually, patch
+from tests.integration.helpers import (
+    batch,
+    batch_row,
+    dead_letters,
+    eventually,
+    fetch,
+    patch,
+)
 from tests.integration.in_process import InProcessConsumer
 from tests.support import EventLog, listen
 
@@ -25,11 +34,9 @@ FLOOD, FEW = 24, 3
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    # A delivery limit of 2: a held delivery that spent an attempt, once handed back by a
-    # stopping consumer, would be dead-lettered.
-    return settings.model_copy(
-        update={"prefetch": 4, "fair_share": 1, "fair_window": 1024, "delivery_limit": 2}
-    )
+    # A delivery limit of 2: a request that spent an attempt while it waited, once handed
+    # back by a stopping consumer, would be dead-lettered.
+    return settings.model_copy(update={"prefetch": 4, "fair_share": 1, "delivery_limit": 2})
 
 
 @pytest.fixture
@@ -63,6 +70,18 @@ async def publish_all(settings: Settings, bodies: list[dict[str, Any]]) -> None:
     ) as publisher:
         for body in bodies:
             await publisher.publish(BatchRequest.model_validate(body))
+
+
+async def waiting_rows(settings: Settings) -> int:
+    """The namespace's requests in the waiting room, leased ones included."""
+    rows = await fetch(
+        settings.database_url,
+        select(func.count())
+        .select_from(waiting_requests)
+        .where(waiting_requests.c.namespace == settings.namespace),
+    )
+    count: int = rows[0][0]
+    return count
 
 
 def completed(received: list[tuple[str, Event]]) -> list[BatchCompleted]:
@@ -119,8 +138,8 @@ class TestAFloodDoesNotStarveOthers:
         assert others[0] >= FLOOD - settings.prefetch, f"positions {others} of {len(order)}"
 
 
-class TestHoldingSpendsNoAttempt:
-    async def test_a_flood_held_in_the_window_is_never_dead_lettered_and_runs_once(
+class TestWaitingSpendsNoAttempt:
+    async def test_a_flood_waits_in_the_database_is_never_dead_lettered_and_runs_once(
         self, settings: Settings, events: EventLog, start: Any
     ) -> None:
         flood, few = work(FLOODER, FLOOD, ops=8), work(OTHER, FEW, ops=1)
@@ -129,9 +148,13 @@ class TestHoldingSpendsNoAttempt:
         service: Service = await start()
         done = await all_completed(events, flood + few)
 
-        # Most of the flood waited in hand, unacknowledged, while others ran; then none.
-        assert service.consumer.scheduler.most_waiting >= FLOOD // 2
-        assert service.consumer.scheduler.waiting == 0
+        # Most of the flood waited in the waiting room, acknowledged, while others ran.
+        parking = service.consumer.parking
+        assert parking is not None
+        assert parking.parked >= FLOOD // 2
+        assert parking.leased == parking.parked
+        assert await waiting_rows(settings) == 0
+        assert service.consumer.scheduler.waiting == 0  # nothing held in memory
         assert await dead_letters(settings.amqp_url, settings.topology.dead_letter_queue) == []
         ran_once_each(events, done, flood + few)
 
@@ -157,25 +180,25 @@ class TestAnActorAlone:
         assert late == [], f"batches started before one {ahead} places ahead of them: {late}"
 
 
-class TestAConsumerStoppedWithAWindowInHand:
+class TestAConsumerStoppedWithRequestsWaiting:
     async def test_another_consumer_runs_every_batch_once(
         self, settings: Settings, events: EventLog
     ) -> None:
-        flood, few = work(FLOODER, FLOOD, ops=8), work(OTHER, FEW, ops=1)
+        flood, few = work(FLOODER, 4 * FLOOD, ops=8), work(OTHER, FEW, ops=1)
         await publish_all(settings, flood + few)
         first = InProcessConsumer(settings)
         service = await first.start()
 
-        async def holding() -> bool:
-            return service.consumer.scheduler.waiting > 0
+        async def waiting() -> bool:
+            return await waiting_rows(settings) > FLOOD
 
         try:
-            await eventually(holding, what="deliveries held waiting for a slot")
+            await eventually(waiting, what="requests waiting in the database")
         finally:
-            await first.close()  # must not wait for the held ones to run
-        assert service.consumer.scheduler.waiting == 0
+            await first.close()  # must not wait for the parked ones to run
         left = len(flood + few) - len(completed(events.received))
-        assert left > 0, "the stopping consumer ran its held deliveries instead of leaving them"
+        assert left > 0, "the stopping consumer ran every parked request instead of leaving them"
+        assert service.consumer.scheduler.waiting == 0
 
         second = InProcessConsumer(settings)
         try:
@@ -183,32 +206,32 @@ class TestAConsumerStoppedWithAWindowInHand:
             done = await all_completed(events, flood + few)
         finally:
             await second.close()
-        # Each held delivery went back once (an attempt, as for any unacknowledged delivery):
-        # with a delivery limit of 2 that dead-letters none.
+        # A request given back by the stopping consumer spent no run: with a delivery limit
+        # of 2, none reaches it.
         assert await dead_letters(settings.amqp_url, settings.topology.dead_letter_queue) == []
+        assert await waiting_rows(settings) == 0
         ran_once_each(events, done, flood + few)
 
 
-class TestAChannelLostWithAWindowInHand:
-    async def test_held_deliveries_of_the_dead_channel_are_dropped_and_run_once_later(
+class TestAChannelLostWhileParking:
+    async def test_every_delivery_of_the_dead_channel_runs_once(
         self, settings: Settings, events: EventLog, start: Any
     ) -> None:
-        # A flood long enough that most of it is still held when the channel goes.
         flood, few = work(FLOODER, 4 * FLOOD, ops=8), work(OTHER, FEW, ops=1)
         await publish_all(settings, flood + few)
         service: Service = await start()
-        scheduler = service.consumer.scheduler
+        parking = service.consumer.parking
+        assert parking is not None
 
-        async def holding() -> bool:
-            return scheduler.waiting > 0
+        async def parking_began() -> bool:
+            return parking.parked > 0
 
-        await eventually(holding, what="deliveries held waiting for a slot")
+        await eventually(parking_began, what="requests parked")
         # The broker closes a channel that acknowledges a tag it never delivered: the robust
-        # connection opens a new one, and the broker hands the dead channel's deliveries out
-        # again there.
+        # connection opens a new one, and the broker hands out again there what was not
+        # acknowledged (some already parked: they are stored once).
         assert service.consumer.channel is not None
         underlay = await service.consumer.channel.get_underlay_channel()
-        held = scheduler.waiting
         await underlay.basic_ack(10**9)
 
         async def closed() -> bool:
@@ -217,9 +240,6 @@ class TestAChannelLostWithAWindowInHand:
         await eventually(closed, what="the broker closed the channel")
 
         done = await all_completed(events, flood + few)
-        # The premise. Whether a held delivery was then dropped by the scheduler or its task
-        # cancelled by the library depends on timing (tests/unit/test_fair_share.py covers
-        # both); what must hold either way is below.
-        assert held > 0, "no delivery was held when the channel went"
         assert await dead_letters(settings.amqp_url, settings.topology.dead_letter_queue) == []
+        assert await waiting_rows(settings) == 0
         ran_once_each(events, done, flood + few)

@@ -96,6 +96,32 @@ class TestChoice:
         assert not queue.remove(second)
 
 
+class TestTakingAtOnce:
+    """What the waiting room's runs use: a slot taken now or not at all."""
+
+    def test_a_free_slot_is_taken_and_counted_for_its_actor(self) -> None:
+        queue: FairQueue[str] = FairQueue(slots=2, share=1)
+        assert queue.try_take(6)
+        assert queue.running(6) == 1
+        assert queue.at_share() == [6]
+        assert queue.try_take(6)  # over its share: nobody else waits, the slot must not idle
+        assert not queue.has_free_slot()
+        assert not queue.try_take(1)
+
+    def test_no_slot_is_free_while_a_delivery_waits_in_memory(self) -> None:
+        queue: FairQueue[str] = FairQueue(slots=2, share=1)
+        assert queue.try_take(A)
+        arrive(queue, "B1")  # arrived while the slot was promised elsewhere
+        assert not queue.has_free_slot()
+        assert not queue.try_take(1)
+
+    def test_without_fair_share_no_actor_is_at_its_share(self) -> None:
+        queue: FairQueue[str] = FairQueue(slots=4, share=None)
+        assert queue.try_take(6)
+        assert queue.try_take(6)
+        assert queue.at_share() == []
+
+
 class TestScheduler:
     async def test_a_delivery_waits_for_a_freed_slot_then_runs(self) -> None:
         waiting: list[int] = []
@@ -194,10 +220,19 @@ class TestSetting:
         with pytest.raises(ValueError, match="fair_share"):
             Settings(fair_share=-1)
 
-    def test_the_window_defaults_to_the_prefetch_and_counts_only_with_fair_share_on(self) -> None:
-        assert Settings().delivery_window == Settings().prefetch
+    def test_the_window_defaults_to_twice_the_prefetch_and_counts_only_with_fair_share_on(
+        self,
+    ) -> None:
+        assert Settings(prefetch=8).delivery_window == 16
+        assert Settings(prefetch=40000).delivery_window == 65535
         assert Settings(fair_window=1024).delivery_window == 1024
-        assert Settings(fair_window=1024, fair_share=0).delivery_window == Settings().prefetch
+        assert Settings(prefetch=8, fair_window=1024, fair_share=0).delivery_window == 8
+        assert Settings(prefetch=8, serialize_batches=True).delivery_window == 8
+
+    def test_the_lease_is_bounded_naming_the_setting(self) -> None:
+        assert Settings().fair_lease_seconds == 10.0
+        with pytest.raises(ValueError, match="fair_lease_seconds"):
+            Settings(fair_lease_seconds=0.5)
 
     def test_a_window_smaller_than_the_prefetch_is_refused_naming_both(self) -> None:
         with pytest.raises(ValueError, match=r"BATCHOPS_FAIR_WINDOW .*BATCHOPS_PREFETCH"):

@@ -1,0 +1,197 @@
+"""Fair share's waiting room at work in one consumer (docs/operations.md, "Fair share").
+
+A request that cannot start at once (every slot busy, or its actor at its share while others'
+requests wait) is parked in PostgreSQL and acknowledged: it no longer depends on this consumer
+staying alive, and no crash raises its delivery count. Whenever a slot is free, the consumer
+leases the next parked request (an actor under its share first, oldest first), runs it like a
+delivery, and removes it once its batch is terminal. A lease is renewed while the batch runs;
+one left by a killed consumer runs out and the request waits again for any consumer.
+
+A parked request's runs count like a delivery's: past the delivery limit it runs once more as
+a last chance and is then given up on, with its copy in `{ns}.dead` (adapters/dead_letter_copies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
+
+import structlog
+
+from consumer import metrics
+from consumer.adapters.dead_letter_copies import DeadLetterCopies
+from consumer.log_config import LogThrottle
+from consumer.service_layer.batch_run import Disposition, Interrupted
+from consumer.service_layer.executor import BatchExecutor
+from consumer.service_layer.fair_share import FairScheduler
+from consumer.service_layer.intake import Delivery
+from consumer.service_layer.waiting_room import Parked, WaitingRoom
+
+log = structlog.get_logger(__name__)
+_throttled = LogThrottle(log)
+
+
+def consumer_name() -> str:
+    """Who holds a lease: unique per process run (a restarted process is another holder)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class ParkedRequests:
+    def __init__(
+        self,
+        room: WaitingRoom,
+        scheduler: FairScheduler,
+        executor: BatchExecutor,
+        dead_letters: DeadLetterCopies,
+        *,
+        delivery_limit: int,
+        lease_seconds: float,
+        poll_seconds: float = 0.5,
+        gate: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext,
+    ) -> None:
+        self._room = room
+        self._scheduler = scheduler
+        self._executor = executor
+        self._dead_letters = dead_letters
+        self._delivery_limit = delivery_limit
+        self._lease_seconds = lease_seconds
+        self._poll_seconds = poll_seconds
+        self._gate = gate
+        self.owner = consumer_name()
+        # True while requests are believed to wait here: this consumer parked one, or the last
+        # lease found one. Requests arriving meanwhile park too, so as not to overtake them.
+        self.known = False
+        # Requests this consumer parked and leased since it started (observability, tests).
+        self.parked = self.leased = 0
+        self._held: set[int] = set()
+        self._runs: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        scheduler.on_slot_free = self._wake.set
+
+    @property
+    def runs(self) -> set[asyncio.Task[None]]:
+        """The runs of parked requests in hand."""
+        return set(self._runs)
+
+    async def park(self, delivery: Delivery, batch: tuple[uuid.UUID, int], key: str) -> None:
+        """Store the delivery's request to run later (acknowledge the delivery after)."""
+        batch_id, actor = batch
+        await self._room.park(batch_id, actor, delivery, key)
+        metrics.PARKED.inc()
+        self.parked += 1
+        self.known = True
+        self._wake.set()
+
+    async def fill_slots(self) -> None:
+        """Until `stop()`: lease parked requests into free slots as they free, and look every
+        `poll_seconds` for requests parked by other consumers or left by a dead one."""
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+            self._wake.clear()
+            try:
+                await self._lease_while_free()
+            except Interrupted:
+                return
+            except Exception as exc:  # noqa: BLE001 - a bug or a broken row: keep the loop alive
+                _throttled.error("waiting_room_lease_failed", error=repr(exc))
+
+    async def keep_leases(self) -> None:
+        """Until `stop()`: renew the leases of the requests this consumer runs."""
+        while not self._stopping:
+            await asyncio.sleep(self._lease_seconds / 3)
+            with contextlib.suppress(Exception):
+                metrics.FAIR_SHARE_WAITING.set(await self._room.waiting())
+            if not self._held:
+                continue
+            held = set(self._held)
+            try:
+                kept = await self._room.renew(self.owner, held)
+            except Exception as exc:  # noqa: BLE001 - renewed on the next round, or it runs out
+                _throttled.warning("waiting_room_renew_failed", error=repr(exc))
+                continue
+            lost = held - kept - (held - self._held)  # those settled meanwhile are not lost
+            if lost:
+                # Its lease ran out (the database was away longer than it): another consumer may
+                # run it too, which the result rows' keys make harmless (docs/reliability.md).
+                log.warning("waiting_room_lease_lost", parked_ids=sorted(lost))
+
+    def stop(self) -> None:
+        """Lease nothing more; runs in hand reach a safe point and give their request back."""
+        self._stopping = True
+        self._wake.set()
+
+    async def _lease_while_free(self) -> None:
+        while not self._stopping and self._scheduler.has_free_slot():
+            parked = await self._room.lease(self.owner, self._scheduler.at_share())
+            if parked is None:
+                self.known = False
+                return
+            self.known = True
+            self.leased += 1
+            self._held.add(parked.id)
+            taken = self._scheduler.try_take(parked.actor)
+            task = asyncio.create_task(self._run(parked, taken=taken))
+            self._runs.add(task)
+            task.add_done_callback(self._runs.discard)
+
+    async def _run(self, parked: Parked, *, taken: bool) -> None:
+        try:
+            # A delivery took the slot while the lease was on its way: wait for the next one.
+            if not taken and not await self._scheduler.turn(parked.actor, live=lambda: True):
+                await self._give_back(parked)
+                return
+            try:
+                await self._run_in_slot(parked)
+            finally:
+                self._scheduler.done(parked.actor)
+        finally:
+            self._held.discard(parked.id)
+
+    async def _run_in_slot(self, parked: Parked) -> None:
+        delivery = self._this_run(parked)
+        if parked.attempt > 1:
+            metrics.REDELIVERIES.inc()
+        try:
+            with metrics.IN_FLIGHT.track_inprogress():
+                async with self._gate():
+                    disposition = await self._executor.handle(delivery)
+        except Interrupted:
+            log.info("batch_left_for_later", parked_id=parked.id)
+            await self._give_back(parked)
+            return
+        except Exception:
+            # A bug outside an operation: the lease runs out and the request runs again, this
+            # run counted (as a delivery the consumer failed on goes back to the queue).
+            log.exception("parked_batch_failed", parked_id=parked.id, attempt=parked.attempt)
+            return
+        if disposition is Disposition.DEAD_LETTER:
+            metrics.DEAD_LETTERED.inc()
+            await self._dead_letters.publish(parked, "rejected")
+        elif delivery.dead_lettered:
+            await self._dead_letters.publish(parked, "delivery_limit")
+        await self._room.remove(parked.id)
+
+    def _this_run(self, parked: Parked) -> Delivery:
+        """The delivery as this run sees it: past the delivery limit, its last chance (it runs
+        to the end even through a shutdown), and after that, given up on."""
+        past = parked.attempt - self._delivery_limit
+        if past <= 0:
+            return parked.delivery
+        log.error("parked_request_over_delivery_limit", parked_id=parked.id, attempt=parked.attempt)
+        if past == 1:
+            metrics.DEAD_LETTERED.inc()
+        return replace(parked.delivery, dead_lettered=True, give_up=past > 1)
+
+    async def _give_back(self, parked: Parked) -> None:
+        try:
+            await self._room.give_back(self.owner, parked.id)
+        except Exception as exc:  # noqa: BLE001 - shutting down: the lease runs out instead
+            log.info("waiting_room_give_back_failed", parked_id=parked.id, error=repr(exc))

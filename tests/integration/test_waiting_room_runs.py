@@ -1,0 +1,230 @@
+"""Requests run from the fair-share waiting room by a real consumer: one left leased by a
+consumer that died runs once its lease runs out, one past the delivery limit gets its last
+chance and is then given up on, and one the service refuses is dead-lettered, each with a copy
+in `{ns}.dead` the way the broker would have dead-lettered it from the queue."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aio_pika
+import pytest
+from sqlalchemy import func, select, update
+
+from consumer.adapters.db_faults import classify
+from consumer.adapters.pg import ConnectionPool
+from consumer.adapters.tables import waiting_requests
+from consumer.adapters.unit_of_work import SqlUnitOfWork
+from consumer.adapters.waiting_room import SqlWaitingRoom
+from consumer.config import Settings
+from consumer.service_layer.availability import DatabaseAvailability
+from consumer.service_layer.intake import Delivery
+from consumer.service_layer.retry import RetryPolicy, Transactions
+from contracts import BatchCompleted, BatchRejected, BatchStatus, ErrorCode, Outcome
+from publisher import BatchPublisher
+from tests.integration.helpers import batch, eventually, fetch, patch, result_rows
+from tests.integration.in_process import InProcessConsumer
+from tests.support import EventLog, listen, observer_engine
+
+DELIVERY_LIMIT = 2
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"delivery_limit": DELIVERY_LIMIT, "fair_lease_seconds": 1.0})
+
+
+@pytest.fixture
+async def events(settings: Settings) -> AsyncIterator[EventLog]:
+    """As the shared fixture, with the work queue declared at this module's delivery limit."""
+    async with BatchPublisher(
+        settings.amqp_url, namespace=settings.namespace, delivery_limit=DELIVERY_LIMIT
+    ):
+        pass
+    async with listen(settings.amqp_url, settings.topology.results_exchange) as log:
+        yield log
+
+
+@pytest.fixture
+async def room(settings: Settings) -> AsyncIterator[SqlWaitingRoom]:
+    """The namespace's waiting room as a producer-side consumer that died would have left it."""
+    pool = ConnectionPool(settings.database_url, size=2, command_timeout=10)
+    transactions = Transactions(
+        lambda: SqlUnitOfWork(pool),
+        classify,
+        DatabaseAvailability(pool.probe),
+        RetryPolicy(1.0, 0.01, 0.05),
+    )
+    yield SqlWaitingRoom(pool, transactions, settings.namespace, lease_seconds=1.0)
+    await pool.close(timeout=5)
+
+
+@pytest.fixture
+async def consumer(settings: Settings, events: EventLog) -> AsyncIterator[InProcessConsumer]:
+    consumers = InProcessConsumer(settings)
+    yield consumers
+    await consumers.close()
+
+
+async def park(
+    settings: Settings, room: SqlWaitingRoom, body: dict[str, Any], *, runs_before: int = 0
+) -> None:
+    """Park `body` as a consumer would have, with `runs_before` runs already spent on it."""
+    await room.park(
+        uuid.UUID(body["batch_id"]),
+        body["actor_id"],
+        Delivery(body=json.dumps(body).encode(), user_id="guest", message_id="m-1"),
+        str(body["operation_type"]),
+    )
+    if runs_before:
+        engine = observer_engine(settings.database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    update(waiting_requests)
+                    .where(waiting_requests.c.batch_id == uuid.UUID(body["batch_id"]))
+                    .values(attempts=runs_before)
+                )
+        finally:
+            await engine.dispose()
+
+
+async def rows(settings: Settings) -> int:
+    found = await fetch(
+        settings.database_url,
+        select(func.count())
+        .select_from(waiting_requests)
+        .where(waiting_requests.c.namespace == settings.namespace),
+    )
+    count: int = found[0][0]
+    return count
+
+
+async def until_settled(settings: Settings) -> None:
+    async def empty() -> bool:
+        return await rows(settings) == 0
+
+    await eventually(empty, timeout=30, what="the waiting room emptied")
+
+
+async def dead_letter_copies(settings: Settings) -> list[tuple[bytes, dict[str, Any]]]:
+    connection = await aio_pika.connect_robust(settings.amqp_url)
+    found: list[tuple[bytes, dict[str, Any]]] = []
+    try:
+        channel = await connection.channel()
+        queue = await channel.get_queue(settings.topology.dead_letter_queue, ensure=True)
+        while (message := await queue.get(fail=False, no_ack=True)) is not None:
+            found.append((message.body, dict(message.headers or {})))
+    finally:
+        await connection.close()
+    return found
+
+
+async def end_of(events: EventLog, batch_id: str) -> BatchCompleted | BatchRejected:
+    """The batch's completion or rejection event."""
+    wanted = uuid.UUID(batch_id)
+
+    def ended(received: list[tuple[str, Any]]) -> list[BatchCompleted | BatchRejected]:
+        return [
+            e
+            for _, e in received
+            if isinstance(e, BatchCompleted | BatchRejected) and e.batch_id == wanted
+        ]
+
+    return ended(await events.wait_for(lambda ev: bool(ended(ev)), timeout=30))[0]
+
+
+class TestALeaseLeftByADeadConsumer:
+    async def test_runs_out_and_the_request_runs_once_elsewhere(
+        self,
+        settings: Settings,
+        room: SqlWaitingRoom,
+        consumer: InProcessConsumer,
+        events: EventLog,
+    ) -> None:
+        body = batch(6, patch(3, notes="after a dead lease"), patch(6, notes="two"))
+        await park(settings, room, body)
+        assert await room.lease("a consumer killed since", avoid=[]) is not None
+
+        await consumer.start()
+        ended = await end_of(events, body["batch_id"])
+
+        assert isinstance(ended, BatchCompleted)
+        assert ended.status is BatchStatus.COMPLETED
+        await until_settled(settings)
+        assert len(events.operations(uuid.UUID(body["batch_id"]))) == 2
+        assert await dead_letter_copies(settings) == []
+
+
+class TestPastTheDeliveryLimit:
+    async def test_its_last_chance_runs_it_whole_and_a_copy_is_dead_lettered(
+        self,
+        settings: Settings,
+        room: SqlWaitingRoom,
+        consumer: InProcessConsumer,
+        events: EventLog,
+    ) -> None:
+        # Every run so far ended with its consumer: a bystander of crashes runs whole now.
+        body = batch(6, patch(3, notes="last chance"), patch(6, notes="two"))
+        await park(settings, room, body, runs_before=DELIVERY_LIMIT)
+
+        await consumer.start()
+        ended = await end_of(events, body["batch_id"])
+
+        assert isinstance(ended, BatchCompleted)
+        assert ended.status is BatchStatus.COMPLETED
+        await until_settled(settings)
+        [(copy, headers)] = await dead_letter_copies(settings)
+        assert json.loads(copy) == body
+        assert headers["x-first-death-reason"] == "delivery_limit"
+        assert headers["x-first-death-queue"] == settings.topology.requests_queue
+        assert headers["x-batchops-published-by"] == "guest"
+
+    async def test_after_its_last_chance_the_operation_in_hand_is_given_up(
+        self,
+        settings: Settings,
+        room: SqlWaitingRoom,
+        consumer: InProcessConsumer,
+        events: EventLog,
+    ) -> None:
+        body = batch(6, patch(3, notes="poison"), patch(6, notes="after it"))
+        await park(settings, room, body, runs_before=DELIVERY_LIMIT + 1)
+
+        await consumer.start()
+        ended = await end_of(events, body["batch_id"])
+
+        assert isinstance(ended, BatchCompleted)
+        assert ended.status is BatchStatus.FAILED
+        results = await result_rows(settings.database_url, body["batch_id"])
+        assert [(r.outcome, r.error_code) for r in results] == [
+            (Outcome.FAILED.value, ErrorCode.INTERNAL_ERROR.value),
+            (Outcome.SKIPPED.value, ErrorCode.SKIPPED.value),
+        ]
+        await until_settled(settings)
+        [(_, headers)] = await dead_letter_copies(settings)
+        assert headers["x-first-death-reason"] == "delivery_limit"
+
+
+class TestARequestTheServiceRefuses:
+    async def test_is_rejected_and_dead_lettered_like_one_from_the_queue(
+        self,
+        settings: Settings,
+        room: SqlWaitingRoom,
+        consumer: InProcessConsumer,
+        events: EventLog,
+    ) -> None:
+        body = batch(6, patch(3, notes="x"), mode="no such mode")
+        await park(settings, room, body)
+
+        await consumer.start()
+        ended = await end_of(events, body["batch_id"])
+
+        assert isinstance(ended, BatchRejected)
+        assert ended.code is ErrorCode.VALIDATION_ERROR
+        await until_settled(settings)
+        [(copy, headers)] = await dead_letter_copies(settings)
+        assert json.loads(copy) == body
+        assert headers["x-first-death-reason"] == "rejected"
