@@ -118,9 +118,18 @@ _PROPERTY_SCHEMAS: dict[str, Any] = {
         "title": "DeadLetterProperties",
         "type": "object",
         "description": "The original request's properties and headers, plus the headers "
-        "RabbitMQ adds when it dead-letters a message.",
+        "RabbitMQ adds when it dead-letters a message. A request that waited in the service's "
+        "database under fair share is dead-lettered by the service as a copy: the x-first-death "
+        "headers as RabbitMQ sets them, no x-death, and its publisher in "
+        "x-batchops-published-by instead of user_id.",
         "properties": {
             "x-death": {"type": "array", "items": {"type": "object"}},
+            "x-batchops-published-by": {
+                "type": "string",
+                "description": "On a copy dead-lettered by the service: the broker user that "
+                "published the request (RabbitMQ lets user_id carry only the publishing "
+                "connection's own user).",
+            },
             "x-first-death-reason": {
                 "enum": ["rejected", "delivery_limit", "expired", "maxlen"],
                 "description": "`rejected`: the request was refused (see its "

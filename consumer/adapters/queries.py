@@ -181,3 +181,11 @@ async def requests_waiting(conn: AsyncConnection, namespace: str) -> int:
         )
     )
     return int(count or 0)
+
+
+async def delete_waiting_requests(conn: AsyncConnection, namespace: str) -> int:
+    """Delete the namespace's requests in the waiting room (its teardown); returns how many."""
+    deleted = await conn.execute(
+        waiting_requests.delete().where(waiting_requests.c.namespace == namespace)
+    )
+    return int(deleted.rowcount or 0)

@@ -86,6 +86,8 @@ class ParkedRequests:
         await self._room.park(batch_id, actor, delivery, key)
         metrics.PARKED.inc()
         self.parked += 1
+        if not self.known:  # one line per busy spell, not per request
+            log.info("fair_share_waiting_room_in_use", actor_id=actor)
         self.known = True
         self._wake.set()
 
@@ -132,6 +134,10 @@ class ParkedRequests:
         while not self._stopping and self._scheduler.has_free_slot():
             parked = await self._room.lease(self.owner, self._scheduler.at_share())
             if parked is None:
+                if self.known:
+                    log.info(
+                        "fair_share_waiting_room_empty", parked=self.parked, leased=self.leased
+                    )
                 self.known = False
                 return
             self.known = True

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from consumer.adapters.broker_stats import QueueStats, queue_stats, watched_queues
 from consumer.adapters.console_queries import Overview, overview
 from consumer.adapters.database import drop_database, in_transaction
+from consumer.adapters.queries import delete_waiting_requests
 from consumer.config import Settings
 from consumer.entrypoints.exits import EXIT_FAILED, EXIT_OK, CommandFailed, confirm
 from consumer.entrypoints.failures import (
@@ -62,7 +64,7 @@ def _overview_lines(figures: Overview) -> list[str]:
         f"batches: {figures.in_flight} in flight, {figures.waiting} submitted and not yet taken; "
         f"last hour {figures.finished_last_hour} finished, "
         f"{figures.failure_rate:.2f}% failed or partial",
-        f"fair share: {figures.parked} requests waiting for a slot",
+        f"waiting for a slot under fair share: {figures.parked} requests",
         f"outbox: {figures.unsent_events} events not yet published, oldest unsent {oldest}",
         (
             f"last batch: {last['batch_id']} {last['operation_type']} {last['status']} "
@@ -155,8 +157,20 @@ def teardown(settings: Settings, args: argparse.Namespace) -> int:
     with broker_errors(settings.amqp_url):
         asyncio.run(_delete_topology(settings.amqp_url, topology))
     print(f"deleted the queues and exchanges of namespace {topology.namespace}")
-    if not args.keep_database:
-        with database_errors(settings.database_url):
+    with database_errors(settings.database_url):
+        if args.keep_database:
+            removed = asyncio.run(in_transaction(settings.database_url, _forget_waiting(topology)))
+            print(f"deleted the namespace's {removed} requests waiting in the database")
+        else:
             dropped = asyncio.run(drop_database(settings.database_url))
-        print("dropped the database" if dropped else "there was no database to drop")
+            print("dropped the database" if dropped else "there was no database to drop")
     return EXIT_OK
+
+
+def _forget_waiting(topology: Topology) -> Callable[[AsyncConnection], Awaitable[int]]:
+    """The namespace's requests in the fair-share waiting room go with its queue."""
+
+    async def forget(conn: AsyncConnection) -> int:
+        return await delete_waiting_requests(conn, topology.namespace)
+
+    return forget

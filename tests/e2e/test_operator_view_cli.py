@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import json
 import socket
+import uuid
 from collections.abc import Callable
 
 import aio_pika
 import pytest
-from sqlalchemy import make_url, text
+from sqlalchemy import insert, make_url, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from consumer.adapters.tables import waiting_requests
 from consumer.config import Settings
 from tests.e2e.conftest import ServeProcess, run_cli
 from tests.e2e.test_operator_cli import consumer_running, has_depth
 from tests.integration.helpers import batch, publish_raw
-from tests.support import EventLog
+from tests.support import EventLog, observer_engine
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
@@ -121,6 +123,36 @@ class TestStatus:
         queues = {q["name"]: q for q in document["queues"]}
         assert queues[settings.topology.dead_letter_queue]["messages"] == 1
 
+    async def test_status_counts_the_requests_waiting_under_fair_share(
+        self, cli_env: dict[str, str], settings: Settings, events: EventLog
+    ) -> None:
+        engine = observer_engine(settings.database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    insert(waiting_requests).values(
+                        namespace=settings.namespace,
+                        batch_id=uuid.uuid4(),
+                        body_sha256=bytes(32),
+                        actor_id=6,
+                        body=b"{}",
+                        routing_key="order_update",
+                    )
+                )
+            text = run_cli(cli_env, "status")
+            document = json.loads(run_cli(cli_env, "status", "--json").stdout)
+        finally:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    waiting_requests.delete().where(
+                        waiting_requests.c.namespace == settings.namespace
+                    )
+                )
+            await engine.dispose()
+
+        assert "waiting for a slot under fair share: 1 requests" in text.stdout, text.stdout
+        assert document["database"]["fair_share_waiting"] == 1
+
 
 class TestDeadLetters:
     async def test_list_says_why_and_shows_a_binary_body_in_hex_and_replay_leaves_none(
@@ -203,3 +235,40 @@ class TestTeardown:
             channel = await connection.channel()
             with pytest.raises(aio_pika.exceptions.ChannelClosed):
                 await channel.declare_queue(settings.topology.requests_queue, passive=True)
+
+    async def test_keeping_the_database_deletes_only_the_namespaces_waiting_requests(
+        self, cli_env: dict[str, str], settings: Settings, events: EventLog
+    ) -> None:
+        ours, theirs = settings.namespace, f"{settings.namespace}-other"
+        engine = observer_engine(settings.database_url)
+        try:
+            async with engine.begin() as conn:
+                for namespace in (ours, ours, theirs):
+                    await conn.execute(
+                        insert(waiting_requests).values(
+                            namespace=namespace,
+                            batch_id=uuid.uuid4(),
+                            body_sha256=bytes(32),
+                            actor_id=6,
+                            body=b"{}",
+                            routing_key="order_update",
+                        )
+                    )
+
+            done = run_cli(cli_env, "teardown", "--yes", "--keep-database")
+
+            assert done.returncode == 0, done.stderr
+            assert "deleted the namespace's 2 requests waiting in the database" in done.stdout
+            async with engine.connect() as conn:
+                left = await conn.execute(
+                    select(waiting_requests.c.namespace).where(
+                        waiting_requests.c.namespace.in_([ours, theirs])
+                    )
+                )
+                assert [row.namespace for row in left] == [theirs]
+                await conn.execute(
+                    waiting_requests.delete().where(waiting_requests.c.namespace == theirs)
+                )
+                await conn.commit()
+        finally:
+            await engine.dispose()
