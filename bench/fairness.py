@@ -2,7 +2,7 @@
 waits, and what fair share costs in throughput.
 
     python -m bench.fairness [--flood 1000] [--few 20] [--ops 5] [--rounds 3] [--prefetch 8]
-                             [--window 1024]
+                             [--window N]
                              [--database batchops_bench_…] [--timeout 600]
 
 On the servers of BATCHOPS_DATABASE_URL and BATCHOPS_AMQP_URL (local only), each round runs
@@ -11,8 +11,9 @@ alone, fair, off (the reverse in even rounds, so that the machine's drift favour
 
 - alone: actor B (staff) publishes `--few` batches at once on the idle service;
 - fair: actor A (admin) publishes `--flood` batches at once, then (once the broker confirmed
-  them) B publishes `--few`; fair share at its default share (half the prefetch),
-  with a window of `--window` deliveries;
+  them) B publishes `--few`; fair share at its default share (half the prefetch) and, unless
+  `--window` is given, its default window (twice the prefetch: the rest of the flood waits in
+  the database);
 - off: the same with BATCHOPS_FAIR_SHARE=0.
 
 Each batch has `--ops` order updates, each on an order no other operation touches. Latency is
@@ -22,8 +23,7 @@ median latency per phase, the same latency ended by the batch's `completed_at` i
 instead of its completion event (events leave through the outbox relay, which under a flood
 runs behind the batches by a pass or more), the paired ratios (fair ÷ alone for
 B's latency, both ways; 1 − fair ÷ off for the throughput drop), the peak RSS of each phase's
-service (VmHWM, the largest over the rounds: with fair share on it holds up to
-BATCHOPS_FAIR_WINDOW deliveries in memory), the targets, and every round's figures. Progress
+service (VmHWM, the largest over the rounds), the targets, and every round's figures. Progress
 goes to stderr.
 """
 
@@ -79,7 +79,7 @@ class Sizes:
     ops: int
     rounds: int
     prefetch: int
-    window: int
+    window: int | None
     database: str
     timeout: float
 
@@ -149,7 +149,9 @@ async def _scenario(
 async def _phase(
     sizes: Sizes, phase: str, db_url: str, amqp_url: str, ns: str, orders: OrderIds, logs: Path
 ) -> Phase:
-    env = {"BATCHOPS_PREFETCH": str(sizes.prefetch), "BATCHOPS_FAIR_WINDOW": str(sizes.window)}
+    env = {"BATCHOPS_PREFETCH": str(sizes.prefetch)}
+    if sizes.window is not None:
+        env["BATCHOPS_FAIR_WINDOW"] = str(sizes.window)
     if phase == "off":
         env["BATCHOPS_FAIR_SHARE"] = "0"
     options = Options(0, sizes.ops, 1, 0, 0, service_env=env)
@@ -273,7 +275,7 @@ def parse(argv: list[str] | None = None) -> Sizes:
     parser.add_argument("--rounds", type=_positive, default=3, help="rounds of the three phases")
     parser.add_argument("--prefetch", type=_positive, default=8, help="BATCHOPS_PREFETCH")
     parser.add_argument(
-        "--window", type=_positive, default=1024, help="BATCHOPS_FAIR_WINDOW (1024)"
+        "--window", type=_positive, help="BATCHOPS_FAIR_WINDOW (default: the service's)"
     )
     parser.add_argument("--database", help="created and dropped (default batchops_bench_fair_…)")
     parser.add_argument("--timeout", type=float, default=600.0, help="bound of each phase (s)")

@@ -73,6 +73,7 @@ class ParkedRequests:
         self._runs: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._stopped = asyncio.Event()
         scheduler.on_slot_free = self._wake.set
 
     @property
@@ -108,26 +109,31 @@ class ParkedRequests:
     async def keep_leases(self) -> None:
         """Until `stop()`: renew the leases of the requests this consumer runs."""
         while not self._stopping:
-            await asyncio.sleep(self._lease_seconds / 3)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), self._lease_seconds / 3)
+                return
+            if self._held:
+                await self._renew()
             with contextlib.suppress(Exception):
                 metrics.FAIR_SHARE_WAITING.set(await self._room.waiting())
-            if not self._held:
-                continue
-            held = set(self._held)
-            try:
-                kept = await self._room.renew(self.owner, held)
-            except Exception as exc:  # noqa: BLE001 - renewed on the next round, or it runs out
-                _throttled.warning("waiting_room_renew_failed", error=repr(exc))
-                continue
-            lost = held - kept - (held - self._held)  # those settled meanwhile are not lost
-            if lost:
-                # Its lease ran out (the database was away longer than it): another consumer may
-                # run it too, which the result rows' keys make harmless (docs/reliability.md).
-                log.warning("waiting_room_lease_lost", parked_ids=sorted(lost))
+
+    async def _renew(self) -> None:
+        held = set(self._held)
+        try:
+            kept = await self._room.renew(self.owner, held)
+        except Exception as exc:  # noqa: BLE001 - renewed on the next round, or it runs out
+            _throttled.warning("waiting_room_renew_failed", error=repr(exc))
+            return
+        lost = held & self._held - kept  # those settled meanwhile are not lost
+        if lost:
+            # Its lease ran out (the database was away longer than it): another consumer may
+            # run it too, which the result rows' keys make harmless (docs/reliability.md).
+            log.warning("waiting_room_lease_lost", parked_ids=sorted(lost))
 
     def stop(self) -> None:
         """Lease nothing more; runs in hand reach a safe point and give their request back."""
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
 
     async def _lease_while_free(self) -> None:
