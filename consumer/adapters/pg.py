@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +103,25 @@ class Session:
         await self._prepare()
         await self._run(self._connection.execute, statement, params)
 
+    async def fetch_alone(self, statement: Statement, params: _Params = None) -> Any:
+        """Run one statement as a transaction of its own, without BEGIN and COMMIT (two round
+        trips saved): for a write complete by itself. No transaction may be open."""
+        self._require_no_transaction()
+        return await self._run(self._connection.fetch, statement, params)
+
+    async def executemany_alone(
+        self, statement: Statement, rows: Sequence[Mapping[str, object]]
+    ) -> None:
+        """Run `statement` once per row of parameters, pipelined in one round trip and one
+        transaction of its own (all rows or none). No transaction may be open."""
+        self._require_no_transaction()
+        arguments = [statement.arguments(row) for row in rows]
+        try:
+            await self._connection.executemany(statement.sql, arguments)
+        except BaseException as exc:
+            self._note(exc)
+            raise
+
     async def defer(self, write: Deferrable, params: Mapping[str, object]) -> None:
         """Hold `write` back until the next statement (or the commit) runs."""
         await self._prepare()
@@ -159,6 +178,10 @@ class Session:
         if self._open:
             self._open = False
             await self._raw("ROLLBACK")
+
+    def _require_no_transaction(self) -> None:
+        if self._open or self._deferred is not None:
+            raise RuntimeError("a statement run alone needs a session with no transaction open")
 
     async def _prepare(self) -> None:
         """Open the transaction, and run a deferred write before anything that may see it."""

@@ -5,10 +5,9 @@ take the same one, and deleted once its batch is terminal."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
-from uuid import UUID
 
 from sqlalchemy import (
     BigInteger,
@@ -27,7 +26,7 @@ from consumer.adapters.pg import ConnectionPool, Record, Session, Statement
 from consumer.adapters.tables import waiting_requests as w
 from consumer.service_layer.intake import Delivery
 from consumer.service_layer.retry import Transactions
-from consumer.service_layer.waiting_room import Parked, WaitingRoom
+from consumer.service_layer.waiting_room import Parked, ToPark, WaitingRoom
 
 T = TypeVar("T")
 # The delivery's properties, named as Delivery names them.
@@ -62,12 +61,10 @@ _PARK = Statement(
 
 # The oldest free request of an actor not to avoid, else the oldest free one: a top-N sort of
 # the namespace's free rows, cheap for the thousands a flood parks.
+_SETTLED = w.c.id == func.any(bindparam("settled", type_=ARRAY(BigInteger)))
 _NEXT = (
     select(w.c.id)
-    .where(
-        _OF_NAMESPACE,
-        _FREE,
-    )
+    .where(_OF_NAMESPACE, _FREE, ~_SETTLED)
     .order_by(
         w.c.actor_id == func.any(bindparam("avoid", type_=ARRAY(Integer))),
         w.c.id,
@@ -76,8 +73,11 @@ _NEXT = (
     .with_for_update(skip_locked=True)
     .scalar_subquery()
 )
+# The requests settled since the last lease leave in the same statement (a transaction saved
+# per request: a slot that frees is usually filled at once).
 _LEASE = Statement(
     update(w)
+    .add_cte(delete(w).where(_SETTLED).cte("settled_rows"))
     .where(w.c.id == _NEXT)
     .values(
         leased_by=bindparam("owner"),
@@ -107,7 +107,7 @@ _GIVE_BACK = Statement(
     .where(w.c.id == bindparam("id"), w.c.leased_by == bindparam("owner"))
     .values(leased_by=None, lease_until=None, attempts=w.c.attempts - 1)
 )
-_REMOVE = Statement(delete(w).where(w.c.id == bindparam("id")))
+_REMOVE = Statement(delete(w).where(_SETTLED))
 _WAITING = Statement(select(func.count()).select_from(w).where(_OF_NAMESPACE, _FREE))
 
 
@@ -125,28 +125,35 @@ class SqlWaitingRoom(WaitingRoom):
         self._namespace = namespace
         self._lease = timedelta(seconds=lease_seconds)
 
-    async def park(self, batch_id: UUID, actor: int, delivery: Delivery, routing_key: str) -> None:
-        params: dict[str, Any] = {
-            "namespace": self._namespace,
-            "batch_id": batch_id,
-            "body_sha256": hashlib.sha256(delivery.body).digest(),
-            "actor_id": actor,
-            "body": delivery.body,
-            "routing_key": routing_key,
-            **{name: getattr(delivery, name) for name in _PROPERTIES},
-        }
-        await self._write(lambda s: s.execute(_PARK, params))
+    async def park_all(self, requests: Sequence[ToPark]) -> None:
+        rows: list[dict[str, Any]] = [
+            {
+                "namespace": self._namespace,
+                "batch_id": request.batch_id,
+                "body_sha256": hashlib.sha256(request.delivery.body).digest(),
+                "actor_id": request.actor,
+                "body": request.delivery.body,
+                "routing_key": request.routing_key,
+                **{name: getattr(request.delivery, name) for name in _PROPERTIES},
+            }
+            for request in requests
+        ]
+        await self._write(lambda s: s.executemany_alone(_PARK, rows))
 
-    async def lease(self, owner: str, avoid: Collection[int]) -> Parked | None:
+    async def lease(
+        self, owner: str, avoid: Collection[int], settled: Collection[int] = ()
+    ) -> Parked | None:
         params = {
             "namespace": self._namespace,
             "avoid": list(avoid),
+            "settled": list(settled),
             "owner": owner,
             "lease": self._lease,
         }
-        row: Record | None = await self._write(lambda s: s.fetchrow(_LEASE, params))
-        if row is None:
+        rows: list[Record] = await self._write(lambda s: s.fetch_alone(_LEASE, params))
+        if not rows:
             return None
+        row = rows[0]
         delivery = Delivery(
             body=row["body"],
             delivery_count=row["attempts"] - 1,
@@ -158,28 +165,27 @@ class SqlWaitingRoom(WaitingRoom):
 
     async def renew(self, owner: str, ids: Collection[int]) -> set[int]:
         params = {"ids": list(ids), "owner": owner, "lease": self._lease}
-        rows = await self._write(lambda s: s.fetch(_RENEW, params))
+        rows = await self._write(lambda s: s.fetch_alone(_RENEW, params))
         return {row["id"] for row in rows}
 
     async def give_back(self, owner: str, parked_id: int) -> None:
-        await self._write(lambda s: s.execute(_GIVE_BACK, {"id": parked_id, "owner": owner}))
+        await self._write(lambda s: s.fetch_alone(_GIVE_BACK, {"id": parked_id, "owner": owner}))
 
-    async def remove(self, parked_id: int) -> None:
-        await self._write(lambda s: s.execute(_REMOVE, {"id": parked_id}))
+    async def remove(self, ids: Collection[int]) -> None:
+        await self._write(lambda s: s.fetch_alone(_REMOVE, {"settled": list(ids)}))
 
     async def waiting(self) -> int:
-        count: int = await self._write(
-            lambda s: s.fetchval(_WAITING, {"namespace": self._namespace})
-        )
+        rows = await self._write(lambda s: s.fetch_alone(_WAITING, {"namespace": self._namespace}))
+        count: int = rows[0][0]
         return count
 
     async def _write(self, work: Callable[[Session], Awaitable[T]]) -> T:
+        """`work` runs statements alone: each is its own transaction (one round trip)."""
+
         async def attempt() -> T:
             session = await self._pool.acquire()
             try:
-                result = await work(session)
-                await session.commit()
-                return result
+                return await work(session)
             finally:
                 await self._pool.release(session)
 

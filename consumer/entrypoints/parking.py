@@ -31,7 +31,7 @@ from consumer.service_layer.batch_run import Disposition, Interrupted
 from consumer.service_layer.executor import BatchExecutor
 from consumer.service_layer.fair_share import FairScheduler
 from consumer.service_layer.intake import Delivery
-from consumer.service_layer.waiting_room import Parked, WaitingRoom
+from consumer.service_layer.waiting_room import Parked, ToPark, WaitingRoom
 
 log = structlog.get_logger(__name__)
 _throttled = LogThrottle(log)
@@ -69,7 +69,12 @@ class ParkedRequests:
         self.known = False
         # Requests this consumer parked and leased since it started (observability, tests).
         self.parked = self.leased = 0
+        # Leased requests of this consumer (their leases renewed), and those of them settled
+        # but not yet removed.
         self._held: set[int] = set()
+        self._settled: set[int] = set()
+        self._to_park: list[tuple[ToPark, asyncio.Future[None]]] = []
+        self._parking: asyncio.Task[None] | None = None
         self._runs: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -82,15 +87,39 @@ class ParkedRequests:
         return set(self._runs)
 
     async def park(self, delivery: Delivery, batch: tuple[uuid.UUID, int], key: str) -> None:
-        """Store the delivery's request to run later (acknowledge the delivery after)."""
+        """Store the delivery's request to run later (acknowledge the delivery after). Requests
+        arriving while an insert is on its way go together in the next one: a flood is taken
+        off the queue at the pace of a few transactions, not one per request."""
         batch_id, actor = batch
-        await self._room.park(batch_id, actor, delivery, key)
-        metrics.PARKED.inc()
-        self.parked += 1
         if not self.known:  # one line per busy spell, not per request
             log.info("fair_share_waiting_room_in_use", actor_id=actor)
+        # Known before it is stored: a delivery arriving meanwhile must not overtake it.
         self.known = True
+        stored = asyncio.get_running_loop().create_future()
+        self._to_park.append((ToPark(batch_id, actor, delivery, key), stored))
+        if self._parking is None or self._parking.done():
+            self._parking = asyncio.create_task(self._park_pending())
+        await stored
+        metrics.PARKED.inc()
+        self.parked += 1
         self._wake.set()
+
+    async def _park_pending(self) -> None:
+        while self._to_park:
+            taken, self._to_park = self._to_park, []
+            try:
+                await self._room.park_all([request for request, _ in taken])
+            except Exception as exc:  # noqa: BLE001 - each waiting delivery gets the error
+                outcome: BaseException | None = exc
+            else:
+                outcome = None
+            for _, stored in taken:
+                if stored.done():  # its delivery's task was cancelled (its channel closed)
+                    continue
+                if outcome is None:
+                    stored.set_result(None)
+                else:
+                    stored.set_exception(outcome)
 
     async def fill_slots(self) -> None:
         """Until `stop()`: lease parked requests into free slots as they free, and look every
@@ -101,10 +130,14 @@ class ParkedRequests:
             self._wake.clear()
             try:
                 await self._lease_while_free()
+                if self._settled:  # no slot was free to lease with: remove them alone
+                    await self._remove_settled()
             except Interrupted:
                 return
             except Exception as exc:  # noqa: BLE001 - a bug or a broken row: keep the loop alive
                 _throttled.error("waiting_room_lease_failed", error=repr(exc))
+        with contextlib.suppress(Exception):
+            await self._remove_settled()
 
     async def keep_leases(self) -> None:
         """Until `stop()`: renew the leases of the requests this consumer runs."""
@@ -138,13 +171,18 @@ class ParkedRequests:
 
     async def _lease_while_free(self) -> None:
         while not self._stopping and self._scheduler.has_free_slot():
-            parked = await self._room.lease(self.owner, self._scheduler.at_share())
+            settled = set(self._settled)
+            parked = await self._room.lease(self.owner, self._scheduler.at_share(), settled)
+            self._forget(settled)
             if parked is None:
                 if self.known:
                     log.info(
                         "fair_share_waiting_room_empty", parked=self.parked, leased=self.leased
                     )
-                self.known = False
+                # Requests on their way in still count: nothing may overtake them.
+                self.known = bool(self._to_park) or not (
+                    self._parking is None or self._parking.done()
+                )
                 return
             self.known = True
             self.leased += 1
@@ -165,7 +203,8 @@ class ParkedRequests:
             finally:
                 self._scheduler.done(parked.actor)
         finally:
-            self._held.discard(parked.id)
+            if parked.id not in self._settled:  # else renewed until the row is removed
+                self._held.discard(parked.id)
 
     async def _run_in_slot(self, parked: Parked) -> None:
         delivery = self._this_run(parked)
@@ -189,7 +228,27 @@ class ParkedRequests:
             await self._dead_letters.publish(parked, "rejected")
         elif delivery.dead_lettered:
             await self._dead_letters.publish(parked, "delivery_limit")
-        await self._room.remove(parked.id)
+        await self._settle(parked.id)
+
+    async def _settle(self, parked_id: int) -> None:
+        """Its batch is terminal: the row goes with the next lease (the slot it frees is
+        usually filled at once), its lease kept until then; at once when shutting down."""
+        if self._stopping:
+            await self._room.remove([parked_id])
+            self._forget({parked_id})
+            return
+        self._settled.add(parked_id)
+        self._wake.set()
+
+    async def _remove_settled(self) -> None:
+        settled = set(self._settled)
+        if settled:
+            await self._room.remove(settled)
+            self._forget(settled)
+
+    def _forget(self, settled: set[int]) -> None:
+        self._settled -= settled
+        self._held -= settled
 
     def _this_run(self, parked: Parked) -> Delivery:
         """The delivery as this run sees it: past the delivery limit, its last chance (it runs

@@ -11,7 +11,7 @@ to run it; a lease that is not renewed (its consumer died) expires, and another 
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -34,18 +34,31 @@ class Parked:
         return self.delivery.delivery_count + 1
 
 
+@dataclass(frozen=True, slots=True)
+class ToPark:
+    """A delivery to store until a slot is free (its body names a valid batch and actor)."""
+
+    batch_id: UUID
+    actor: int
+    delivery: Delivery
+    routing_key: str
+
+
 class WaitingRoom(abc.ABC):
     """Every method is one transaction, retried through transient faults and outages."""
 
     @abc.abstractmethod
-    async def park(self, batch_id: UUID, actor: int, delivery: Delivery, routing_key: str) -> None:
-        """Store the request until a consumer leases it. The same request (batch_id and body)
-        parked again while it still waits is stored once."""
+    async def park_all(self, requests: Sequence[ToPark]) -> None:
+        """Store the requests until a consumer leases them. The same request (batch_id and
+        body) parked again while it still waits is stored once."""
 
     @abc.abstractmethod
-    async def lease(self, owner: str, avoid: Collection[int]) -> Parked | None:
+    async def lease(
+        self, owner: str, avoid: Collection[int], settled: Collection[int] = ()
+    ) -> Parked | None:
         """Lease the oldest waiting request whose actor is not in `avoid`, else the oldest of
-        all, to `owner` (a request whose lease ran out waits again); None if nothing waits."""
+        all, to `owner` (a request whose lease ran out waits again); None if nothing waits.
+        The `settled` requests are removed in the same transaction (see `remove`)."""
 
     @abc.abstractmethod
     async def renew(self, owner: str, ids: Collection[int]) -> set[int]:
@@ -56,8 +69,8 @@ class WaitingRoom(abc.ABC):
         """Return a leased request unrun (shutting down): it waits again, its run uncounted."""
 
     @abc.abstractmethod
-    async def remove(self, parked_id: int) -> None:
-        """The request is settled (its batch is terminal, or it was dead-lettered)."""
+    async def remove(self, ids: Collection[int]) -> None:
+        """The requests are settled (their batch is terminal, or they were dead-lettered)."""
 
     @abc.abstractmethod
     async def waiting(self) -> int:

@@ -17,7 +17,7 @@ from consumer.adapters.waiting_room import SqlWaitingRoom
 from consumer.service_layer.availability import DatabaseAvailability
 from consumer.service_layer.intake import Delivery
 from consumer.service_layer.retry import RetryPolicy, Transactions
-from consumer.service_layer.waiting_room import Parked
+from consumer.service_layer.waiting_room import Parked, ToPark
 from tests.integration.helpers import eventually
 
 Room = Callable[..., SqlWaitingRoom]
@@ -51,7 +51,8 @@ def delivery(body: bytes = b"{}", **properties: object) -> Delivery:
 
 async def park(room: SqlWaitingRoom, actor: int, body: bytes | None = None) -> uuid.UUID:
     batch_id = uuid.uuid4()
-    await room.park(batch_id, actor, delivery(body or str(batch_id).encode()), "order_update")
+    body = body or str(batch_id).encode()
+    await room.park_all([ToPark(batch_id, actor, delivery(body), "order_update")])
     return batch_id
 
 
@@ -66,7 +67,7 @@ class TestLeasing:
             content_type="application/json",
             traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01",
         )
-        await waiting.park(uuid.uuid4(), 7, published, "order_update")
+        await waiting.park_all([ToPark(uuid.uuid4(), 7, published, "order_update")])
         await park(waiting, 8)
 
         first = await waiting.lease("me", avoid=[])
@@ -151,25 +152,51 @@ class TestLeases:
         await park(waiting, 6)
         mine = await waiting.lease("me", avoid=[])
         assert mine is not None
-        await waiting.remove(mine.id)
+        await waiting.remove([mine.id])
         await waiting.give_back("me", mine.id)
         assert await waiting.lease("me", avoid=[]) is None
 
 
+class TestSettling:
+    async def test_settled_requests_leave_with_the_next_lease(self, room: Room) -> None:
+        waiting = room()
+        await park(waiting, 6)
+        await park(waiting, 6)
+        done = await waiting.lease("me", avoid=[])
+        assert done is not None
+
+        following = await waiting.lease("me", avoid=[], settled=[done.id])
+
+        assert following is not None
+        assert following.id != done.id
+        await waiting.give_back("me", following.id)
+        assert await waiting.waiting() == 1  # the settled one is gone, the other waits
+        last = await waiting.lease("me", avoid=[], settled=[done.id])
+        assert last is not None
+        assert last.id == following.id
+
+
 class TestParking:
+    async def test_many_requests_park_in_one_go_each_once(self, room: Room) -> None:
+        waiting = room()
+        same = ToPark(uuid.uuid4(), 6, delivery(b'{"same": 1}'), "order_update")
+        others = [ToPark(uuid.uuid4(), 1, delivery(), "order_update") for _ in range(49)]
+        await waiting.park_all([same, *others, same])
+        assert await waiting.waiting() == 50
+
     async def test_the_same_request_parked_twice_waits_once(self, room: Room) -> None:
         waiting = room()
         batch_id = uuid.uuid4()
         for _ in range(2):  # a crash before the ack: the broker hands it out again
-            await waiting.park(batch_id, 6, delivery(b'{"same": 1}'), "order_update")
+            await waiting.park_all([ToPark(batch_id, 6, delivery(b'{"same": 1}'), "order_update")])
         assert await waiting.waiting() == 1
 
     async def test_a_different_body_under_the_same_batch_id_waits_too(self, room: Room) -> None:
         # It must reach the executor, which refuses it (CONFLICT) rather than lose it.
         waiting = room()
         batch_id = uuid.uuid4()
-        await waiting.park(batch_id, 6, delivery(b'{"one": 1}'), "order_update")
-        await waiting.park(batch_id, 6, delivery(b'{"two": 2}'), "order_update")
+        await waiting.park_all([ToPark(batch_id, 6, delivery(b'{"one": 1}'), "order_update")])
+        await waiting.park_all([ToPark(batch_id, 6, delivery(b'{"two": 2}'), "order_update")])
         assert await waiting.waiting() == 2
 
     async def test_namespaces_sharing_a_database_keep_their_requests_apart(
@@ -182,7 +209,7 @@ class TestParking:
         assert await theirs.waiting() == 1
         leased = await theirs.lease("them", avoid=[])
         assert leased is not None
-        await theirs.remove(leased.id)
+        await theirs.remove([leased.id])
 
 
 async def _eventually_leased(waiting: SqlWaitingRoom, owner: str) -> Parked:

@@ -23,6 +23,7 @@ from consumer.config import Settings
 from consumer.service_layer.availability import DatabaseAvailability
 from consumer.service_layer.intake import Delivery
 from consumer.service_layer.retry import RetryPolicy, Transactions
+from consumer.service_layer.waiting_room import ToPark
 from contracts import BatchCompleted, BatchRejected, BatchStatus, ErrorCode, Outcome
 from publisher import BatchPublisher
 from tests.integration.helpers import batch, eventually, fetch, patch, result_rows
@@ -73,11 +74,15 @@ async def park(
     settings: Settings, room: SqlWaitingRoom, body: dict[str, Any], *, runs_before: int = 0
 ) -> None:
     """Park `body` as a consumer would have, with `runs_before` runs already spent on it."""
-    await room.park(
-        uuid.UUID(body["batch_id"]),
-        body["actor_id"],
-        Delivery(body=json.dumps(body).encode(), user_id="guest", message_id="m-1"),
-        str(body["operation_type"]),
+    await room.park_all(
+        [
+            ToPark(
+                uuid.UUID(body["batch_id"]),
+                body["actor_id"],
+                Delivery(body=json.dumps(body).encode(), user_id="guest", message_id="m-1"),
+                str(body["operation_type"]),
+            )
+        ]
     )
     if runs_before:
         engine = observer_engine(settings.database_url)

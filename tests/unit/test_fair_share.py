@@ -220,10 +220,11 @@ class TestSetting:
         with pytest.raises(ValueError, match="fair_share"):
             Settings(fair_share=-1)
 
-    def test_the_window_defaults_to_twice_the_prefetch_and_counts_only_with_fair_share_on(
+    def test_the_window_defaults_to_256_or_twice_the_prefetch_only_with_fair_share_on(
         self,
     ) -> None:
-        assert Settings(prefetch=8).delivery_window == 16
+        assert Settings(prefetch=8).delivery_window == 256
+        assert Settings(prefetch=200).delivery_window == 400
         assert Settings(prefetch=40000).delivery_window == 65535
         assert Settings(fair_window=1024).delivery_window == 1024
         assert Settings(prefetch=8, fair_window=1024, fair_share=0).delivery_window == 8
