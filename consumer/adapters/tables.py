@@ -288,5 +288,19 @@ waiting_requests = Table(
     # Runs started (a consumer's crash ends one): past the delivery limit it is given up on.
     Column("attempts", Integer, nullable=False, server_default="0"),
     Index("uq_waiting_requests_request", "namespace", "batch_id", "body_sha256", unique=True),
-    Index("ix_waiting_requests_namespace_id", "namespace", "id"),
+    # Leasing walks each waiting actor's oldest free request; clearing run-out leases, the
+    # leased ones by their end.
+    Index(
+        "ix_waiting_requests_free",
+        "namespace",
+        "actor_id",
+        "id",
+        postgresql_where=text("leased_by IS NULL"),
+    ),
+    Index(
+        "ix_waiting_requests_leased",
+        "namespace",
+        "lease_until",
+        postgresql_where=text("leased_by IS NOT NULL"),
+    ),
 )

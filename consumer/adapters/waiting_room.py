@@ -13,11 +13,13 @@ from sqlalchemy import (
     BigInteger,
     Integer,
     Interval,
+    Text,
     bindparam,
     delete,
     func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, insert
@@ -59,40 +61,54 @@ _PARK = Statement(
     .on_conflict_do_nothing()
 )
 
-# The oldest free request of an actor not to avoid, else the oldest free one: a top-N sort of
-# the namespace's free rows, cheap for the thousands a flood parks.
 _SETTLED = w.c.id == func.any(bindparam("settled", type_=ARRAY(BigInteger)))
-_NEXT = (
-    select(w.c.id)
-    .where(_OF_NAMESPACE, _FREE, ~_SETTLED)
-    .order_by(
-        w.c.actor_id == func.any(bindparam("avoid", type_=ARRAY(Integer))),
-        w.c.id,
-    )
-    .limit(1)
-    .with_for_update(skip_locked=True)
-    .scalar_subquery()
-)
-# The requests settled since the last lease leave in the same statement (a transaction saved
-# per request: a slot that frees is usually filled at once).
+# Leasing reads a few index entries however deep the room: each waiting actor's oldest request
+# (a skip scan, `heads`, over the free rows' index on namespace, actor and id), then the oldest
+# head of an actor not to avoid, else the oldest head, locked unless another consumer has it
+# (then nothing is returned and `lease` asks again). In the same statement, leases that ran
+# out are cleared (their consumer died: the request waits again for the next lease) and the
+# requests settled since the last lease are deleted (a transaction saved per request: a slot
+# that frees is usually filled at once). Written as SQL: Core has no recursive LATERAL.
 _LEASE = Statement(
-    update(w)
-    .add_cte(delete(w).where(_SETTLED).cte("settled_rows"))
-    .where(w.c.id == _NEXT)
-    .values(
-        leased_by=bindparam("owner"),
-        lease_until=_LEASE_ENDS,
-        attempts=w.c.attempts + 1,
+    text(
+        f"""
+WITH RECURSIVE heads(actor_id, id) AS (
+    (SELECT actor_id, id FROM waiting_requests
+     WHERE namespace = :namespace AND leased_by IS NULL ORDER BY actor_id, id LIMIT 1)
+  UNION ALL
+    SELECT next.actor_id, next.id FROM heads, LATERAL (
+        SELECT actor_id, id FROM waiting_requests
+        WHERE namespace = :namespace AND leased_by IS NULL AND actor_id > heads.actor_id
+        ORDER BY actor_id, id LIMIT 1) AS next
+), ran_out AS (
+    UPDATE waiting_requests SET leased_by = NULL, lease_until = NULL
+    WHERE namespace = :namespace AND leased_by IS NOT NULL
+      AND lease_until < statement_timestamp() AND NOT id = ANY(:settled)
+), settled AS (
+    DELETE FROM waiting_requests WHERE id = ANY(:settled)
+)
+UPDATE waiting_requests
+SET leased_by = :owner, lease_until = statement_timestamp() + :lease,
+    attempts = attempts + 1
+WHERE id = (
+    SELECT id FROM waiting_requests
+    WHERE leased_by IS NULL AND id = (
+        SELECT id FROM heads ORDER BY actor_id = ANY(:avoid), id LIMIT 1
     )
-    .returning(
-        w.c.id,
-        w.c.actor_id,
-        w.c.body,
-        w.c.routing_key,
-        w.c.attempts,
-        *(w.c[name] for name in _PROPERTIES),
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, actor_id, body, routing_key, attempts, {", ".join(_PROPERTIES)}
+"""
+    ).bindparams(
+        bindparam("namespace", type_=Text),
+        bindparam("settled", type_=ARRAY(BigInteger)),
+        bindparam("owner", type_=Text),
+        bindparam("lease", type_=Interval),
+        bindparam("avoid", type_=ARRAY(Integer)),
     )
 )
+# Whether anything waits (after a lease that found its choice taken by another consumer).
+_ANY_FREE = Statement(select(select(w.c.id).where(_OF_NAMESPACE, w.c.leased_by.is_(None)).exists()))
 _RENEW = Statement(
     update(w)
     .where(
@@ -108,6 +124,8 @@ _GIVE_BACK = Statement(
     .values(leased_by=None, lease_until=None, attempts=w.c.attempts - 1)
 )
 _REMOVE = Statement(delete(w).where(_SETTLED))
+# Tries of a lease whose choice another consumer took first, before giving up for this round.
+_LEASE_TRIES = 10
 _WAITING = Statement(select(func.count()).select_from(w).where(_OF_NAMESPACE, _FREE))
 
 
@@ -150,10 +168,9 @@ class SqlWaitingRoom(WaitingRoom):
             "owner": owner,
             "lease": self._lease,
         }
-        rows: list[Record] = await self._write(lambda s: s.fetch_alone(_LEASE, params))
-        if not rows:
+        row = await self._write(lambda s: self._lease_in(s, params))
+        if row is None:
             return None
-        row = rows[0]
         delivery = Delivery(
             body=row["body"],
             delivery_count=row["attempts"] - 1,
@@ -178,6 +195,16 @@ class SqlWaitingRoom(WaitingRoom):
         rows = await self._write(lambda s: s.fetch_alone(_WAITING, {"namespace": self._namespace}))
         count: int = rows[0][0]
         return count
+
+    async def _lease_in(self, session: Session, params: dict[str, Any]) -> Record | None:
+        for _ in range(_LEASE_TRIES):
+            rows: list[Record] = await session.fetch_alone(_LEASE, params)
+            if rows:
+                return rows[0]
+            params = {**params, "settled": []}  # deleted by the first try
+            if not (await session.fetch_alone(_ANY_FREE, params))[0][0]:
+                return None
+        return None
 
     async def _write(self, work: Callable[[Session], Awaitable[T]]) -> T:
         """`work` runs statements alone: each is its own transaction (one round trip)."""

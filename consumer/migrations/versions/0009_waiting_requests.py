@@ -47,7 +47,18 @@ def upgrade() -> None:
         ["namespace", "batch_id", "body_sha256"],
         unique=True,
     )
-    op.create_index("ix_waiting_requests_namespace_id", "waiting_requests", ["namespace", "id"])
+    op.create_index(
+        "ix_waiting_requests_free",
+        "waiting_requests",
+        ["namespace", "actor_id", "id"],
+        postgresql_where=sa.text("leased_by IS NULL"),
+    )
+    op.create_index(
+        "ix_waiting_requests_leased",
+        "waiting_requests",
+        ["namespace", "lease_until"],
+        postgresql_where=sa.text("leased_by IS NOT NULL"),
+    )
 
 
 def downgrade() -> None:
