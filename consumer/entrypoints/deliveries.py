@@ -32,11 +32,14 @@ def to_delivery(
 
 def gave_up_on(message: AbstractIncomingMessage, requests_queue: str) -> bool:
     """True for a dead letter that the broker dropped after the delivery limit (not one we
-    rejected ourselves as invalid)."""
+    rejected ourselves as invalid, nor the copy of a request the service gave up on after it
+    waited in the database: that one's batch was finished before the copy was published, and
+    only the broker adds x-death)."""
     headers = message.headers or {}
     return (
         headers.get("x-first-death-reason") == "delivery_limit"
         and headers.get("x-first-death-queue") == requests_queue
+        and "x-death" in headers
     )
 
 

@@ -27,7 +27,7 @@ from consumer.log_config import LogThrottle
 from consumer.service_layer.availability import DatabaseAvailability
 from consumer.service_layer.batch_run import Interrupted
 from consumer.service_layer.faults import Fault, describe
-from consumer.service_layer.intake import field_of
+from consumer.service_layer.intake import as_uuid, field_of
 from consumer.service_layer.unit_of_work import OutboxMessage
 from publisher import PublishError, UnroutableError
 
@@ -206,8 +206,4 @@ def _batch_of(body: bytes) -> str | None:
 
 def _batch_id(body: bytes) -> UUID | None:
     """`_batch_of` as a UUID; None when the body names no valid one."""
-    found = _batch_of(body)
-    try:
-        return UUID(found) if found is not None else None
-    except ValueError:
-        return None
+    return as_uuid(field_of(body, "batch_id"))

@@ -218,7 +218,7 @@ def _reject(
     return Rejection(
         code=ErrorCode.VALIDATION_ERROR,
         errors=errors,
-        batch_id=_as_uuid(raw.get("batch_id")),
+        batch_id=as_uuid(raw.get("batch_id")),
         operation_type=str(operation_type),
         event_id=rejection_event_id(delivery.body, delivery.message_id),
         actor_id=_as_id(raw.get("actor_id")),
@@ -259,7 +259,7 @@ def peek_batch(body: bytes) -> tuple[UUID | None, int | None]:
     """The batch_id and actor_id the body names, each None unless valid, without validating
     the rest (what a request needs to wait its turn in the database)."""
     fields = _named_fields(body)
-    return _as_uuid(fields.get("batch_id")), _as_id(fields.get("actor_id"))
+    return as_uuid(fields.get("batch_id")), _as_id(fields.get("actor_id"))
 
 
 def _named_fields(body: bytes) -> dict[str, Any]:
@@ -328,7 +328,8 @@ def _as_id(value: object) -> int | None:
     return None
 
 
-def _as_uuid(value: object) -> UUID | None:
+def as_uuid(value: object) -> UUID | None:
+    """`value` as a UUID if it is a string spelling one, else None."""
     if not isinstance(value, str):
         return None
     try:
