@@ -12,8 +12,8 @@ alone, fair, off (the reverse in even rounds, so that the machine's drift favour
 - alone: actor B (staff) publishes `--few` batches at once on the idle service;
 - fair: actor A (admin) publishes `--flood` batches at once, then (once the broker confirmed
   them) B publishes `--few`; fair share at its default share (half the prefetch) and, unless
-  `--window` is given, its default window (twice the prefetch: the rest of the flood waits in
-  the database);
+  `--window` is given, its default window (256, or twice the prefetch if more: the rest of
+  the flood waits in the database);
 - off: the same with BATCHOPS_FAIR_SHARE=0.
 
 Each batch has `--ops` order updates, each on an order no other operation touches. Latency is

@@ -64,11 +64,12 @@ _PARK = Statement(
 _SETTLED = w.c.id == func.any(bindparam("settled", type_=ARRAY(BigInteger)))
 # Leasing reads a few index entries however deep the room: each waiting actor's oldest request
 # (a skip scan, `heads`, over the free rows' index on namespace, actor and id), then the oldest
-# head of an actor not to avoid, else the oldest head, locked unless another consumer has it
-# (then nothing is returned and `lease` asks again). In the same statement, leases that ran
-# out are cleared (their consumer died: the request waits again for the next lease) and the
-# requests settled since the last lease are deleted (a transaction saved per request: a slot
-# that frees is usually filled at once). Written as SQL: Core has no recursive LATERAL.
+# head of an actor not to avoid, else the oldest head; from there, that actor's first request
+# no other consumer is leasing at this instant (SKIP LOCKED; if none, `lease` asks again).
+# In the same statement, leases that ran out are cleared (their consumer died: the request
+# waits again for the next lease) and the requests settled since the last lease are deleted
+# (a transaction saved per request: a slot that frees is usually filled at once). Written as
+# SQL: Core has no recursive LATERAL.
 _LEASE = Statement(
     text(
         f"""
@@ -86,15 +87,18 @@ WITH RECURSIVE heads(actor_id, id) AS (
       AND lease_until < statement_timestamp() AND NOT id = ANY(:settled)
 ), settled AS (
     DELETE FROM waiting_requests WHERE id = ANY(:settled)
+), chosen AS (
+    SELECT actor_id, id FROM heads WHERE NOT id = ANY(:settled)
+    ORDER BY actor_id = ANY(:avoid), id LIMIT 1
 )
 UPDATE waiting_requests
 SET leased_by = :owner, lease_until = statement_timestamp() + :lease,
     attempts = attempts + 1
 WHERE id = (
     SELECT id FROM waiting_requests
-    WHERE leased_by IS NULL AND id = (
-        SELECT id FROM heads ORDER BY actor_id = ANY(:avoid), id LIMIT 1
-    )
+    WHERE namespace = :namespace AND leased_by IS NULL AND NOT id = ANY(:settled)
+      AND actor_id = (SELECT actor_id FROM chosen) AND id >= (SELECT id FROM chosen)
+    ORDER BY id LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
 RETURNING id, actor_id, body, routing_key, attempts, {", ".join(_PROPERTIES)}

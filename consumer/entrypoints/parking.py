@@ -78,7 +78,8 @@ class ParkedRequests:
         self._runs: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
-        self._stopped = asyncio.Event()
+        # Set once stopping with no run left to renew leases for.
+        self._quiet = asyncio.Event()
         scheduler.on_slot_free = self._wake.set
 
     @property
@@ -108,18 +109,25 @@ class ParkedRequests:
         while self._to_park:
             taken, self._to_park = self._to_park, []
             try:
-                await self._room.park_all([request for request, _ in taken])
-            except Exception as exc:  # noqa: BLE001 - each waiting delivery gets the error
-                outcome: BaseException | None = exc
-            else:
-                outcome = None
-            for _, stored in taken:
-                if stored.done():  # its delivery's task was cancelled (its channel closed)
-                    continue
-                if outcome is None:
-                    stored.set_result(None)
-                else:
-                    stored.set_exception(outcome)
+                await self._park_group(taken)
+            finally:  # cancelled: what waits must not wait for good
+                for _, stored in taken:
+                    if not stored.done():
+                        stored.set_exception(Interrupted("parking was cancelled"))
+
+    async def _park_group(self, taken: list[tuple[ToPark, asyncio.Future[None]]]) -> None:
+        """Park `taken` in one insert; if it fails, each one alone, so that a request the
+        database refuses (a NUL in a header) fails only its own delivery."""
+        try:
+            await self._room.park_all([request for request, _ in taken])
+        except Exception as exc:  # noqa: BLE001 - each waiting delivery gets its outcome
+            if len(taken) == 1 or isinstance(exc, Interrupted):
+                _settle_all(taken, exc)
+                return
+            for one in taken:
+                await self._park_group([one])
+            return
+        _settle_all(taken, None)
 
     async def fill_slots(self) -> None:
         """Until `stop()`: lease parked requests into free slots as they free, and look every
@@ -140,15 +148,18 @@ class ParkedRequests:
             await self._remove_settled()
 
     async def keep_leases(self) -> None:
-        """Until `stop()`: renew the leases of the requests this consumer runs."""
-        while not self._stopping:
+        """Until `stop()` and then `abandon()` or the last run's end: renew the leases of the
+        requests this consumer runs (a shutdown lets the batches in hand reach a safe point,
+        which may take longer than a lease)."""
+        while not self._quiet.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), self._lease_seconds / 3)
+                await asyncio.wait_for(self._quiet.wait(), self._lease_seconds / 3)
                 return
             if self._held:
                 await self._renew()
-            with contextlib.suppress(Exception):
-                metrics.FAIR_SHARE_WAITING.set(await self._room.waiting())
+            if not self._stopping:
+                with contextlib.suppress(Exception):
+                    metrics.FAIR_SHARE_WAITING.set(await self._room.waiting())
 
     async def _renew(self) -> None:
         held = set(self._held)
@@ -166,8 +177,14 @@ class ParkedRequests:
     def stop(self) -> None:
         """Lease nothing more; runs in hand reach a safe point and give their request back."""
         self._stopping = True
-        self._stopped.set()
         self._wake.set()
+        if not self._runs:
+            self._quiet.set()
+
+    def abandon(self) -> None:
+        """Shutting down past its timeout: stop renewing the leases of runs still going (as
+        if the process were killed: another consumer takes them over once they run out)."""
+        self._quiet.set()
 
     async def _lease_while_free(self) -> None:
         while not self._stopping and self._scheduler.has_free_slot():
@@ -186,11 +203,21 @@ class ParkedRequests:
                 return
             self.known = True
             self.leased += 1
+            if self._stopping:  # stop() came while the lease was on its way
+                await self._give_back(parked)
+                return
             self._held.add(parked.id)
             taken = self._scheduler.try_take(parked.actor)
             task = asyncio.create_task(self._run(parked, taken=taken))
             self._runs.add(task)
-            task.add_done_callback(self._runs.discard)
+            task.add_done_callback(self._run_ended)
+
+    def _run_ended(self, task: asyncio.Task[None]) -> None:
+        self._runs.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("parked_run_failed", exc_info=task.exception())
+        if self._stopping and not self._runs:
+            self._quiet.set()
 
     async def _run(self, parked: Parked, *, taken: bool) -> None:
         try:
@@ -223,12 +250,17 @@ class ParkedRequests:
             # run counted (as a delivery the consumer failed on goes back to the queue).
             log.exception("parked_batch_failed", parked_id=parked.id, attempt=parked.attempt)
             return
-        if disposition is Disposition.DEAD_LETTER:
-            metrics.DEAD_LETTERED.inc()
-            await self._dead_letters.publish(parked, "rejected")
-        elif delivery.dead_lettered:
-            await self._dead_letters.publish(parked, "delivery_limit")
-        await self._settle(parked.id)
+        try:
+            if disposition is Disposition.DEAD_LETTER:
+                metrics.DEAD_LETTERED.inc()
+                await self._dead_letters.publish(parked, "rejected")
+            elif delivery.dead_lettered:
+                await self._dead_letters.publish(parked, "delivery_limit")
+            await self._settle(parked.id)
+        except Exception as exc:  # noqa: BLE001 - the broker or the database away
+            # Its lease runs out and it runs again: the batch is terminal, so that run only
+            # publishes its completion (or rejection) again, and then settles it.
+            log.warning("parked_request_not_settled", parked_id=parked.id, error=repr(exc))
 
     async def _settle(self, parked_id: int) -> None:
         """Its batch is terminal: the row goes with the next lease (the slot it frees is
@@ -266,3 +298,15 @@ class ParkedRequests:
             await self._room.give_back(self.owner, parked.id)
         except Exception as exc:  # noqa: BLE001 - shutting down: the lease runs out instead
             log.info("waiting_room_give_back_failed", parked_id=parked.id, error=repr(exc))
+
+
+def _settle_all(
+    taken: list[tuple[ToPark, asyncio.Future[None]]], outcome: BaseException | None
+) -> None:
+    for _, stored in taken:
+        if stored.done():  # its delivery's task was cancelled (its channel closed)
+            continue
+        if outcome is None:
+            stored.set_result(None)
+        else:
+            stored.set_exception(outcome)

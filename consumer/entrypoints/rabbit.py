@@ -289,6 +289,8 @@ class RequestConsumer:
             _, late = await asyncio.wait(running, timeout=timeout)
             if late:
                 log.warning("shutdown_left_batches_running", count=len(late))
+        if self.parking is not None:
+            self.parking.abandon()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self._last_delivery = time.monotonic()
@@ -324,9 +326,9 @@ class RequestConsumer:
         if message.redelivered or delivery.delivery_count:
             metrics.REDELIVERIES.inc()
         if self.parking is not None:
-            batch_id, actor = peek_batch(delivery.body)
-            if batch_id is not None and actor is not None and not self._starts_now(actor):
-                await self._park(message, delivery, (batch_id, actor))
+            batch = peek_batch(delivery.body)
+            actor = batch[1] if batch is not None else None
+            if batch is not None and await self._parked(message, delivery, batch):
                 return
         else:
             actor = peek_actor(delivery.body) if self.scheduler.share is not None else None
@@ -345,19 +347,28 @@ class RequestConsumer:
             return False
         return parking is None or not parking.known or actor not in scheduler.at_share()
 
-    async def _park(
+    async def _parked(
         self, message: AbstractIncomingMessage, delivery: Delivery, batch: tuple[UUID, int]
-    ) -> None:
-        """Store the request in the waiting room, then acknowledge it. Interrupted (shutting
-        down while the database is away) leaves it unacknowledged for the broker to hand out
-        again; if the acknowledgement is lost, the redelivered copy is stored once."""
+    ) -> bool:
+        """Unless it can start now: store the request in the waiting room, then acknowledge
+        it. True when that is done, or when shutting down while the database is away
+        (Interrupted: left unacknowledged for the broker to hand out again). False when it can
+        start, or when the database refused it: then it waits here, in memory, and runs from
+        the delivery as without a waiting room. A lost acknowledgement brings the request
+        again, and it is stored once."""
         assert self.parking is not None  # noqa: S101 - only called with fair share on
+        if self._starts_now(batch[1]):
+            return False
         try:
             await self.parking.park(delivery, batch, message.routing_key or "")
         except Interrupted:
             log.info("request_left_for_redelivery")
-            return
+            return True
+        except Exception as exc:  # noqa: BLE001 - a value the database refuses, a long refusal
+            log.warning("request_not_parked", error=repr(exc))
+            return False
         await message.ack()
+        return True
 
     async def _run(self, message: AbstractIncomingMessage, delivery: Delivery) -> None:
         async with message.process(requeue=True, ignore_processed=True):

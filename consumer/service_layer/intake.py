@@ -255,11 +255,12 @@ def peek_actor(body: bytes) -> int | None:
     return _as_id(_named_fields(body).get("actor_id"))
 
 
-def peek_batch(body: bytes) -> tuple[UUID | None, int | None]:
-    """The batch_id and actor_id the body names, each None unless valid, without validating
-    the rest (what a request needs to wait its turn in the database)."""
+def peek_batch(body: bytes) -> tuple[UUID, int] | None:
+    """The batch_id and actor_id the body names, None unless both are valid, without
+    validating the rest (what a request needs to wait its turn in the database)."""
     fields = _named_fields(body)
-    return as_uuid(fields.get("batch_id")), _as_id(fields.get("actor_id"))
+    batch_id, actor = as_uuid(fields.get("batch_id")), _as_id(fields.get("actor_id"))
+    return None if batch_id is None or actor is None else (batch_id, actor)
 
 
 def _named_fields(body: bytes) -> dict[str, Any]:

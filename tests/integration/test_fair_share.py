@@ -5,6 +5,7 @@ every batch to run once."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +25,7 @@ from tests.integration.helpers import (
     eventually,
     fetch,
     patch,
+    publish_raw,
 )
 from tests.integration.in_process import InProcessConsumer
 from tests.support import EventLog, listen
@@ -243,3 +245,30 @@ class TestAChannelLostWhileParking:
         assert await dead_letters(settings.amqp_url, settings.topology.dead_letter_queue) == []
         assert await waiting_rows(settings) == 0
         ran_once_each(events, done, flood + few)
+
+
+class TestARequestTheDatabaseWillNotStore:
+    async def test_runs_from_its_delivery_and_the_others_park_without_it(
+        self, settings: Settings, events: EventLog, start: Any
+    ) -> None:
+        # A NUL in a header: PostgreSQL refuses it in a text column, so the request cannot be
+        # parked; parked in the same insert as others, it must not take them down with it.
+        flood = work(FLOODER, FLOOD, ops=8)
+        odd = batch(OTHER, patch(3, notes="odd"))
+        await publish_all(settings, flood)
+        await publish_raw(
+            settings.amqp_url,
+            settings.topology.requests_exchange,
+            json.dumps(odd).encode(),
+            headers={"traceparent": "00-\x00"},
+        )
+
+        service: Service = await start()
+        done = await all_completed(events, [*flood, odd])
+
+        parking = service.consumer.parking
+        assert parking is not None
+        assert parking.parked >= FLOOD // 2
+        assert await waiting_rows(settings) == 0
+        assert await dead_letters(settings.amqp_url, settings.topology.dead_letter_queue) == []
+        ran_once_each(events, done, [*flood, odd])
