@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, case, func, or_, select
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer.adapters.operation_events import UNPUBLISHED
@@ -17,6 +17,7 @@ from consumer.adapters.tables import (
     outbox,
     waiting_requests,
 )
+from consumer.adapters.waiting_room import WAITING
 from consumer.adapters.webhooks import webhook_column
 from consumer.domain.batch import BatchState
 from contracts import BatchStatus, Mode, OperationResult, Outcome
@@ -172,13 +173,7 @@ async def requests_waiting(conn: AsyncConnection, namespace: str) -> int:
     """The namespace's requests in the fair-share waiting room, not yet taken or taken by a
     consumer that died (its lease ran out)."""
     count = await conn.scalar(
-        select(func.count()).where(
-            waiting_requests.c.namespace == namespace,
-            or_(
-                waiting_requests.c.leased_by.is_(None),
-                waiting_requests.c.lease_until < func.now(),
-            ),
-        )
+        select(func.count()).where(waiting_requests.c.namespace == namespace, WAITING)
     )
     return int(count or 0)
 

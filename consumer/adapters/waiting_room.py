@@ -45,7 +45,7 @@ _OF_NAMESPACE = w.c.namespace == bindparam("namespace")
 _LEASE_ENDS = func.statement_timestamp() + bindparam("lease", type_=Interval)
 
 # Waiting: never leased, or its lease ran out (its consumer died).
-_FREE = or_(w.c.leased_by.is_(None), w.c.lease_until < func.statement_timestamp())
+WAITING = or_(w.c.leased_by.is_(None), w.c.lease_until < func.statement_timestamp())
 
 _PARK = Statement(
     insert(w)
@@ -130,7 +130,7 @@ _GIVE_BACK = Statement(
 _REMOVE = Statement(delete(w).where(_SETTLED))
 # Tries of a lease whose choice another consumer took first, before giving up for this round.
 _LEASE_TRIES = 10
-_WAITING = Statement(select(func.count()).select_from(w).where(_OF_NAMESPACE, _FREE))
+_WAITING = Statement(select(func.count()).select_from(w).where(_OF_NAMESPACE, WAITING))
 
 
 class SqlWaitingRoom(WaitingRoom):

@@ -70,15 +70,15 @@ class RequestConsumer:
             share,
             metrics.FAIR_SHARE_WAITING.set if waiting_room is None else None,
         )
+        # Entered around every batch; BATCHOPS_SERIALIZE_BATCHES makes it one batch at a time.
+        self._gate = gate or contextlib.nullcontext
         self.dead_letter_copies = DeadLetterCopies(topology)
         self.parking = (
-            self._parking(waiting_room, delivery_limit, lease_seconds, gate)
+            self._parking(waiting_room, delivery_limit, lease_seconds)
             if waiting_room is not None and share is not None
             else None
         )
         self._availability = availability
-        # Entered around every batch; BATCHOPS_SERIALIZE_BATCHES makes it one batch at a time.
-        self._gate = gate or contextlib.nullcontext
         self._topology = topology
         self._prefetch = prefetch
         self._channel: AbstractChannel | None = None
@@ -96,11 +96,7 @@ class RequestConsumer:
         self.resubscriptions = 0
 
     def _parking(
-        self,
-        room: WaitingRoom,
-        delivery_limit: int,
-        lease_seconds: float,
-        gate: Callable[[], AbstractAsyncContextManager[None]] | None,
+        self, room: WaitingRoom, delivery_limit: int, lease_seconds: float
     ) -> ParkedRequests:
         return ParkedRequests(
             room,
@@ -109,7 +105,7 @@ class RequestConsumer:
             self.dead_letter_copies,
             delivery_limit=delivery_limit,
             lease_seconds=lease_seconds,
-            gate=gate or contextlib.nullcontext,
+            gate=self._gate,
         )
 
     @property

@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
@@ -159,18 +158,14 @@ def teardown(settings: Settings, args: argparse.Namespace) -> int:
     print(f"deleted the queues and exchanges of namespace {topology.namespace}")
     with database_errors(settings.database_url):
         if args.keep_database:
-            removed = asyncio.run(in_transaction(settings.database_url, _forget_waiting(topology)))
+            removed = asyncio.run(
+                in_transaction(
+                    settings.database_url,
+                    lambda conn: delete_waiting_requests(conn, topology.namespace),
+                )
+            )
             print(f"deleted the namespace's {removed} requests waiting in the database")
         else:
             dropped = asyncio.run(drop_database(settings.database_url))
             print("dropped the database" if dropped else "there was no database to drop")
     return EXIT_OK
-
-
-def _forget_waiting(topology: Topology) -> Callable[[AsyncConnection], Awaitable[int]]:
-    """The namespace's requests in the fair-share waiting room go with its queue."""
-
-    async def forget(conn: AsyncConnection) -> int:
-        return await delete_waiting_requests(conn, topology.namespace)
-
-    return forget

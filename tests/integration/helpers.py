@@ -11,7 +11,13 @@ from typing import Any
 import aio_pika
 from sqlalchemy import func, select, text
 
+from consumer.adapters.db_faults import classify
+from consumer.adapters.pg import ConnectionPool
 from consumer.adapters.tables import batch_operations, operation_results, orders, outbox
+from consumer.adapters.unit_of_work import SqlUnitOfWork
+from consumer.adapters.waiting_room import SqlWaitingRoom
+from consumer.service_layer.availability import DatabaseAvailability
+from consumer.service_layer.retry import RetryPolicy, Transactions
 from tests.support import observer_engine
 
 
@@ -124,16 +130,36 @@ async def publish_raw(
 
 async def dead_letters(amqp_url: str, queue_name: str) -> list[bytes]:
     """Drain the dead-letter queue (the test owns its namespace)."""
+    return [body for body, _ in await dead_letter_messages(amqp_url, queue_name)]
+
+
+async def dead_letter_messages(
+    amqp_url: str, queue_name: str
+) -> list[tuple[bytes, dict[str, Any]]]:
+    """Drain the dead-letter queue: each letter's body and headers."""
     connection = await aio_pika.connect_robust(amqp_url)
-    bodies: list[bytes] = []
+    found: list[tuple[bytes, dict[str, Any]]] = []
     try:
         channel = await connection.channel()
         queue = await channel.get_queue(queue_name, ensure=True)
         while (message := await queue.get(fail=False, no_ack=True)) is not None:
-            bodies.append(message.body)
+            found.append((message.body, dict(message.headers or {})))
     finally:
         await connection.close()
-    return bodies
+    return found
+
+
+def sql_waiting_room(
+    pool: ConnectionPool, namespace: str, *, lease_seconds: float = 10.0
+) -> SqlWaitingRoom:
+    """The service's waiting room on `pool`, retrying as the service does, quickly."""
+    transactions = Transactions(
+        lambda: SqlUnitOfWork(pool),
+        classify,
+        DatabaseAvailability(pool.probe),
+        RetryPolicy(1.0, 0.01, 0.05),
+    )
+    return SqlWaitingRoom(pool, transactions, namespace, lease_seconds=lease_seconds)
 
 
 async def set_user_active(database_url: str, user_id: int, *, active: bool) -> None:

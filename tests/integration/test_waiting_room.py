@@ -7,18 +7,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 
 import pytest
+from sqlalchemy import select
 
-from consumer.adapters.db_faults import classify
 from consumer.adapters.pg import ConnectionPool
-from consumer.adapters.unit_of_work import SqlUnitOfWork
+from consumer.adapters.tables import waiting_requests
 from consumer.adapters.waiting_room import SqlWaitingRoom
-from consumer.service_layer.availability import DatabaseAvailability
 from consumer.service_layer.intake import Delivery
-from consumer.service_layer.retry import RetryPolicy, Transactions
 from consumer.service_layer.waiting_room import Parked, ToPark
-from tests.integration.helpers import eventually
+from tests.integration.helpers import eventually, fetch, sql_waiting_room
 
 Room = Callable[..., SqlWaitingRoom]
 
@@ -32,17 +31,19 @@ async def pool(database_url: str) -> AsyncIterator[ConnectionPool]:
 
 @pytest.fixture
 def room(pool: ConnectionPool, namespace: str) -> Room:
-    transactions = Transactions(
-        lambda: SqlUnitOfWork(pool),
-        classify,
-        DatabaseAvailability(pool.probe),
-        RetryPolicy(1.0, 0.01, 0.05),
-    )
-
     def make(namespace: str = namespace, lease_seconds: float = 10.0) -> SqlWaitingRoom:
-        return SqlWaitingRoom(pool, transactions, namespace, lease_seconds=lease_seconds)
+        return sql_waiting_room(pool, namespace, lease_seconds=lease_seconds)
 
     return make
+
+
+async def lease_end(database_url: str, parked_id: int) -> datetime:
+    rows = await fetch(
+        database_url,
+        select(waiting_requests.c.lease_until).where(waiting_requests.c.id == parked_id),
+    )
+    end: datetime = rows[0][0]
+    return end
 
 
 def delivery(body: bytes = b"{}", **properties: object) -> Delivery:
@@ -122,14 +123,19 @@ class TestLeases:
         assert taken.attempt == 2  # the dead consumer's run counts
         assert await waiting.renew("dead consumer", [dead.id]) == set()
 
-    async def test_renewing_keeps_it_leased_past_its_first_term(self, room: Room) -> None:
-        waiting = room(lease_seconds=1)
+    async def test_renewing_moves_the_end_of_the_lease_on(
+        self, room: Room, database_url: str
+    ) -> None:
+        waiting = room(lease_seconds=30)
         await park(waiting, 6)
         mine = await waiting.lease("me", avoid=[])
         assert mine is not None
-        for _ in range(3):
-            await asyncio.sleep(0.5)
-            assert await waiting.renew("me", [mine.id]) == {mine.id}
+        first_end = await lease_end(database_url, mine.id)
+
+        assert await waiting.renew("me", [mine.id]) == {mine.id}
+        assert await waiting.renew("someone else", [mine.id]) == set()
+
+        assert await lease_end(database_url, mine.id) > first_end
         assert await waiting.lease("other", avoid=[]) is None
 
     async def test_given_back_it_waits_again_its_run_uncounted(self, room: Room) -> None:

@@ -10,23 +10,26 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aio_pika
 import pytest
 from sqlalchemy import func, select, update
 
-from consumer.adapters.db_faults import classify
 from consumer.adapters.pg import ConnectionPool
 from consumer.adapters.tables import waiting_requests
-from consumer.adapters.unit_of_work import SqlUnitOfWork
 from consumer.adapters.waiting_room import SqlWaitingRoom
 from consumer.config import Settings
-from consumer.service_layer.availability import DatabaseAvailability
 from consumer.service_layer.intake import Delivery
-from consumer.service_layer.retry import RetryPolicy, Transactions
 from consumer.service_layer.waiting_room import ToPark
 from contracts import BatchCompleted, BatchRejected, BatchStatus, ErrorCode, Outcome
 from publisher import BatchPublisher
-from tests.integration.helpers import batch, eventually, fetch, patch, result_rows
+from tests.integration.helpers import (
+    batch,
+    dead_letter_messages,
+    eventually,
+    fetch,
+    patch,
+    result_rows,
+    sql_waiting_room,
+)
 from tests.integration.in_process import InProcessConsumer
 from tests.support import EventLog, listen, observer_engine
 
@@ -53,13 +56,7 @@ async def events(settings: Settings) -> AsyncIterator[EventLog]:
 async def room(settings: Settings) -> AsyncIterator[SqlWaitingRoom]:
     """The namespace's waiting room as a producer-side consumer that died would have left it."""
     pool = ConnectionPool(settings.database_url, size=2, command_timeout=10)
-    transactions = Transactions(
-        lambda: SqlUnitOfWork(pool),
-        classify,
-        DatabaseAvailability(pool.probe),
-        RetryPolicy(1.0, 0.01, 0.05),
-    )
-    yield SqlWaitingRoom(pool, transactions, settings.namespace, lease_seconds=1.0)
+    yield sql_waiting_room(pool, settings.namespace, lease_seconds=1.0)
     await pool.close(timeout=5)
 
 
@@ -116,16 +113,7 @@ async def until_settled(settings: Settings) -> None:
 
 
 async def dead_letter_copies(settings: Settings) -> list[tuple[bytes, dict[str, Any]]]:
-    connection = await aio_pika.connect_robust(settings.amqp_url)
-    found: list[tuple[bytes, dict[str, Any]]] = []
-    try:
-        channel = await connection.channel()
-        queue = await channel.get_queue(settings.topology.dead_letter_queue, ensure=True)
-        while (message := await queue.get(fail=False, no_ack=True)) is not None:
-            found.append((message.body, dict(message.headers or {})))
-    finally:
-        await connection.close()
-    return found
+    return await dead_letter_messages(settings.amqp_url, settings.topology.dead_letter_queue)
 
 
 async def end_of(events: EventLog, batch_id: str) -> BatchCompleted | BatchRejected:

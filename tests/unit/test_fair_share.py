@@ -6,12 +6,13 @@ channel leave held deliveries unrun."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
 from consumer.config import Settings
 from consumer.service_layer.fair_share import FairQueue, FairScheduler
-from consumer.service_layer.intake import peek_actor
+from consumer.service_layer.intake import peek_actor, peek_batch
 
 A, B, C = 3, 4, 5
 
@@ -198,6 +199,20 @@ class TestPeek:
     )
     def test_no_valid_actor_is_none(self, body: bytes) -> None:
         assert peek_actor(body) is None
+
+    def test_a_batch_is_read_from_its_first_fields_or_else_from_the_whole_body(self) -> None:
+        batch_id = uuid.uuid4()
+        first = f'{{"batch_id": "{batch_id}", "actor_id": 7, "operations": [1, 2'.encode()
+        assert peek_batch(first) == (batch_id, 7)  # cut short: its first fields still name it
+        later = f'{{"operations": [{{"actor_id": 9}}], "actor_id": 7, "batch_id": "{batch_id}"}}'
+        assert peek_batch(later.encode()) == (batch_id, 7)
+
+    @pytest.mark.parametrize(
+        "body",
+        [b"not json", b'{"actor_id": 7}', b'{"batch_id": "x", "actor_id": 7}', b'{"batch_id": 1}'],
+    )
+    def test_without_a_valid_batch_id_and_actor_it_is_none(self, body: bytes) -> None:
+        assert peek_batch(body) is None
 
 
 class TestSetting:
