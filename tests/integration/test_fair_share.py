@@ -216,12 +216,10 @@ class TestAConsumerStoppedWithRequestsWaiting:
 
 
 class TestAChannelLostWhileParking:
-    # Known bug, open in issue 18: in about half the runs (4 of 8 here, and in one CI run) a
-    # few requests never complete after the broker closes the channel mid-flood: afterwards
-    # nothing runs, nothing waits in the room, the queue has 0 ready and 2 consumers, so the
-    # requests sit unacknowledged on the restored channel until the process restarts. Not
-    # yet understood; kept running so that its fix shows here.
-    @pytest.mark.xfail(reason="requests stuck after a channel loss while parking (issue 18)")
+    # A known open bug (docs/reliability.md, "Known issue"): in about half the runs a few
+    # requests never complete after the broker closes the channel mid-flood; they sit
+    # unacknowledged until the process restarts. Kept running so that its fix shows here.
+    @pytest.mark.xfail(reason="requests stuck after a channel loss while parking: known issue")
     async def test_every_delivery_of_the_dead_channel_runs_once(
         self, settings: Settings, events: EventLog, start: Any
     ) -> None:
