@@ -219,7 +219,9 @@ class TestAChannelLostWhileParking:
     # A known open bug (docs/reliability.md, "Known issue"): in about half the runs a few
     # requests never complete after the broker closes the channel mid-flood; they sit
     # unacknowledged until the process restarts. Kept running so that its fix shows here.
-    @pytest.mark.xfail(reason="requests stuck after a channel loss while parking: known issue")
+    @pytest.mark.xfail(
+        reason="requests stuck after a channel loss while parking: known issue", strict=False
+    )
     async def test_every_delivery_of_the_dead_channel_runs_once(
         self, settings: Settings, events: EventLog, start: Any
     ) -> None:
