@@ -17,6 +17,8 @@ from aio_pika.abc import AbstractConnection, AbstractRobustConnection, UnderlayC
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aio_pika.robust_connection import RobustConnection
 
+from publisher._close_answer import answer_every_channel_close
+
 _SCHEMES = frozenset({"amqp", "amqps"})
 
 
@@ -78,6 +80,7 @@ async def connect_robust(amqp_url: str, **kwargs: Any) -> AbstractRobustConnecti
     and the last node's connection error when none accepts.
     """
     nodes = broker_nodes(amqp_url)
+    answer_every_channel_close()
     timeout = kwargs.pop("timeout", None)
     failure: BaseException | None = None
     for first in range(len(nodes)):
@@ -101,6 +104,7 @@ async def connect(amqp_url: str, **kwargs: Any) -> AbstractConnection:
     accepts.
     """
     failure: BaseException | None = None
+    answer_every_channel_close()
     for node in broker_nodes(amqp_url):
         try:
             connection: AbstractConnection = await aio_pika.connect(node, **kwargs)

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import time
 
-import aio_pika
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 
@@ -17,6 +16,7 @@ from consumer.adapters.broker_stats import QueueStats, queue_stats, watched_queu
 from consumer.log_config import LogThrottle
 from consumer.service_layer.faults import describe
 from contracts import Topology
+from publisher import connect_robust
 
 log = structlog.get_logger(__name__)
 _throttled = LogThrottle(log)
@@ -34,7 +34,7 @@ class QueueWatch:
     async def read(self) -> list[QueueStats]:
         """Read now (connecting on first use); the gauges and `latest` follow."""
         if self._connection is None:
-            self._connection = await aio_pika.connect_robust(
+            self._connection = await connect_robust(
                 self._amqp_url, client_properties={"connection_name": "batchops queue watch"}
             )
         stats = await queue_stats(self._connection, self._names)

@@ -235,8 +235,11 @@ class RequestConsumer:
             await self._subscribe()
             self.resubscriptions += 1
             return
-        waiting = await self._channel.declare_queue(self._topology.requests_queue, passive=True)
-        ready = waiting.declaration_result.message_count or 0
+        # Asked of the broker now: aio-pika answers a passive declare of a queue it knows with
+        # the queue object of the first one, and so the count of then.
+        underlay = await self._channel.get_underlay_channel()
+        waiting = await underlay.queue_declare(self._topology.requests_queue, passive=True)
+        ready = waiting.message_count or 0
         idle_for = time.monotonic() - self._last_delivery
         if ready and not self._in_flight and idle_for > stall_seconds:
             log.warning("consumer_stalled_resubscribing", ready=ready, idle_seconds=idle_for)

@@ -9,7 +9,6 @@ import json
 import sys
 from typing import Any
 
-import aio_pika
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer.adapters.broker_stats import QueueStats, queue_stats, watched_queues
@@ -25,10 +24,11 @@ from consumer.entrypoints.failures import (
     database_errors,
 )
 from contracts import Topology
+from publisher import connect
 
 
 async def _queues(amqp_url: str, topology: Topology) -> list[QueueStats]:
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect(amqp_url)
     async with connection:
         return await queue_stats(connection, watched_queues(topology))
 
@@ -133,7 +133,7 @@ def _print_text(
 
 
 async def _delete_topology(amqp_url: str, topology: Topology) -> None:
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect(amqp_url)
     async with connection:
         channel = await connection.channel()
         for queue in [*watched_queues(topology), f"{topology.requests_queue}.migrating"]:

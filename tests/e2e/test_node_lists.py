@@ -1,9 +1,10 @@
 """The console script given several broker nodes, the first of them down: `serve` starts on the
-next one and `publish --wait` gets its completion through it; a malformed list is a
-configuration error (exit 2), not a broker failure."""
+next one, `publish --wait` gets its completion through it and `status` reads the queues there;
+a malformed list is a configuration error (exit 2), not a broker failure."""
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -50,3 +51,11 @@ class TestNodeLists:
 
         assert result.returncode == 2, result.stderr
         assert "amqp" in result.stderr
+
+    def test_status_reads_the_queues_through_the_node_that_answers(
+        self, node_list_env: dict[str, str]
+    ) -> None:
+        result = run_cli(node_list_env, "status", "--json")
+
+        assert result.returncode == 0, result.stderr
+        assert [queue["name"] for queue in json.loads(result.stdout)["queues"]]

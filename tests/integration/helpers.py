@@ -9,6 +9,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
+import pytest
+from aiormq.abc import ChannelFrame
+from aiormq.channel import Channel
+from pamqp.heartbeat import Heartbeat
 from sqlalchemy import func, select, text
 
 from consumer.adapters.db_faults import classify
@@ -171,3 +175,20 @@ async def set_user_active(database_url: str, user_id: int, *, active: bool) -> N
             )
     finally:
         await engine.dispose()
+
+
+def with_a_full_write_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fill the connection's queue of frames to write (with heartbeats: the broker takes them
+    at any time) just as a channel handles the broker's Channel.Close. A flood leaves that
+    queue full at such a moment in some runs; this makes it every run. Call it after the
+    connection is made (through `publisher`, which wraps that handler too: this goes first)."""
+    handle = Channel._on_close_frame
+
+    async def fill_then_handle(channel: Channel, frame: Any) -> None:
+        while not channel.write_queue.full():
+            channel.write_queue.put_nowait(
+                ChannelFrame.marshall(channel_number=0, frames=[Heartbeat()])
+            )
+        await handle(channel, frame)
+
+    monkeypatch.setattr(Channel, "_on_close_frame", fill_then_handle)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -76,3 +77,33 @@ async def test_a_consumer_cancelled_by_the_broker_resubscribes_and_is_ready_agai
     )
     completion = await events.completion(uuid.UUID(body["batch_id"]))
     assert completion.status is BatchStatus.COMPLETED
+
+
+async def test_an_idle_consumer_that_started_with_a_backlog_is_not_taken_for_stalled(
+    settings: Settings, events: EventLog
+) -> None:
+    # The stall check reads how many messages wait in the queue now, not when the consumer
+    # started (a queue object aio-pika kept from then still says "3 ready").
+    backlog = [batch(6, patch(3, notes=f"backlog {n}")) for n in range(3)]
+    for body in backlog:
+        await publish_raw(
+            settings.amqp_url, settings.topology.requests_exchange, json.dumps(body).encode()
+        )
+    svc = bootstrap(
+        settings.model_copy(update={"watchdog_interval_seconds": 0.05, "stall_seconds": 0.2})
+    )
+    task = asyncio.create_task(svc.run())
+    try:
+        for body in backlog:
+            await events.completion(uuid.UUID(body["batch_id"]))
+        idle_since = time.monotonic()
+
+        # Idle past the stall time, for several of the watchdog's checks.
+        async def idle_for_a_while() -> bool:
+            return time.monotonic() - idle_since > 0.2 + 10 * 0.05
+
+        await eventually(idle_for_a_while, what="the consumer idle past the stall time")
+        assert svc.consumer.resubscriptions == 0
+    finally:
+        svc.stop()
+        await asyncio.wait_for(task, 30)
