@@ -323,6 +323,7 @@ class TestOperatorPages:
         assert browser.text("#failure-rate") == "100.00%"  # the one batch is partial
         assert browser.text("#in-flight") == "0"
         assert browser.text("#outbox-backlog") == "0"
+        assert browser.text("#fair-share-waiting") == "0"
         assert len(browser.all("svg.chart rect.ok")) == 60
         assert console.partial_batch in browser.text("#overview")
         browser.screenshot("overview")

@@ -36,6 +36,8 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
             readiness={},
             max_operations=settings.max_operations,
             job_control=wired.job_control,
+            amqp_url=settings.amqp_url,
+            topology=settings.topology,
             allow_private_callbacks=settings.webhook_allow_private,
         )
     )

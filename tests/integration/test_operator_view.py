@@ -9,14 +9,16 @@ import uuid
 
 import httpx
 import pytest
+from sqlalchemy import insert
 from structlog.testing import capture_logs
 
+from consumer.adapters.tables import waiting_requests
 from consumer.bootstrap import Service
 from consumer.config import Settings
 from tests.integration.conftest import ADMIN, API, CLIENT_3, PRO_6, auth
 from tests.integration.helpers import batch, patch, publish_raw
 from tests.integration.test_http_api import run_batch
-from tests.support import EventLog
+from tests.support import EventLog, observer_engine
 
 
 class TestMetrics:
@@ -140,6 +142,42 @@ class TestConsoleOverHttp:
         assert anonymous.headers["location"].startswith("/console/login?next=")
         assert refresh.status_code == 401
         assert refresh.headers["hx-redirect"].startswith("/console/login")
+
+    async def test_the_overview_counts_the_requests_waiting_under_fair_share(
+        self, client: httpx.AsyncClient, tokens: dict[int, str], settings: Settings
+    ) -> None:
+        rooms = {settings.namespace: 2, f"{settings.namespace}-other": 1}
+        engine = observer_engine(settings.database_url)
+        try:
+            async with engine.begin() as conn:
+                for namespace, count in rooms.items():
+                    await conn.execute(
+                        insert(waiting_requests), [waiting_row(namespace) for _ in range(count)]
+                    )
+            figures = await client.get(
+                "/console/overview", headers={**auth(tokens[ADMIN]), "HX-Request": "true"}
+            )
+        finally:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    waiting_requests.delete().where(waiting_requests.c.namespace.in_(rooms))
+                )
+            await engine.dispose()
+
+        assert figures.status_code == 200, figures.text
+        assert re.search(r'id="fair-share-waiting">2<', figures.text), figures.text
+
+
+def waiting_row(namespace: str) -> dict[str, object]:
+    """A request waiting in `namespace`'s room (no consumer runs in these tests)."""
+    return {
+        "namespace": namespace,
+        "batch_id": uuid.uuid4(),
+        "body_sha256": bytes(32),
+        "actor_id": PRO_6,
+        "body": b"{}",
+        "routing_key": "order_update",
+    }
 
 
 class TestOfflineDocs:

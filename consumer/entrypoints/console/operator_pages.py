@@ -42,8 +42,9 @@ async def overview_page(request: Request) -> HTMLResponse:
     who = await viewer(request)
     if not who.sees_everything:
         raise Forbidden("the overview is for admin and staff users")
-    async with request.app.state.context.engine.connect() as conn:
-        figures = await overview(conn)
+    context = request.app.state.context
+    async with context.engine.connect() as conn:
+        figures = await overview(conn, namespace=context.topology.namespace)
     queues, broker_problem = await _queues(request)
     values: dict[str, Any] = {
         "who": who,
