@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer.adapters.batches import UNKNOWN_REQUEST
-from consumer.adapters.tables import batch_operations, outbox
+from consumer.adapters.tables import batch_operations, outbox, webhooks
 from consumer.domain.stats import StatsRow, UserStats, summarize
 from contracts import BatchStatus
 
@@ -23,12 +23,23 @@ class CleanupCounts:
 
 
 async def cleanup(conn: AsyncConnection, cutoff: datetime, *, dry_run: bool) -> CleanupCounts:
-    """Delete terminal batches (and their results) finished before `cutoff`, cancels in
-    advance made before it whose request never arrived, and sent events.
+    """Delete terminal batches (and their results) finished before `cutoff`, but for those
+    whose webhook is still being tried, cancels in advance made before it whose request never
+    arrived, and sent events.
 
     Once a batch is deleted its batch_id is forgotten: a later re-submission runs again.
     """
-    finished = batch_operations.c.status.in_(_TERMINAL) & (batch_operations.c.completed_at < cutoff)
+    # The webhook row goes with its batch: deleted mid-retry, the completion is never POSTed.
+    webhook_due = exists().where(
+        webhooks.c.batch_id == batch_operations.c.batch_id,
+        webhooks.c.delivered_at.is_(None),
+        webhooks.c.given_up_at.is_(None),
+    )
+    finished = (
+        batch_operations.c.status.in_(_TERMINAL)
+        & (batch_operations.c.completed_at < cutoff)
+        & ~webhook_due
+    )
     never_arrived = (
         (batch_operations.c.fingerprint == UNKNOWN_REQUEST)
         & (batch_operations.c.status == BatchStatus.PENDING.value)

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import func, insert
 
 from consumer.adapters.database import create_engine
 from consumer.adapters.maintenance import cleanup, user_stats
+from consumer.adapters.tables import batch_operations, webhooks
 from consumer.config import Settings
-from contracts import BatchCompleted, BatchRequest, ErrorCode, Event, OperationResult
+from contracts import (
+    BatchCompleted,
+    BatchRequest,
+    BatchStatus,
+    ErrorCode,
+    Event,
+    OperationResult,
+)
 from publisher import BatchPublisher, EventSubscription, TopologyMismatchError
 from tests.integration.helpers import batch, batch_row, count_batches, patch
 from tests.support import EventLog
@@ -130,3 +140,53 @@ class TestMaintenance:
         assert stats.by_operation_type == {"order_update": 2}
         assert stats.success_rate == 66.67
         assert nobody.total_batches == 0
+
+
+class TestCleanupAndWebhooks:
+    # No service runs here: its webhook worker would try the row still being tried.
+    async def test_cleanup_keeps_a_batch_whose_webhook_is_still_being_tried(
+        self, settings: Settings
+    ) -> None:
+        # Finished two days ago, each with a webhook in another state.
+        states = {
+            "still tried": {},
+            "delivered": {"delivered_at": func.now()},
+            "given up": {"given_up_at": func.now()},
+        }
+        ids = {state: uuid.uuid4() for state in states}
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                for state, batch_id in ids.items():
+                    await conn.execute(insert(batch_operations).values(finished_batch(batch_id)))
+                    await conn.execute(
+                        insert(webhooks).values(
+                            batch_id=batch_id, url="https://example.com/", **states[state]
+                        )
+                    )
+                counted = await cleanup(conn, datetime.now(UTC), dry_run=True)
+                deleted = await cleanup(conn, datetime.now(UTC), dry_run=False)
+        finally:
+            await engine.dispose()
+
+        assert (counted.batches, deleted.batches) == (2, 2)
+        assert await batch_row(settings.database_url, ids["still tried"]) is not None
+        assert await batch_row(settings.database_url, ids["delivered"]) is None
+        assert await batch_row(settings.database_url, ids["given up"]) is None
+
+
+def finished_batch(batch_id: uuid.UUID) -> dict[str, object]:
+    """A batch row completed two days ago."""
+    finished = datetime.now(UTC) - timedelta(days=2)
+    return {
+        "batch_id": batch_id,
+        "operation_type": "order_update",
+        "actor_id": 6,
+        "mode": "continue",
+        "status": BatchStatus.COMPLETED.value,
+        "total_operations": 1,
+        "completed_operations": 1,
+        "fingerprint": bytes(32),
+        "created_at": finished,
+        "completed_at": finished,
+    }
