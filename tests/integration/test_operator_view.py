@@ -143,6 +143,21 @@ class TestConsoleOverHttp:
         assert refresh.status_code == 401
         assert refresh.headers["hx-redirect"].startswith("/console/login")
 
+    async def test_replay_all_wants_its_box_ticked_and_a_batch_id_must_be_one(
+        self, client: httpx.AsyncClient, tokens: dict[int, str]
+    ) -> None:
+        unconfirmed = await client.post("/console/dead-letters/replay", headers=auth(tokens[ADMIN]))
+        malformed = await client.post(
+            "/console/dead-letters/replay",
+            headers=auth(tokens[ADMIN]),
+            data={"batch_id": "not-a-uuid"},
+        )
+
+        for answer in (unconfirmed, malformed):
+            assert answer.status_code == 303, answer.text
+        assert "tick%20the%20box" in unconfirmed.headers["location"]
+        assert "is%20not%20a%20batch%20id" in malformed.headers["location"]
+
     async def test_the_overview_counts_the_requests_waiting_under_fair_share(
         self, client: httpx.AsyncClient, tokens: dict[int, str], settings: Settings
     ) -> None:

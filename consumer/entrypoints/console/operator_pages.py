@@ -101,12 +101,17 @@ def _back(notice: str) -> RedirectResponse:
 
 
 async def replay(request: Request) -> Response:
-    """Replay one batch's dead letter (`batch_id`), or all of them."""
+    """Replay one batch's dead letter (`batch_id`), or all of them (once confirmed)."""
     who = await viewer(request)
     _admin(who)
     fields = await form(request, who)
     context = request.app.state.context
-    batch_id = uuid.UUID(fields["batch_id"]) if fields.get("batch_id") else None
+    try:
+        batch_id = uuid.UUID(fields["batch_id"]) if fields.get("batch_id") else None
+    except ValueError:
+        return _back(f"nothing replayed: {fields['batch_id']!r} is not a batch id")
+    if batch_id is None and fields.get("confirm") != "yes":
+        return _back("nothing replayed: tick the box to confirm")
     try:
         report = await dead_letters.replay(
             context.amqp_url, context.topology, limit=None, batch_id=batch_id
