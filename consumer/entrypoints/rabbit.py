@@ -29,6 +29,8 @@ from publisher import declare_topology
 
 log = structlog.get_logger(__name__)
 _throttled = LogThrottle(log)
+# The watchdog's look at the work queue: longer, and the broker is away (the next check retries).
+_PROBE_SECONDS = 5.0
 
 
 class RequestConsumer:
@@ -235,16 +237,29 @@ class RequestConsumer:
             await self._subscribe()
             self.resubscriptions += 1
             return
-        # Asked of the broker now: aio-pika answers a passive declare of a queue it knows with
-        # the queue object of the first one, and so the count of then.
-        underlay = await self._channel.get_underlay_channel()
-        waiting = await underlay.queue_declare(self._topology.requests_queue, passive=True)
-        ready = waiting.message_count or 0
+        ready = await self._messages_ready()
         idle_for = time.monotonic() - self._last_delivery
         if ready and not self._in_flight and idle_for > stall_seconds:
             log.warning("consumer_stalled_resubscribing", ready=ready, idle_seconds=idle_for)
             await self._resubscribe()
             self.resubscriptions += 1
+
+    async def _messages_ready(self) -> int:
+        """The work queue's ready messages, asked of the broker now (aio-pika answers a passive
+        declare of a queue it knows with the queue object of the first one, and so the count
+        of then). On a channel of its own: the queue may have just been deleted, and the broker
+        closes the channel of a passive declare that finds nothing."""
+        assert self._channel is not None  # noqa: S101 - called with the channel open
+        connection = (await self._channel.get_underlay_channel()).connection
+        probe = await connection.channel(publisher_confirms=False, timeout=_PROBE_SECONDS)
+        try:
+            waiting = await probe.queue_declare(
+                self._topology.requests_queue, passive=True, timeout=_PROBE_SECONDS
+            )
+        finally:
+            if not probe.is_closed:
+                await probe.close()
+        return waiting.message_count or 0
 
     async def _resubscribe(self) -> None:
         if self._queue is not None and self._consumer_tag is not None:

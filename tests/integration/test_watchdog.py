@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import aio_pika
 import httpx
 import pytest
+from aiormq.exceptions import ChannelNotFoundEntity
 
 from consumer.bootstrap import Service, bootstrap
 from consumer.config import Settings
@@ -104,6 +105,31 @@ async def test_an_idle_consumer_that_started_with_a_backlog_is_not_taken_for_sta
 
         await eventually(idle_for_a_while, what="the consumer idle past the stall time")
         assert svc.consumer.resubscriptions == 0
+    finally:
+        svc.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_a_look_at_a_deleted_work_queue_leaves_the_consumers_channel_open(
+    settings: Settings, events: EventLog
+) -> None:
+    # The broker closes the channel of a passive declare that finds no queue: the watchdog's
+    # look at the queue's depth must not take the consumer's channel down with it.
+    svc = bootstrap(settings.model_copy(update={"watchdog_interval_seconds": 600}))
+    task = asyncio.create_task(svc.run())
+    try:
+        await asyncio.wait_for(svc.started.wait(), 20)
+        assert svc.consumer.channel is not None
+        underlay = await svc.consumer.channel.get_underlay_channel()
+        connection = await aio_pika.connect(settings.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(settings.topology.requests_queue, if_unused=False)
+
+        with pytest.raises(ChannelNotFoundEntity):
+            await svc.consumer._messages_ready()
+
+        assert not underlay.is_closed
     finally:
         svc.stop()
         await asyncio.wait_for(task, 30)
