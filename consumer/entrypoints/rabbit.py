@@ -29,8 +29,7 @@ from publisher import declare_topology
 
 log = structlog.get_logger(__name__)
 _throttled = LogThrottle(log)
-# The watchdog's look at the work queue: longer, and the broker is away (the next check retries).
-_PROBE_SECONDS = 5.0
+_PROBE_SECONDS = 5.0  # the watchdog's look at the work queue; the next check retries
 
 
 class RequestConsumer:
@@ -245,10 +244,9 @@ class RequestConsumer:
             self.resubscriptions += 1
 
     async def _messages_ready(self) -> int:
-        """The work queue's ready messages, asked of the broker now (aio-pika answers a passive
-        declare of a queue it knows with the queue object of the first one, and so the count
-        of then). On a channel of its own: the queue may have just been deleted, and the broker
-        closes the channel of a passive declare that finds nothing."""
+        """The work queue's ready messages now (aio-pika's passive declare of a known queue
+        answers with the count of the first), on a channel of its own: the broker closes the
+        channel of a passive declare that finds the queue deleted."""
         assert self._channel is not None  # noqa: S101 - called with the channel open
         connection = (await self._channel.get_underlay_channel()).connection
         probe = await connection.channel(publisher_confirms=False, timeout=_PROBE_SECONDS)
