@@ -72,7 +72,7 @@ pgbouncer:
 ## The integration tests with the service reaching PostgreSQL through a PgBouncer of their own
 ## in transaction pooling mode.
 pgbouncer-test: install pgbouncer
-	BATCHOPS_TEST_PGBOUNCER=1 $(BIN)/python -m pytest tests/integration
+	BATCHOPS_TEST_PGBOUNCER=1 $(BIN)/python -m pytest -n 2 --dist loadfile tests/integration
 
 ## The unit and integration tests on the lowest versions pyproject.toml allows (a venv of its
 ## own, made once and kept while pyproject.toml does not change).
@@ -87,7 +87,8 @@ $(FLOORS)/.installed: pyproject.toml tools/floors.py $(EXAMPLE_PLUGIN)/pyproject
 	touch $@
 
 floors: $(FLOORS)/.installed
-	$(FLOORS)/bin/python -m pytest -m "not interop and not generated and not peer" tests/unit tests/integration
+	$(FLOORS)/bin/python -m pytest -n 2 --dist loadfile \
+	  -m "not interop and not generated and not peer" tests/unit tests/integration
 
 lint: install
 	$(BIN)/ruff check .

@@ -21,6 +21,7 @@ TEST_TOOLS = {
     "pytest",
     "pytest-asyncio",
     "pytest-timeout",
+    "pytest-xdist",
     "pyyaml",
     "trustme",
 }
