@@ -236,17 +236,18 @@ class RequestConsumer:
             await self._subscribe()
             self.resubscriptions += 1
             return
-        ready = await self._messages_ready()
         idle_for = time.monotonic() - self._last_delivery
-        if ready and not self._in_flight and idle_for > stall_seconds:
+        if self._in_flight or idle_for <= stall_seconds:
+            return  # busy, or fed lately: no stall, and no need to ask the broker
+        ready = await self._messages_ready()
+        if ready:
             log.warning("consumer_stalled_resubscribing", ready=ready, idle_seconds=idle_for)
             await self._resubscribe()
             self.resubscriptions += 1
 
     async def _messages_ready(self) -> int:
-        """The work queue's ready messages now (aio-pika's passive declare of a known queue
-        answers with the count of the first), on a channel of its own: the broker closes the
-        channel of a passive declare that finds the queue deleted."""
+        """The work queue's ready messages now (aio-pika answers a known queue's passive declare
+        with its first count), on a channel of its own: a deleted queue's look closes it."""
         assert self._channel is not None  # noqa: S101 - called with the channel open
         connection = (await self._channel.get_underlay_channel()).connection
         probe = await connection.channel(publisher_confirms=False, timeout=_PROBE_SECONDS)
