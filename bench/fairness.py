@@ -21,7 +21,8 @@ publish → completion event; throughput is every operation of the phase over th
 first publish to the last completion. Prints one JSON line: medians over the rounds of B's
 median latency per phase, the same latency ended by the batch's `completed_at` in the database
 instead of its completion event (events leave through the outbox relay, which under a flood
-runs behind the batches by a pass or more), the paired ratios (fair ÷ alone for
+runs behind the batches by a pass or more) and by its `started_at` (how long it waited for
+the queue, the intake and a free slot), the paired ratios (fair ÷ alone for
 B's latency, both ways; 1 − fair ÷ off for the throughput drop), the peak RSS of each phase's
 service (VmHWM, the largest over the rounds), the targets, and every round's figures. Progress
 goes to stderr.
@@ -88,6 +89,7 @@ class Sizes:
 class Phase:
     other_median_ms: float
     other_ran_median_ms: float
+    other_started_median_ms: float  # publish -> its first operation: queue, intake, a free slot
     ops_per_s: float
     seconds: float
     rss_mb: float
@@ -102,20 +104,22 @@ def _requests(
     ]
 
 
-async def _completed_at(db_url: str, requests: list[BatchRequest]) -> list[float]:
-    """Each batch's `completed_at` as the consumer recorded it (wall-clock seconds)."""
+async def _ran(db_url: str, requests: list[BatchRequest]) -> list[tuple[float, float]]:
+    """Each batch's `started_at` and `completed_at` as the consumer recorded them (wall-clock
+    seconds)."""
+    table = batch_operations.c
     engine = create_engine(db_url, pool_size=1)
     try:
         async with engine.connect() as conn:
             rows = await conn.execute(
-                select(batch_operations.c.batch_id, batch_operations.c.completed_at).where(
-                    batch_operations.c.batch_id.in_([r.batch_id for r in requests])
+                select(table.batch_id, table.started_at, table.completed_at).where(
+                    table.batch_id.in_([r.batch_id for r in requests])
                 )
             )
-            done = {batch_id: at.timestamp() for batch_id, at in rows}
+            ran = {batch_id: (start.timestamp(), end.timestamp()) for batch_id, start, end in rows}
     finally:
         await engine.dispose()
-    return [done[r.batch_id] for r in requests]
+    return [ran[r.batch_id] for r in requests]
 
 
 async def _scenario(
@@ -133,13 +137,15 @@ async def _scenario(
     first = min(s.published for s in flooded + others)
     seconds = max(arrivals) - first
     latencies = [(a - s.published) * 1000 for a, s in zip(other_arrivals, others, strict=True)]
-    ran = [
-        (at - wall_offset - s.published) * 1000
-        for at, s in zip(await _completed_at(db_url, few), others, strict=True)
-    ]
+    times = await _ran(db_url, few)
+    started, ran = (
+        [(at[i] - wall_offset - s.published) * 1000 for at, s in zip(times, others, strict=True)]
+        for i in (0, 1)
+    )
     return Phase(
         other_median_ms=round(statistics.median(latencies), 1),
         other_ran_median_ms=round(statistics.median(ran), 1),
+        other_started_median_ms=round(statistics.median(started), 1),
         ops_per_s=round((len(flood) + len(few)) * sizes.ops / seconds, 1),
         seconds=round(seconds, 3),
         rss_mb=0.0,
@@ -192,6 +198,10 @@ def report(
         },
         "other_ran_median_ms": {
             p: round(statistics.median(r[p].other_ran_median_ms for r in rounds), 1) for p in PHASES
+        },
+        "other_started_median_ms": {
+            p: round(statistics.median(r[p].other_started_median_ms for r in rounds), 1)
+            for p in PHASES
         },
         "ops_per_s": {
             p: round(statistics.median(r[p].ops_per_s for r in rounds), 1) for p in ("fair", "off")
