@@ -1,4 +1,4 @@
-"""The consumer's watchdog: a subscription the broker cancelled is restored."""
+"""The consumer's watchdog: a subscription the broker cancelled, or that stalled, is restored."""
 
 from __future__ import annotations
 
@@ -130,6 +130,42 @@ async def test_a_look_at_a_deleted_work_queue_leaves_the_consumers_channel_open(
             await svc.consumer._messages_ready()
 
         assert not underlay.is_closed
+    finally:
+        svc.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_an_idle_consumer_while_messages_wait_resubscribes_and_goes_on_consuming(
+    settings: Settings, events: EventLog
+) -> None:
+    # A stall the broker cannot be made to show on purpose (messages ready, none handed to an
+    # idle subscriber): the watchdog's look at the queue is told that 3 wait.
+    svc = bootstrap(
+        settings.model_copy(update={"watchdog_interval_seconds": 0.05, "stall_seconds": 1.0})
+    )
+    task = asyncio.create_task(svc.run())
+    try:
+        await asyncio.wait_for(svc.started.wait(), 20)
+
+        async def three_ready() -> int:
+            return 3
+
+        svc.consumer._messages_ready = three_ready  # type: ignore[method-assign]
+
+        async def resubscribed() -> bool:
+            return svc.consumer.resubscriptions > 0
+
+        await eventually(resubscribed, what="the stalled consumer re-subscribed")
+
+        # The new subscription gets deliveries; a re-subscription counts as fed, so the next
+        # one could come only after another stall time (1 s), not at every check.
+        body = batch(6, patch(3, notes="after the stall"))
+        await publish_raw(
+            settings.amqp_url, settings.topology.requests_exchange, json.dumps(body).encode()
+        )
+        completion = await events.completion(uuid.UUID(body["batch_id"]))
+        assert completion.status is BatchStatus.COMPLETED
+        assert svc.consumer.resubscriptions == 1
     finally:
         svc.stop()
         await asyncio.wait_for(task, 30)
