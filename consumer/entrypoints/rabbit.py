@@ -11,12 +11,13 @@ from contextlib import AbstractAsyncContextManager
 from uuid import UUID
 
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from consumer import metrics
 from consumer.adapters.dead_letter_copies import DeadLetterCopies
 from consumer.entrypoints.deliveries import channel_open, gave_up_on, to_delivery
 from consumer.entrypoints.parking import ParkedRequests
+from consumer.entrypoints.subscription import Subscription
 from consumer.log_config import LogThrottle
 from consumer.service_layer.availability import DatabaseAvailability
 from consumer.service_layer.batch_run import Disposition, Interrupted
@@ -25,11 +26,9 @@ from consumer.service_layer.fair_share import FairScheduler
 from consumer.service_layer.intake import Delivery, peek_actor, peek_batch
 from consumer.service_layer.waiting_room import WaitingRoom
 from contracts import Topology
-from publisher import declare_topology
 
 log = structlog.get_logger(__name__)
 _throttled = LogThrottle(log)
-_PROBE_SECONDS = 5.0  # the watchdog's look at the work queue; the next check retries
 
 
 class RequestConsumer:
@@ -82,18 +81,12 @@ class RequestConsumer:
         self._availability = availability
         self._topology = topology
         self._prefetch = prefetch
-        self._channel: AbstractChannel | None = None
-        self._queue: AbstractQueue | None = None
-        self._consumer_tag: str | None = None
-        self._reconcile: AbstractQueue | None = None
-        self._reconcile_tag: str | None = None
+        self._subscription = Subscription(topology, self._on_message, self._on_dead_letter)
         # True while the database is unreachable: no subscription, on purpose.
         self._paused = False
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._last_delivery = time.monotonic()
-        # Kept by the watchdog: false once the broker cancelled our consumer.
-        self._broker_knows_us = False
         self.resubscriptions = 0
 
     def _parking(
@@ -112,7 +105,7 @@ class RequestConsumer:
     @property
     def channel(self) -> AbstractChannel | None:
         """The channel requests are delivered on (tests close it under the consumer)."""
-        return self._channel
+        return self._subscription.channel
 
     @property
     def in_flight(self) -> int:
@@ -121,17 +114,7 @@ class RequestConsumer:
     @property
     def is_consuming(self) -> bool:
         """True while subscribed on an open channel (false after a broker-side cancel)."""
-        if self._channel is None or self._consumer_tag is None or self._channel.is_closed:
-            return False
-        return self._broker_knows_us
-
-    async def _still_subscribed(self) -> bool:
-        if self._channel is None or self._consumer_tag is None:
-            return False
-        underlay = await self._channel.get_underlay_channel()
-        # aiormq drops a tag from `consumers` when the broker sends basic.cancel.
-        consumers: dict[str, object] = getattr(underlay, "consumers", {})
-        return self._consumer_tag in consumers
+        return self._subscription.active
 
     async def start(
         self,
@@ -142,17 +125,9 @@ class RequestConsumer:
         """Declare the topology and subscribe, unless the database does not answer: then the
         subscription waits for it (see `follow_database`). `confirms_channel` (publisher
         confirms on) carries the copies of parked requests that are dead-lettered."""
-        self._channel = channel
         if confirms_channel is not None:
             self.dead_letter_copies.attach(confirms_channel)
-        await channel.set_qos(prefetch_count=self._window)
-        await declare_topology(channel, self._topology)
-        self._queue = await channel.get_queue(self._topology.requests_queue)
-        # Dead letters run one at a time: a poison batch must not take a bystander down again.
-        await reconcile_channel.set_qos(prefetch_count=1)
-        self._reconcile = await reconcile_channel.get_queue(
-            self._topology.dead_letter_reconcile_queue
-        )
+        await self._subscription.attach(channel, reconcile_channel, self._window)
         if await self._availability.check():
             await self._subscribe()
         else:
@@ -175,14 +150,14 @@ class RequestConsumer:
                 log.warning("subscription_change_failed", error=repr(exc), subscribe=reachable)
 
     async def _subscribe(self) -> None:
-        if self._queue is None or self._reconcile is None:
-            raise RuntimeError("start() the consumer first")
-        if self._consumer_tag is None:
-            self._consumer_tag = await self._queue.consume(self._on_message)
-        if self._reconcile_tag is None:
-            self._reconcile_tag = await self._reconcile.consume(self._on_dead_letter)
-        self._broker_knows_us = True
+        await self._subscription.subscribe()
+        self._subscribed()
+
+    def _subscribed(self, *, again: bool = False) -> None:
+        # Counted as fed: a new subscription has not had the time to be handed anything.
         self._last_delivery = time.monotonic()
+        if again:
+            self.resubscriptions += 1
         log.info(
             "consuming",
             queue=self._topology.requests_queue,
@@ -194,16 +169,7 @@ class RequestConsumer:
 
     async def _unsubscribe(self) -> None:
         """Take no more deliveries; those in hand stay unacknowledged and wait."""
-        for queue, tag in (
-            (self._queue, self._consumer_tag),
-            (self._reconcile, self._reconcile_tag),
-        ):
-            if queue is not None and tag is not None:
-                try:
-                    await queue.cancel(tag)
-                except Exception as exc:  # noqa: BLE001 - a closed channel cancelled it anyway
-                    log.info("consumer_cancel_failed", error=repr(exc))
-        self._consumer_tag = self._reconcile_tag = None
+        await self._subscription.unsubscribe()
         log.info("consuming_paused", in_hand=len(self._in_flight))
 
     async def watch(self, interval: float, stall_seconds: float) -> None:
@@ -224,17 +190,13 @@ class RequestConsumer:
     async def _check_liveness(self, stall_seconds: float) -> None:
         if self._paused:
             return  # unsubscribed on purpose until the database answers
-        if self._channel is None or self._channel.is_closed or self._queue is None:
+        subscription = self._subscription
+        if not subscription.ready_to_check:
             return  # the robust connection is reconnecting; it restores the consumer itself
-        self._broker_knows_us = await self._still_subscribed()
-        if not self._broker_knows_us:
+        if not await subscription.still_subscribed():
             log.warning("consumer_cancelled_resubscribing")
-            # The broker cancels consumers of a deleted queue too: declare it again first.
-            await declare_topology(self._channel, self._topology)
-            self._queue = await self._channel.get_queue(self._topology.requests_queue)
-            self._consumer_tag = None
-            await self._subscribe()
-            self.resubscriptions += 1
+            await subscription.restore()
+            self._subscribed(again=True)
             return
         idle_for = time.monotonic() - self._last_delivery
         if self._in_flight or idle_for <= stall_seconds:
@@ -242,32 +204,12 @@ class RequestConsumer:
         ready = await self._messages_ready()
         if ready:
             log.warning("consumer_stalled_resubscribing", ready=ready, idle_seconds=idle_for)
-            await self._resubscribe()
-            self.resubscriptions += 1
+            await subscription.renew()
+            self._subscribed(again=True)
 
     async def _messages_ready(self) -> int:
-        """The work queue's ready messages now (aio-pika answers a known queue's passive declare
-        with its first count), on a channel of its own: a deleted queue's look closes it."""
-        assert self._channel is not None  # noqa: S101 - called with the channel open
-        connection = (await self._channel.get_underlay_channel()).connection
-        probe = await connection.channel(publisher_confirms=False, timeout=_PROBE_SECONDS)
-        try:
-            waiting = await probe.queue_declare(
-                self._topology.requests_queue, passive=True, timeout=_PROBE_SECONDS
-            )
-        finally:
-            if not probe.is_closed:
-                await probe.close()
-        return waiting.message_count or 0
-
-    async def _resubscribe(self) -> None:
-        if self._queue is not None and self._consumer_tag is not None:
-            try:
-                await self._queue.cancel(self._consumer_tag)
-            except Exception:
-                log.info("consumer_cancel_failed", exc_info=True)
-        self._consumer_tag = None
-        await self._subscribe()
+        """The work queue's depth now (a method of its own: tests make it answer)."""
+        return await self._subscription.messages_ready()
 
     async def run_waiting_room(self) -> None:
         """Until stop(): run parked requests in free slots and keep their leases (nothing to
@@ -286,17 +228,7 @@ class RequestConsumer:
         # Held deliveries do not start now; unacknowledged, they go back when the channel closes.
         self.scheduler.close()
         log.info("consumer_stopping", in_flight=len(self._in_flight), timeout=timeout)
-        if self._queue is not None and self._consumer_tag is not None:
-            try:
-                await self._queue.cancel(self._consumer_tag)
-            except Exception:
-                log.warning("consumer_cancel_failed", exc_info=True)
-        self._consumer_tag = None
-        if self._reconcile is not None and self._reconcile_tag is not None:
-            try:
-                await self._reconcile.cancel(self._reconcile_tag)
-            except Exception:
-                log.warning("consumer_cancel_failed", exc_info=True)
+        await self._subscription.unsubscribe()
         running = self._in_flight | (self.parking.runs if self.parking is not None else set())
         if running:
             _, late = await asyncio.wait(running, timeout=timeout)
