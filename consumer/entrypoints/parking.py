@@ -90,7 +90,7 @@ class ParkedRequests:
     async def park(self, delivery: Delivery, batch: tuple[uuid.UUID, int], key: str) -> None:
         """Store the delivery's request to run later (acknowledge the delivery after). Requests
         arriving while an insert is on its way go together in the next one: a flood is taken
-        off the queue at the pace of a few transactions, not one per request."""
+        off the queue without a transaction per request."""
         batch_id, actor = batch
         if not self.known:  # one line per busy spell, not per request
             log.info("fair_share_waiting_room_in_use", actor_id=actor)
