@@ -1,20 +1,22 @@
 """Requests run from the fair-share waiting room by a real consumer: one left leased by a
 consumer that died runs once its lease runs out, one past the delivery limit gets its last
-chance and is then given up on, and one the service refuses is dead-lettered, each with a copy
-in `{ns}.dead` the way the broker would have dead-lettered it from the queue."""
+chance and is then given up on, one the service refuses is dead-lettered, each with a copy
+in `{ns}.dead` the way the broker would have dead-lettered it from the queue, and one running
+through a shutdown longer than its lease keeps its lease."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from consumer.adapters.pg import ConnectionPool
-from consumer.adapters.tables import waiting_requests
+from consumer.adapters.tables import orders, waiting_requests
 from consumer.adapters.waiting_room import SqlWaitingRoom
 from consumer.config import Settings
 from consumer.service_layer.intake import Delivery
@@ -221,3 +223,71 @@ class TestARequestTheServiceRefuses:
         [(copy, headers)] = await dead_letter_copies(settings)
         assert json.loads(copy) == body
         assert headers["x-first-death-reason"] == "rejected"
+
+
+class TestAShutdownLongerThanALease:
+    async def test_keeps_the_lease_of_the_batch_in_hand_until_it_ends(
+        self,
+        settings: Settings,
+        room: SqlWaitingRoom,
+        consumer: InProcessConsumer,
+        events: EventLog,
+    ) -> None:
+        # The batch's operation waits on a row another transaction holds while its consumer
+        # shuts down, for longer than the lease (1 s): the lease must be renewed until the
+        # batch ends, or another consumer would take the request over and run it again.
+        body = batch(6, patch(3, notes="held through a shutdown"))
+        batch_id = uuid.UUID(body["batch_id"])
+        engine = observer_engine(settings.database_url)
+        try:
+            async with engine.connect() as conn:
+                holder = await conn.begin()
+                await conn.execute(update(orders).where(orders.c.id == 3).values(notes="held"))
+                await park(settings, room, body)
+                await consumer.start()
+
+                async def blocked() -> bool:
+                    waiting = await fetch(
+                        settings.database_url,
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                        ),
+                    )
+                    return bool(waiting[0][0])
+
+                await eventually(blocked, what="the batch waiting on the held row")
+                consumer.stop()
+                first = await lease_end(settings, batch_id)
+
+                async def renewed_past_its_first_end() -> bool:
+                    now, end = await clock_and_lease_end(settings, batch_id)
+                    return now > first and end > now
+
+                await eventually(renewed_past_its_first_end, what="the lease renewed in shutdown")
+                await holder.rollback()
+        finally:
+            await engine.dispose()
+
+        completion = await end_of(events, body["batch_id"])
+        assert isinstance(completion, BatchCompleted)
+        assert completion.status is BatchStatus.COMPLETED
+        await until_settled(settings)
+        assert len(await result_rows(settings.database_url, batch_id)) == 1
+
+
+async def clock_and_lease_end(settings: Settings, batch_id: uuid.UUID) -> tuple[datetime, datetime]:
+    """The database's clock now and the request's lease end."""
+    found = await fetch(
+        settings.database_url,
+        select(func.statement_timestamp(), waiting_requests.c.lease_until).where(
+            waiting_requests.c.batch_id == batch_id
+        ),
+    )
+    now: datetime = found[0][0]
+    end: datetime = found[0][1]
+    return now, end
+
+
+async def lease_end(settings: Settings, batch_id: uuid.UUID) -> datetime:
+    return (await clock_and_lease_end(settings, batch_id))[1]
