@@ -93,6 +93,19 @@ async def unsent_events(database_url: str) -> int:
     return int(rows[0][0])
 
 
+async def waiting_on_a_lock(database_url: str) -> bool:
+    """Whether a session of the database waits on a lock (a batch blocked by a row another
+    transaction holds)."""
+    waiting = await fetch(
+        database_url,
+        text(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ),
+    )
+    return bool(waiting[0][0])
+
+
 async def eventually(
     probe: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition"
 ) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from sqlalchemy import Table, select, text, update
+from sqlalchemy import Table, select, update
 
 from consumer.adapters.tables import orders, professionals, services, users
 from consumer.bootstrap import bootstrap
@@ -26,7 +26,15 @@ from consumer.config import Settings
 from consumer.service_layer.handlers import OperationContext
 from contracts import BatchCompleted, BatchRequest, BatchStatus, ErrorCode, Operation, Outcome
 from publisher import BatchPublisher
-from tests.integration.helpers import batch, batch_row, dead_letters, eventually, fetch, patch
+from tests.integration.helpers import (
+    batch,
+    batch_row,
+    dead_letters,
+    eventually,
+    fetch,
+    patch,
+    waiting_on_a_lock,
+)
 from tests.support import EventLog, observer_engine
 
 # Seeded marketplace (docs/contract.md, Demo data): order i has client 3 + i % 3 and
@@ -281,14 +289,7 @@ class TestUserUpdate:
                 )
 
                 async def batch_waits_on_the_other_writer() -> bool:
-                    waiting = await fetch(
-                        settings.database_url,
-                        text(
-                            "SELECT count(*) FROM pg_stat_activity "
-                            "WHERE datname = current_database() AND wait_event = 'transactionid'"
-                        ),
-                    )
-                    return bool(waiting[0][0])
+                    return await waiting_on_a_lock(settings.database_url)
 
                 await eventually(batch_waits_on_the_other_writer, what="the batch to block")
                 await other_writer.commit()

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 
 from consumer.adapters.pg import ConnectionPool
 from consumer.adapters.tables import orders, waiting_requests
@@ -31,6 +31,7 @@ from tests.integration.helpers import (
     patch,
     result_rows,
     sql_waiting_room,
+    waiting_on_a_lock,
 )
 from tests.integration.in_process import InProcessConsumer
 from tests.support import EventLog, listen, observer_engine
@@ -247,14 +248,7 @@ class TestAShutdownLongerThanALease:
                 await consumer.start()
 
                 async def blocked() -> bool:
-                    waiting = await fetch(
-                        settings.database_url,
-                        text(
-                            "SELECT count(*) FROM pg_stat_activity "
-                            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                        ),
-                    )
-                    return bool(waiting[0][0])
+                    return await waiting_on_a_lock(settings.database_url)
 
                 await eventually(blocked, what="the batch waiting on the held row")
                 consumer.stop()
