@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import uuid
+from datetime import datetime
 
 import httpx
 import pytest
@@ -123,6 +124,23 @@ class TestBatchDetail:
         assert [(r["index"], r["outcome"], r["error_code"]) for r in rows] == [
             ("0", "succeeded", ""),
             ("1", "failed", "CONFLICT"),
+        ]
+        # The same columns as the console's download, the JSON's fields flattened.
+        assert list(rows[0]) == [
+            "index",
+            "resource_id",
+            "outcome",
+            "status",
+            "error_code",
+            "error_message",
+            "data",
+            "occurred_at",
+        ]
+        assert json.loads(rows[0]["data"]) == as_json.json()[0]["data"]
+        assert as_json.json()[1].get("data") is None
+        assert rows[1]["data"] == ""
+        assert [r["occurred_at"] for r in rows] == [
+            datetime.fromisoformat(r["occurred_at"]).isoformat() for r in as_json.json()
         ]
 
 

@@ -3,8 +3,6 @@ and the download of its results."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from consumer.adapters.console_queries import (
 from consumer.entrypoints.console.job_actions import available_actions
 from consumer.entrypoints.console.render import page
 from consumer.entrypoints.console.session import Viewer, viewer
+from consumer.entrypoints.http.labels import results_csv
 from contracts import (
     BatchStatus,
     OperationResult,
@@ -196,37 +195,6 @@ async def batch(request: Request, batch_id: uuid.UUID) -> HTMLResponse:
     )
 
 
-def _csv(results: list[OperationResult]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(
-        [
-            "index",
-            "resource_id",
-            "outcome",
-            "status",
-            "error_code",
-            "error_message",
-            "data",
-            "occurred_at",
-        ]
-    )
-    for r in results:
-        writer.writerow(
-            [
-                r.index,
-                r.resource_id,
-                r.outcome.value,
-                r.status,
-                r.error.code.value if r.error else "",
-                r.error.message if r.error else "",
-                json.dumps(r.data) if r.data is not None else "",
-                r.occurred_at.isoformat(),
-            ]
-        )
-    return out.getvalue()
-
-
 async def download(request: Request, batch_id: uuid.UUID, kind: str) -> Response:
     who = await viewer(request)
     async with request.app.state.context.engine.connect() as conn:
@@ -243,7 +211,7 @@ async def download(request: Request, batch_id: uuid.UUID, kind: str) -> Response
     name = f"batch-{batch_id}-results.{kind}"
     headers = {"Content-Disposition": f'attachment; filename="{name}"'}
     if kind == "csv":
-        return Response(_csv(results), media_type="text/csv; charset=utf-8", headers=headers)
+        return Response(results_csv(results), media_type="text/csv; charset=utf-8", headers=headers)
     body = json.dumps([r.model_dump(mode="json") for r in results], indent=2)
     return Response(body, media_type="application/json", headers=headers)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from typing import Any
 
 from consumer.adapters.queries import with_figures
+from contracts import OperationResult
 
 _STATUS = {
     "en": {
@@ -83,10 +85,23 @@ def summarize(row: dict[str, Any], lang: str) -> dict[str, Any]:
     }
 
 
-def results_csv(results: list[Any]) -> str:
+RESULT_COLUMNS = (
+    "index",
+    "resource_id",
+    "outcome",
+    "status",
+    "error_code",
+    "error_message",
+    "data",  # the resource after the operation, as JSON
+    "occurred_at",
+)
+
+
+def results_csv(results: list[OperationResult]) -> str:
+    """A batch's results as CSV, one row per operation (the HTTP API's and the console's)."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["index", "resource_id", "outcome", "status", "error_code", "error_message"])
+    writer.writerow(RESULT_COLUMNS)
     for r in results:
         writer.writerow(
             [
@@ -96,6 +111,8 @@ def results_csv(results: list[Any]) -> str:
                 r.status,
                 r.error.code.value if r.error else "",
                 r.error.message if r.error else "",
+                json.dumps(r.data) if r.data is not None else "",
+                r.occurred_at.isoformat(),
             ]
         )
     return out.getvalue()
