@@ -19,10 +19,12 @@ whether it still drops the answer (then raise `CHECKED_UP_TO`).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version
+from typing import Any
 
 from aiormq.abc import ChannelFrame
 from aiormq.channel import Channel
@@ -30,6 +32,8 @@ from pamqp import commands
 
 _MARK = "_batchops_answers_every_close"
 CHECKED_UP_TO = (7, 2, 4)
+_POLL_SECONDS = 0.001
+_PATIENCE_SECONDS = 1.0
 
 _Handler = Callable[[Channel, commands.Channel.Close], Awaitable[None]]
 
@@ -44,21 +48,46 @@ def answer_every_channel_close() -> None:
     @functools.wraps(handler)
     async def answer_even_when_full(channel: Channel, frame: commands.Channel.Close) -> None:
         # The handler queues its answer before its first await, so a queue full now is a
-        # queue full then: the answer is dropped, and sent here instead. A put waits its turn
-        # behind the puts already waiting, so the answer still goes before the Channel.Open of
-        # a channel that reuses the number.
+        # queue full then: the answer is dropped, and sent here instead, behind every frame
+        # that was waiting for room (some may be of this channel).
         dropped = channel.write_queue.full()
         try:
             await handler(channel, frame)
         finally:
             if dropped:
                 answer = commands.Channel.CloseOk()
-                await channel.write_queue.put(
-                    ChannelFrame.marshall(channel_number=channel.number, frames=[answer])
+                await _put_last(
+                    channel.write_queue,
+                    ChannelFrame.marshall(channel_number=channel.number, frames=[answer]),
                 )
 
     setattr(answer_even_when_full, _MARK, True)
     setattr(Channel, "_on_close_frame", answer_even_when_full)  # noqa: B010 - mypy: a method
+
+
+async def _put_last(queue: asyncio.Queue[Any], answer: ChannelFrame) -> None:
+    """Put `answer` once every frame that was waiting for room is in `queue` (or, after
+    `_PATIENCE_SECONDS`, as a plain put: a queue never quiet must not hold it back for good).
+    Frames of the closed channel may be among them: acknowledgements sent just before the
+    Close arrived. Written after its CloseOk, the broker would take one for a protocol error
+    and close the whole connection. A plain `put` is not enough: asyncio's
+    queue lets a newcomer take a slot before the waiter woken for it has run, so the room and
+    the waiters are checked on two turns of the loop with nothing put in between."""
+    deadline = asyncio.get_running_loop().time() + _PATIENCE_SECONDS
+    while asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0)
+        puts = queue._unfinished_tasks  # type: ignore[attr-defined]
+        if _room_and_nobody_waiting(queue):
+            await asyncio.sleep(0)  # a waiter woken during the last turn puts its frame now
+            if queue._unfinished_tasks == puts and _room_and_nobody_waiting(queue):  # type: ignore[attr-defined]
+                queue.put_nowait(answer)
+                return
+        await asyncio.sleep(_POLL_SECONDS)
+    await queue.put(answer)
+
+
+def _room_and_nobody_waiting(queue: asyncio.Queue[Any]) -> bool:
+    return not queue.full() and not queue._putters  # type: ignore[attr-defined]
 
 
 def _release(text: str) -> tuple[int, ...]:

@@ -312,7 +312,11 @@ class RequestConsumer:
         except Exception as exc:  # noqa: BLE001 - a value the database refuses, a long refusal
             log.warning("request_not_parked", error=repr(exc))
             return False
-        await message.ack()
+        # Its channel closed meanwhile: the broker hands it out again (and it is stored once).
+        # An acknowledgement on a closed channel would reach the broker after the channel's
+        # close handshake, which it takes for a protocol error of the whole connection.
+        if channel_open(message):
+            await message.ack()
         return True
 
     async def _run(self, message: AbstractIncomingMessage, delivery: Delivery) -> None:

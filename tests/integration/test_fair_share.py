@@ -228,7 +228,12 @@ class TestAConsumerStoppedWithRequestsWaiting:
 
 class TestAChannelLostWhileParking:
     async def test_every_delivery_of_the_dead_channel_runs_once(
-        self, settings: Settings, events: EventLog, start: Any, monkeypatch: pytest.MonkeyPatch
+        self,
+        settings: Settings,
+        events: EventLog,
+        start: Any,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
         flood, few = work(FLOODER, 4 * FLOOD, ops=8), work(OTHER, FEW, ops=1)
         await publish_all(settings, flood + few)
@@ -260,6 +265,10 @@ class TestAChannelLostWhileParking:
         assert await dead_letters(settings.amqp_url, settings.topology.dead_letter_queue) == []
         await waiting_room_empties(settings)
         ran_once_each(events, done, flood + few)
+        # Only the channel went: no acknowledgement of it reached the broker after its close
+        # handshake (a protocol error for which the broker closes the whole connection).
+        resets = [r.getMessage() for r in caplog.records if "connection close" in r.getMessage()]
+        assert resets == []
 
 
 class TestARequestTheDatabaseWillNotStore:
