@@ -312,9 +312,8 @@ class RequestConsumer:
         except Exception as exc:  # noqa: BLE001 - a value the database refuses, a long refusal
             log.warning("request_not_parked", error=repr(exc))
             return False
-        # Its channel closed meanwhile: the broker hands it out again (and it is stored once).
-        # An acknowledgement on a closed channel would reach the broker after the channel's
-        # close handshake, which it takes for a protocol error of the whole connection.
+        # Its channel closed meanwhile: the broker hands it out again (and it is stored once);
+        # an acknowledgement there would only fail.
         if channel_open(message):
             await message.ack()
         return True

@@ -73,12 +73,8 @@ class Subscription:
 
     async def unsubscribe(self) -> None:
         """Take no more deliveries; those in hand stay unacknowledged."""
-        for queue, tag in ((self._queue, self._tag), (self._reconcile, self._reconcile_tag)):
-            if queue is not None and tag is not None:
-                try:
-                    await queue.cancel(tag)
-                except Exception as exc:  # noqa: BLE001 - a closed channel cancelled it anyway
-                    log.info("consumer_cancel_failed", error=repr(exc))
+        await _cancel(self._queue, self._tag)
+        await _cancel(self._reconcile, self._reconcile_tag)
         self._tag = self._reconcile_tag = None
 
     async def still_subscribed(self) -> bool:
@@ -103,11 +99,7 @@ class Subscription:
 
     async def renew(self) -> None:
         """Cancel the work queue's subscription and take a new one (a stalled consumer)."""
-        if self._queue is not None and self._tag is not None:
-            try:
-                await self._queue.cancel(self._tag)
-            except Exception:
-                log.info("consumer_cancel_failed", exc_info=True)
+        await _cancel(self._queue, self._tag)
         self._tag = None
         await self.subscribe()
 
@@ -126,3 +118,11 @@ class Subscription:
             if not look.is_closed:
                 await look.close()
         return waiting.message_count or 0
+
+
+async def _cancel(queue: AbstractQueue | None, tag: str | None) -> None:
+    if queue is not None and tag is not None:
+        try:
+            await queue.cancel(tag)
+        except Exception as exc:  # noqa: BLE001 - a closed channel cancelled it anyway
+            log.info("consumer_cancel_failed", error=repr(exc))
