@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import aio_pika
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import make_url
 
 from consumer.adapters.database import create_database_if_missing, create_engine, upgrade_database
@@ -23,6 +24,12 @@ from consumer.bootstrap import Service, bootstrap
 from consumer.config import Settings
 from tests.pgbouncer import PgBouncer
 from tests.support import EventLog, listen, reachable, run_admin_sql
+
+# The properties check outcomes, not speed: beside brokers, databases and the slow fault
+# scenarios on two cores, one example can take longer than Hypothesis's 200 ms deadline (seen
+# once on the intake property, which 30,000 examples without a deadline did not fail).
+hypothesis_settings.register_profile("batchops", deadline=None)
+hypothesis_settings.load_profile("batchops")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

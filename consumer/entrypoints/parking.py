@@ -7,6 +7,11 @@ leases the next parked request (an actor under its share first, oldest first), r
 delivery, and removes it once its batch is terminal. A lease is renewed while the batch runs;
 one left by a killed consumer runs out and the request waits again for any consumer.
 
+While a flood is being taken in (INTAKE_BACKLOG requests or more on their way into the room),
+leases fill only the share of the slots: the CPU the other slots' batches would take goes to
+taking the flood off the queue, so that other actors' requests queued behind it reach the room,
+and their turn, sooner (docs/performance.md, "Fair share").
+
 A parked request's runs count like a delivery's: past the delivery limit it runs once more as
 a last chance and is then given up on, with its copy in `{ns}.dead` (adapters/dead_letter_copies).
 """
@@ -35,6 +40,9 @@ from consumer.service_layer.waiting_room import Parked, ToPark, WaitingRoom
 
 log = structlog.get_logger(__name__)
 _throttled = LogThrottle(log)
+# Requests on their way into the room from which a flood is taken in first: about one insert's
+# worth (a flood parks some ten per insert); 16 and 32 let B wait longer (docs/performance.md).
+INTAKE_BACKLOG = 8
 
 
 def consumer_name() -> str:
@@ -74,6 +82,8 @@ class ParkedRequests:
         self._held: set[int] = set()
         self._settled: set[int] = set()
         self._to_park: list[tuple[ToPark, asyncio.Future[None]]] = []
+        # Requests between `park` and their insert's commit (the intake's backlog).
+        self._on_their_way = 0
         self._parking: asyncio.Task[None] | None = None
         self._runs: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -100,7 +110,11 @@ class ParkedRequests:
         self._to_park.append((ToPark(batch_id, actor, delivery, key), stored))
         if self._parking is None or self._parking.done():
             self._parking = asyncio.create_task(self._park_pending())
-        await stored
+        self._on_their_way += 1
+        try:
+            await stored
+        finally:
+            self._on_their_way -= 1
         metrics.PARKED.inc()
         self.parked += 1
         self._wake.set()
@@ -186,8 +200,16 @@ class ParkedRequests:
         if the process were killed: another consumer takes them over once they run out)."""
         self._quiet.set()
 
+    def _may_lease(self) -> bool:
+        """A slot is free, and no flood is being taken in while the share of slots runs."""
+        scheduler = self._scheduler
+        if self._stopping or not scheduler.has_free_slot():
+            return False
+        taking_in = self._on_their_way >= INTAKE_BACKLOG
+        return not taking_in or scheduler.running_total < (scheduler.share or 1)
+
     async def _lease_while_free(self) -> None:
-        while not self._stopping and self._scheduler.has_free_slot():
+        while self._may_lease():
             settled = set(self._settled)
             parked = await self._room.lease(self.owner, self._scheduler.at_share(), settled)
             self._forget(settled)

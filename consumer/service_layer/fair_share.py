@@ -177,6 +177,10 @@ class FairScheduler:
     def running(self, actor: int | None) -> int:
         return self._queue.running(actor)
 
+    @property
+    def running_total(self) -> int:
+        return self._queue.running_total
+
     def has_free_slot(self) -> bool:
         return not self._closed and self._queue.has_free_slot()
 

@@ -1,0 +1,169 @@
+"""While a flood is on its way into the waiting room, parked requests fill only the share of the
+slots (entrypoints/parking.py): the rest of the CPU takes the flood in, so that other actors'
+requests queued behind it reach the room sooner. At least the share always runs."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Collection, Sequence
+from typing import cast
+
+import pytest
+
+from consumer.adapters.dead_letter_copies import DeadLetterCopies
+from consumer.entrypoints.parking import INTAKE_BACKLOG, ParkedRequests
+from consumer.service_layer.batch_run import Disposition
+from consumer.service_layer.executor import BatchExecutor
+from consumer.service_layer.fair_share import FairScheduler
+from consumer.service_layer.intake import Delivery
+from consumer.service_layer.waiting_room import Parked, ToPark, WaitingRoom
+from contracts import Topology
+
+SLOTS, SHARE = 8, 4
+FLOODER = 1
+
+
+class RoomWithASlowInsert(WaitingRoom):
+    """The waiting room in memory; an insert waits until `inserts` is set."""
+
+    def __init__(self, waiting: int) -> None:
+        self._ids = itertools.count(1)
+        self._waiting = [self._parked(FLOODER) for _ in range(waiting)]
+        self.inserting = asyncio.Event()
+        self.inserts = asyncio.Event()
+
+    def _parked(self, actor: int) -> Parked:
+        return Parked(next(self._ids), actor, "", Delivery(body=b"{}", user_id="svc"))
+
+    async def park_all(self, requests: Sequence[ToPark]) -> None:
+        self.inserting.set()
+        await self.inserts.wait()
+        self._waiting += [self._parked(request.actor) for request in requests]
+
+    async def lease(
+        self, owner: str, avoid: Collection[int], settled: Collection[int] = ()
+    ) -> Parked | None:
+        if not self._waiting:
+            return None
+        chosen = next((p for p in self._waiting if p.actor not in avoid), self._waiting[0])
+        self._waiting.remove(chosen)
+        return chosen
+
+    async def renew(self, owner: str, ids: Collection[int]) -> set[int]:
+        return set(ids)
+
+    async def give_back(self, owner: str, parked_id: int) -> None:
+        raise AssertionError("nothing is given back here")
+
+    async def remove(self, ids: Collection[int]) -> None:
+        pass
+
+    async def waiting(self) -> int:
+        return len(self._waiting)
+
+
+class BatchesThatWait:
+    """An executor whose batches run until `ends` is set."""
+
+    def __init__(self) -> None:
+        self.ends = asyncio.Event()
+
+    async def handle(self, delivery: Delivery) -> Disposition:
+        await self.ends.wait()
+        return Disposition.ACK
+
+
+@pytest.fixture
+def executor() -> BatchesThatWait:
+    return BatchesThatWait()
+
+
+def parking_with(
+    room: WaitingRoom, executor: BatchesThatWait, scheduler: FairScheduler | None = None
+) -> ParkedRequests:
+    return ParkedRequests(
+        room,
+        scheduler or FairScheduler(SLOTS, SHARE),
+        cast("BatchExecutor", executor),
+        DeadLetterCopies(Topology()),
+        delivery_limit=5,
+        lease_seconds=10,
+    )
+
+
+async def on_their_way(
+    parking: ParkedRequests, room: RoomWithASlowInsert, count: int
+) -> list[asyncio.Task[None]]:
+    """`count` requests parked by deliveries, their insert held by `room`."""
+    delivery = Delivery(body=b"{}", user_id="svc")
+    parks = [
+        asyncio.create_task(parking.park(delivery, (uuid.uuid4(), FLOODER), ""))
+        for _ in range(count)
+    ]
+    await asyncio.wait_for(room.inserting.wait(), 5)
+    return parks
+
+
+async def lease_what_may_run(parking: ParkedRequests) -> None:
+    # The step `fill_slots` takes on each wake-up (a slot freed, a request parked): called
+    # directly, it returns once nothing more may be leased.
+    await parking._lease_while_free()
+
+
+async def test_while_a_flood_is_taken_in_leases_fill_only_the_share(
+    executor: BatchesThatWait,
+) -> None:
+    room = RoomWithASlowInsert(waiting=20)
+    parking = parking_with(room, executor)
+    parks = await on_their_way(parking, room, INTAKE_BACKLOG)
+
+    await lease_what_may_run(parking)
+    assert parking.leased == SHARE
+
+    room.inserts.set()  # the flood is in
+    await asyncio.wait_for(asyncio.gather(*parks), 5)
+    await lease_what_may_run(parking)
+    assert parking.leased == SLOTS
+    await finish(parking, room, executor, parks)
+
+
+async def test_a_backlog_under_the_threshold_holds_no_slot(executor: BatchesThatWait) -> None:
+    room = RoomWithASlowInsert(waiting=20)
+    parking = parking_with(room, executor)
+    parks = await on_their_way(parking, room, INTAKE_BACKLOG - 1)
+
+    await lease_what_may_run(parking)
+    assert parking.leased == SLOTS
+    await finish(parking, room, executor, parks)
+
+
+async def test_the_share_keeps_running_through_a_flood_that_never_ends(
+    executor: BatchesThatWait,
+) -> None:
+    room = RoomWithASlowInsert(waiting=20)
+    scheduler = FairScheduler(SLOTS, SHARE)
+    parking = parking_with(room, executor, scheduler)
+    parks = await on_their_way(parking, room, 4 * INTAKE_BACKLOG)
+    await lease_what_may_run(parking)
+    assert parking.leased == SHARE
+
+    executor.ends.set()  # the batches in hand end while the insert still waits
+    while parking.leased < 3 * SHARE:  # as `fill_slots` does when a slot frees
+        await asyncio.wait_for(lease_what_may_run(parking), 5)
+        assert scheduler.running_total <= SHARE
+        await asyncio.sleep(0)  # the ended runs give their slots back
+    await finish(parking, room, executor, parks)
+
+
+async def finish(
+    parking: ParkedRequests,
+    room: RoomWithASlowInsert,
+    executor: BatchesThatWait,
+    parks: list[asyncio.Task[None]],
+) -> None:
+    """End the insert and the batches, and wait for every task the test started."""
+    room.inserts.set()
+    executor.ends.set()
+    await asyncio.wait_for(asyncio.gather(*parks, *parking.runs), 5)
