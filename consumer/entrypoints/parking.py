@@ -75,6 +75,9 @@ class ParkedRequests:
         # True while requests are believed to wait here: this consumer parked one, or the last
         # lease found one. Requests arriving meanwhile park too, so as not to overtake them.
         self.known = False
+        # The actors whose requests this consumer parked since the room was last found empty:
+        # a delivery of theirs must not start before their parked ones.
+        self._parked_actors: set[int] = set()
         # Requests this consumer parked and leased since it started (observability, tests).
         self.parked = self.leased = 0
         # Leased requests of this consumer (their leases renewed), and those of them settled
@@ -106,6 +109,7 @@ class ParkedRequests:
             log.info("fair_share_waiting_room_in_use", actor_id=actor)
         # Known before it is stored: a delivery arriving meanwhile must not overtake it.
         self.known = True
+        self._parked_actors.add(actor)
         stored = asyncio.get_running_loop().create_future()
         self._to_park.append((ToPark(batch_id, actor, delivery, key), stored))
         if self._parking is None or self._parking.done():
@@ -115,9 +119,10 @@ class ParkedRequests:
             await stored
         finally:
             self._on_their_way -= 1
+            # Stored or not, the intake's backlog shrank: leases held for it may go on.
+            self._wake.set()
         metrics.PARKED.inc()
         self.parked += 1
-        self._wake.set()
 
     async def _park_pending(self) -> None:
         while self._to_park:
@@ -200,13 +205,21 @@ class ParkedRequests:
         if the process were killed: another consumer takes them over once they run out)."""
         self._quiet.set()
 
+    @property
+    def taking_a_flood_in(self) -> bool:
+        """Requests arrive faster than the inserts store them: the slots beyond the share wait."""
+        return self._on_their_way >= INTAKE_BACKLOG
+
+    def may_hold_requests_of(self, actor: int) -> bool:
+        """This consumer parked requests of `actor` that may still wait."""
+        return actor in self._parked_actors
+
     def _may_lease(self) -> bool:
         """A slot is free, and no flood is being taken in while the share of slots runs."""
         scheduler = self._scheduler
         if self._stopping or not scheduler.has_free_slot():
             return False
-        taking_in = self._on_their_way >= INTAKE_BACKLOG
-        return not taking_in or scheduler.running_total < (scheduler.share or 1)
+        return not self.taking_a_flood_in or scheduler.running_total < (scheduler.share or 1)
 
     async def _lease_while_free(self) -> None:
         while self._may_lease():
@@ -222,6 +235,8 @@ class ParkedRequests:
                 self.known = bool(self._to_park) or not (
                     self._parking is None or self._parking.done()
                 )
+                if not self.known:
+                    self._parked_actors.clear()
                 return
             self.known = True
             self.leased += 1

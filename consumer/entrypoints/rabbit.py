@@ -285,12 +285,15 @@ class RequestConsumer:
             self.scheduler.done(actor)
 
     def _starts_now(self, actor: int) -> bool:
-        """A slot is free, and no parked request of another actor would be overtaken unfairly
-        (parked requests go first unless this actor is under its share)."""
+        """A slot is free, and no parked request would be overtaken unfairly: parked requests
+        go first unless this actor is under its share and has none of its own parked here (an
+        actor held under its share while a flood is taken in must keep its own order)."""
         scheduler, parking = self.scheduler, self.parking
         if not scheduler.has_free_slot():
             return False
-        return parking is None or not parking.known or actor not in scheduler.at_share()
+        if parking is None or not parking.known:
+            return True
+        return actor not in scheduler.at_share() and not parking.may_hold_requests_of(actor)
 
     async def _parked(
         self, message: AbstractIncomingMessage, delivery: Delivery, batch: tuple[UUID, int]

@@ -8,12 +8,13 @@ import asyncio
 import itertools
 import uuid
 from collections.abc import Collection, Sequence
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
 from consumer.adapters.dead_letter_copies import DeadLetterCopies
 from consumer.entrypoints.parking import INTAKE_BACKLOG, ParkedRequests
+from consumer.entrypoints.rabbit import RequestConsumer
 from consumer.service_layer.batch_run import Disposition
 from consumer.service_layer.executor import BatchExecutor
 from consumer.service_layer.fair_share import FairScheduler
@@ -22,7 +23,8 @@ from consumer.service_layer.waiting_room import Parked, ToPark, WaitingRoom
 from contracts import Topology
 
 SLOTS, SHARE = 8, 4
-FLOODER = 1
+FLOODER, OTHER = 1, 2
+UNUSED: Any = None  # the database's availability: nothing here asks for it
 
 
 class RoomWithASlowInsert(WaitingRoom):
@@ -33,6 +35,7 @@ class RoomWithASlowInsert(WaitingRoom):
         self._waiting = [self._parked(FLOODER) for _ in range(waiting)]
         self.inserting = asyncio.Event()
         self.inserts = asyncio.Event()
+        self.refuses = False  # inserts fail (a value the database refuses)
 
     def _parked(self, actor: int) -> Parked:
         return Parked(next(self._ids), actor, "", Delivery(body=b"{}", user_id="svc"))
@@ -40,6 +43,8 @@ class RoomWithASlowInsert(WaitingRoom):
     async def park_all(self, requests: Sequence[ToPark]) -> None:
         self.inserting.set()
         await self.inserts.wait()
+        if self.refuses:
+            raise ValueError("refused")
         self._waiting += [self._parked(request.actor) for request in requests]
 
     async def lease(
@@ -69,10 +74,19 @@ class BatchesThatWait:
 
     def __init__(self) -> None:
         self.ends = asyncio.Event()
+        self.started = 0
+        self._changed = asyncio.Condition()
 
     async def handle(self, delivery: Delivery) -> Disposition:
+        async with self._changed:
+            self.started += 1
+            self._changed.notify_all()
         await self.ends.wait()
         return Disposition.ACK
+
+    async def until_started(self, count: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.started >= count)
 
 
 @pytest.fixture
@@ -81,7 +95,10 @@ def executor() -> BatchesThatWait:
 
 
 def parking_with(
-    room: WaitingRoom, executor: BatchesThatWait, scheduler: FairScheduler | None = None
+    room: WaitingRoom,
+    executor: BatchesThatWait,
+    scheduler: FairScheduler | None = None,
+    poll_seconds: float = 0.5,
 ) -> ParkedRequests:
     return ParkedRequests(
         room,
@@ -90,6 +107,7 @@ def parking_with(
         DeadLetterCopies(Topology()),
         delivery_limit=5,
         lease_seconds=10,
+        poll_seconds=poll_seconds,
     )
 
 
@@ -150,11 +168,74 @@ async def test_the_share_keeps_running_through_a_flood_that_never_ends(
     assert parking.leased == SHARE
 
     executor.ends.set()  # the batches in hand end while the insert still waits
-    while parking.leased < 3 * SHARE:  # as `fill_slots` does when a slot frees
+    for _ in range(100):  # as `fill_slots` does each time a slot frees
         await asyncio.wait_for(lease_what_may_run(parking), 5)
         assert scheduler.running_total <= SHARE
+        if parking.leased >= 3 * SHARE:
+            break
         await asyncio.sleep(0)  # the ended runs give their slots back
+    assert parking.leased >= 3 * SHARE
     await finish(parking, room, executor, parks)
+
+
+async def test_a_flood_that_could_not_be_stored_frees_the_held_slots_at_once(
+    executor: BatchesThatWait,
+) -> None:
+    room = RoomWithASlowInsert(waiting=20)
+    scheduler = FairScheduler(SLOTS, SHARE)
+    # No poll to fall back on: only wake-ups fill the slots.
+    parking = parking_with(room, executor, scheduler, poll_seconds=60)
+    filling = asyncio.create_task(parking.fill_slots())
+    parks = await on_their_way(parking, room, INTAKE_BACKLOG)
+    scheduler.on_slot_free()  # as when a batch ends
+    await asyncio.wait_for(executor.until_started(SHARE), 5)
+    assert parking.leased == SHARE
+
+    room.refuses = True
+    room.inserts.set()
+    refused = await asyncio.gather(*parks, return_exceptions=True)
+    assert all(isinstance(outcome, ValueError) for outcome in refused)
+    await asyncio.wait_for(executor.until_started(SLOTS), 5)
+
+    parking.stop()
+    executor.ends.set()
+    await asyncio.wait_for(asyncio.gather(filling, *parking.runs), 5)
+
+
+async def test_a_delivery_never_starts_before_its_own_actors_parked_requests(
+    executor: BatchesThatWait,
+) -> None:
+    room = RoomWithASlowInsert(waiting=0)
+    consumer = RequestConsumer(
+        cast("BatchExecutor", executor),
+        Topology(),
+        SLOTS,
+        UNUSED,
+        fair_share=SHARE,
+        window=256,
+        waiting_room=room,
+    )
+    parking = consumer.parking
+    assert parking is not None
+    parks = await on_their_way(parking, room, INTAKE_BACKLOG)
+    room.inserts.set()
+    await asyncio.wait_for(asyncio.gather(*parks), 5)
+    await lease_what_may_run(parking)
+    assert parking.leased == SLOTS
+    executor.ends.set()  # the flood's actor drops under its share, requests of its own parked
+    await asyncio.wait_for(asyncio.gather(*parking.runs), 5)
+
+    assert consumer.scheduler.has_free_slot()
+    assert not consumer._starts_now(FLOODER)
+    assert consumer._starts_now(OTHER)  # under its share, nothing of its own waiting
+    await asyncio.wait_for(until_the_room_is_found_empty(parking), 5)
+    assert consumer._starts_now(FLOODER)
+
+
+async def until_the_room_is_found_empty(parking: ParkedRequests) -> None:
+    while parking.known:
+        await lease_what_may_run(parking)
+        await asyncio.gather(*parking.runs)
 
 
 async def finish(
