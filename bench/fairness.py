@@ -1,7 +1,7 @@
 """Fair share under a flood: how long another actor's few batches take while one actor's flood
 waits, and what fair share costs in throughput.
 
-    python -m bench.fairness [--flood 1000] [--few 20] [--ops 5] [--rounds 3] [--prefetch 8]
+    python -m bench.fairness [--flood 1000] [--few 20] [--ops 5] [--rounds 5] [--prefetch 8]
                              [--window N]
                              [--database batchops_bench_…] [--timeout 600]
 
@@ -282,7 +282,7 @@ def parse(argv: list[str] | None = None) -> Sizes:
     parser.add_argument("--flood", type=_positive, default=1000, help="actor A's batches")
     parser.add_argument("--few", type=_positive, default=20, help="actor B's batches")
     parser.add_argument("--ops", type=_positive, default=5, help="operations per batch")
-    parser.add_argument("--rounds", type=_positive, default=3, help="rounds of the three phases")
+    parser.add_argument("--rounds", type=_positive, default=5, help="rounds of the three phases")
     parser.add_argument("--prefetch", type=_positive, default=8, help="BATCHOPS_PREFETCH")
     parser.add_argument(
         "--window", type=_positive, help="BATCHOPS_FAIR_WINDOW (default: the service's)"
