@@ -94,6 +94,16 @@ def executor() -> BatchesThatWait:
     return BatchesThatWait()
 
 
+@pytest.fixture
+def room() -> RoomWithASlowInsert:
+    return RoomWithASlowInsert(waiting=20)
+
+
+@pytest.fixture
+def scheduler() -> FairScheduler:
+    return FairScheduler(SLOTS, SHARE)
+
+
 def parking_with(
     room: WaitingRoom,
     executor: BatchesThatWait,
@@ -131,9 +141,8 @@ async def lease_what_may_run(parking: ParkedRequests) -> None:
 
 
 async def test_while_a_flood_is_taken_in_leases_fill_only_the_share(
-    executor: BatchesThatWait,
+    executor: BatchesThatWait, room: RoomWithASlowInsert
 ) -> None:
-    room = RoomWithASlowInsert(waiting=20)
     parking = parking_with(room, executor)
     parks = await on_their_way(parking, room, INTAKE_BACKLOG)
 
@@ -147,8 +156,9 @@ async def test_while_a_flood_is_taken_in_leases_fill_only_the_share(
     await finish(parking, room, executor, parks)
 
 
-async def test_a_backlog_under_the_threshold_holds_no_slot(executor: BatchesThatWait) -> None:
-    room = RoomWithASlowInsert(waiting=20)
+async def test_a_backlog_under_the_threshold_holds_no_slot(
+    executor: BatchesThatWait, room: RoomWithASlowInsert
+) -> None:
     parking = parking_with(room, executor)
     parks = await on_their_way(parking, room, INTAKE_BACKLOG - 1)
 
@@ -158,10 +168,8 @@ async def test_a_backlog_under_the_threshold_holds_no_slot(executor: BatchesThat
 
 
 async def test_the_share_keeps_running_through_a_flood_that_never_ends(
-    executor: BatchesThatWait,
+    executor: BatchesThatWait, room: RoomWithASlowInsert, scheduler: FairScheduler
 ) -> None:
-    room = RoomWithASlowInsert(waiting=20)
-    scheduler = FairScheduler(SLOTS, SHARE)
     parking = parking_with(room, executor, scheduler)
     parks = await on_their_way(parking, room, 4 * INTAKE_BACKLOG)
     await lease_what_may_run(parking)
@@ -179,10 +187,8 @@ async def test_the_share_keeps_running_through_a_flood_that_never_ends(
 
 
 async def test_a_flood_that_could_not_be_stored_frees_the_held_slots_at_once(
-    executor: BatchesThatWait,
+    executor: BatchesThatWait, room: RoomWithASlowInsert, scheduler: FairScheduler
 ) -> None:
-    room = RoomWithASlowInsert(waiting=20)
-    scheduler = FairScheduler(SLOTS, SHARE)
     # No poll to fall back on: only wake-ups fill the slots.
     parking = parking_with(room, executor, scheduler, poll_seconds=60)
     filling = asyncio.create_task(parking.fill_slots())
