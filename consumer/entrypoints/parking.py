@@ -156,14 +156,21 @@ class ParkedRequests:
                 await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
             self._wake.clear()
             try:
-                await self._lease_while_free()
-                if self._settled:  # no slot was free to lease with: remove them alone
-                    await self._remove_settled()
+                await self._fill_free_slots()
             except Interrupted:
                 return
             except Exception as exc:  # noqa: BLE001 - a bug or a broken row: keep the loop alive
                 _throttled.error("waiting_room_lease_failed", error=repr(exc))
         with contextlib.suppress(Exception):
+            await self._remove_settled()
+
+    async def _fill_free_slots(self) -> None:
+        """One wake-up's work: lease into the free slots; requests settled since the last lease
+        are removed with the next one, or alone when no slot was free to lease with. Not while
+        leases wait for a flood's intake: the lease made as the running fall to the share takes
+        them (a transaction saved per batch ending meanwhile)."""
+        await self._lease_while_free()
+        if self._settled and not self.taking_a_flood_in:
             await self._remove_settled()
 
     async def keep_leases(self) -> None:

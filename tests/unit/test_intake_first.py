@@ -36,6 +36,7 @@ class RoomWithASlowInsert(WaitingRoom):
         self.inserting = asyncio.Event()
         self.inserts = asyncio.Event()
         self.refuses = False  # inserts fail (a value the database refuses)
+        self.removals = 0  # transactions removing settled requests alone (not with a lease)
 
     def _parked(self, actor: int) -> Parked:
         return Parked(next(self._ids), actor, "", Delivery(body=b"{}", user_id="svc"))
@@ -63,17 +64,18 @@ class RoomWithASlowInsert(WaitingRoom):
         raise AssertionError("nothing is given back here")
 
     async def remove(self, ids: Collection[int]) -> None:
-        pass
+        self.removals += 1
 
     async def waiting(self) -> int:
         return len(self._waiting)
 
 
 class BatchesThatWait:
-    """An executor whose batches run until `ends` is set."""
+    """An executor whose batches run until `ends` is set, or `end_one` lets one end."""
 
     def __init__(self) -> None:
         self.ends = asyncio.Event()
+        self._one_may_end = asyncio.Semaphore(0)
         self.started = 0
         self._changed = asyncio.Condition()
 
@@ -81,8 +83,15 @@ class BatchesThatWait:
         async with self._changed:
             self.started += 1
             self._changed.notify_all()
-        await self.ends.wait()
+        all_end = asyncio.ensure_future(self.ends.wait())
+        one_ends = asyncio.ensure_future(self._one_may_end.acquire())
+        await asyncio.wait({all_end, one_ends}, return_when=asyncio.FIRST_COMPLETED)
+        all_end.cancel()
+        one_ends.cancel()
         return Disposition.ACK
+
+    def end_one(self) -> None:
+        self._one_may_end.release()
 
     async def until_started(self, count: int) -> None:
         async with self._changed:
@@ -137,7 +146,7 @@ async def on_their_way(
 async def lease_what_may_run(parking: ParkedRequests) -> None:
     # The step `fill_slots` takes on each wake-up (a slot freed, a request parked): called
     # directly, it returns once nothing more may be leased.
-    await parking._lease_while_free()
+    await parking._fill_free_slots()
 
 
 async def test_while_a_flood_is_taken_in_leases_fill_only_the_share(
@@ -254,3 +263,28 @@ async def finish(
     room.inserts.set()
     executor.ends.set()
     await asyncio.wait_for(asyncio.gather(*parks, *parking.runs), 5)
+
+
+async def test_batches_ending_while_a_flood_is_taken_in_are_removed_with_the_next_lease(
+    executor: BatchesThatWait, room: RoomWithASlowInsert, scheduler: FairScheduler
+) -> None:
+    parking = parking_with(room, executor, scheduler)
+    await lease_what_may_run(parking)  # before the flood: every slot
+    parks = await on_their_way(parking, room, INTAKE_BACKLOG)
+
+    for _ in range(SLOTS - SHARE):  # down to the share: no lease, and no removal alone
+        await one_batch_ends(parking, executor)
+        await lease_what_may_run(parking)
+    assert parking.leased == SLOTS
+    assert room.removals == 0
+    await one_batch_ends(parking, executor)  # under the share: a lease, taking them with it
+    await lease_what_may_run(parking)
+    assert parking.leased == SLOTS + 1
+    assert room.removals == 0
+    await finish(parking, room, executor, parks)
+
+
+async def one_batch_ends(parking: ParkedRequests, executor: BatchesThatWait) -> None:
+    runs = parking.runs
+    executor.end_one()
+    await asyncio.wait_for(asyncio.wait(runs, return_when=asyncio.FIRST_COMPLETED), 5)
